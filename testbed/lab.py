@@ -1,0 +1,165 @@
+"""Bring a :class:`topologies.model.Network` to life with Mininet, and always tear it down.
+
+Nodes are Mininet hosts (one network namespace each, a shell started by ``mnexec``); links
+are veth pairs. Addresses, forwarding, link shaping (``testbed.shaping``), routes and the
+topology's own commands are applied through the node's namespace. Every node and process is
+recorded in the run registry (``testbed.state``) so a crashed run can be cleaned up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from topologies.model import Network, Route
+
+from . import shaping, state
+from .nsexec import ns_prefix, run
+
+
+class LabError(RuntimeError):
+    """The lab could not be built; the message names the node or link."""
+
+
+class Lab:
+    """A running network. Use as a context manager: ``with Lab(net) as lab: ...``."""
+
+    def __init__(self, network: Network, run_id: str | None = None) -> None:
+        self.network = network
+        self.run_id = run_id or f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.state = state.RunState(self.run_id, os.getpid())
+        self.qdisc_plans: dict[tuple[str, str], shaping.QdiscPlan] = {}
+        self._net: Any = None
+        self._procs: list[subprocess.Popen[Any]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Lab:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from mininet.link import Link as MnLink
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+
+        setLogLevel(os.environ.get("TESTBED_MININET_LOG", "warning"))
+        self.state.save()
+        net = Mininet(controller=None, build=False, autoSetMacs=False, waitConnected=False)
+        self._net = net
+        for node in self.network.nodes.values():
+            net.addHost(node.name, ip=None)
+        for link in self.network.links:
+            net.addLink(link.a.node, link.b.node, cls=MnLink, intfName1=link.a.name,
+                        intfName2=link.b.name, addr1=link.a.mac, addr2=link.b.mac)
+        net.build()
+        for name in self.network.nodes:
+            pid = net[name].pid
+            self.state.node_pids[name] = pid
+            self.state.netns_inodes[name] = state.netns_inode(pid) or 0
+        self.state.save()
+        self._configure()
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._procs.clear()
+        if self._net is not None:
+            from mininet.log import setLogLevel
+
+            setLogLevel("error")
+            try:
+                self._net.stop()
+            finally:
+                self._net = None
+        self.state.remove()
+
+    # -- configuration -----------------------------------------------------------------------
+    def _configure(self) -> None:
+        rtt = _path_rtt_guess(self.network)
+        for node in self.network.nodes.values():
+            self.run(node.name, ["ip", "link", "set", "lo", "up"])
+            fwd = "1" if node.forwarding else "0"
+            self.run(node.name, ["sysctl", "-qw", f"net.ipv4.ip_forward={fwd}"])
+            for key, value in node.sysctls:
+                self.run(node.name, ["sysctl", "-qw", f"{key}={value}"])
+        for link in self.network.links:
+            for end in (link.a, link.b):
+                for addr in end.addrs:
+                    self.run(end.node, ["ip", "addr", "add", addr, "dev", end.name])
+                self.run(end.node, ["ip", "link", "set", end.name, "up"])
+                spec = link.spec_from(end.node)
+                if spec.shaped:
+                    qplan = shaping.plan(end.name, spec, rtt_ms=rtt)
+                    shaping.apply(qplan, self.pid(end.node))
+                    self.qdisc_plans[(end.node, end.name)] = qplan
+        for route in self.network.routes:
+            self.run(route.node, route_command(route))
+        for node, cmds in self.network.commands.items():
+            for cmd in cmds:
+                self.run(node, cmd)
+
+    # -- use ---------------------------------------------------------------------------------
+    def pid(self, node: str) -> int:
+        try:
+            return self.state.node_pids[node]
+        except KeyError:
+            raise LabError(f"no node {node!r} in topology {self.network.name!r}") from None
+
+    def run(self, node: str, argv: Sequence[str], check: bool = True,
+            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a command in ``node``'s network namespace and wait for it."""
+        return run(argv, self.pid(node), check=check, timeout=timeout)
+
+    def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+        """Start a process in ``node``'s namespace; it is killed when the lab stops."""
+        proc = subprocess.Popen(ns_prefix(self.pid(node)) + list(argv), **kw)
+        self._procs.append(proc)
+        self.state.processes.append(proc.pid)
+        self.state.save()
+        return proc
+
+    def links_readback(self) -> list[dict[str, object]]:
+        """Each shaped interface: what was asked and what the kernel holds."""
+        out = []
+        for (node, dev), qplan in self.qdisc_plans.items():
+            out.append({"node": node, "dev": dev, "asked": shaping.describe(qplan),
+                        "kernel": shaping.readback(dev, self.pid(node))})
+        return out
+
+
+def route_command(route: Route) -> list[str]:
+    cmd = ["ip", "route", "replace", route.dst]
+    if len(route.via) == 1:
+        cmd += ["via", route.via[0]]
+    for hop in route.via if len(route.via) > 1 else ():
+        cmd += ["nexthop", "via", hop]
+    if route.dev:
+        cmd += ["dev", route.dev]
+    if route.src:
+        cmd += ["src", route.src]
+    if route.table is not None:
+        cmd += ["table", str(route.table)]
+    return cmd
+
+
+def _path_rtt_guess(network: Network) -> float:
+    """The largest configured round trip over one link, used to size bottleneck queues."""
+    rtts = [li.a_to_b.delay_ms + li.b_to_a.delay_ms for li in network.links]
+    return max(rtts, default=0.0)

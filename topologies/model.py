@@ -1,0 +1,150 @@
+"""The network plan: pure data that says WHAT a topology is.
+
+A topology builder returns a :class:`Network`; the lab (``testbed.lab``) turns it into
+Mininet nodes, veth links, addresses, shaping and routes. Nothing here touches the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+NodeRole = Literal["host", "router", "gateway", "switch"]
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """Impairments of one direction of a link, applied on the sending interface's egress.
+
+    ``delay_ms`` is the one-way delay in this direction (an RTT of 2*d needs d each way).
+    """
+
+    bw_mbps: float | None = None
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    reorder: bool = False
+    queue_pkts: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.bw_mbps is None or self.bw_mbps > 0, "bw_mbps must be > 0"),
+            (self.delay_ms >= 0, "delay_ms must be >= 0"),
+            (self.jitter_ms >= 0, "jitter_ms must be >= 0"),
+            (0 <= self.loss_pct <= 100, "loss_pct must be within 0..100"),
+            (self.queue_pkts is None or self.queue_pkts > 0, "queue_pkts must be > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"{msg} (got {self})")
+
+    @property
+    def needs_netem(self) -> bool:
+        return bool(self.delay_ms or self.jitter_ms or self.loss_pct)
+
+    @property
+    def shaped(self) -> bool:
+        return self.bw_mbps is not None or self.needs_netem
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One end of a link: node, interface name and its addresses (CIDR strings)."""
+
+    node: str
+    name: str
+    addrs: tuple[str, ...] = ()
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A point-to-point link (a veth pair) with per-direction impairments."""
+
+    a: Interface
+    b: Interface
+    a_to_b: LinkSpec = field(default_factory=LinkSpec)
+    b_to_a: LinkSpec = field(default_factory=LinkSpec)
+
+    def spec_from(self, node: str) -> LinkSpec:
+        """Impairments on the egress of ``node``'s end."""
+        return self.a_to_b if node == self.a.node else self.b_to_a
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route on ``node``. Several next hops make an ECMP (multipath) route."""
+
+    node: str
+    dst: str
+    via: tuple[str, ...] = ()
+    dev: str | None = None
+    table: int | None = None
+    src: str | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    role: NodeRole = "host"
+    forwarding: bool = False
+    sysctls: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Network:
+    """A whole topology: nodes, links, routes and per-node setup commands."""
+
+    name: str
+    params: dict[str, object] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    commands: dict[str, list[list[str]]] = field(default_factory=dict)
+
+    def add_node(self, name: str, role: NodeRole = "host", forwarding: bool = False) -> Node:
+        if name in self.nodes:
+            raise ValueError(f"node {name!r} defined twice")
+        node = Node(name, role, forwarding or role in ("router", "gateway"))
+        self.nodes[name] = node
+        return node
+
+    def add_link(self, a: Interface, b: Interface, a_to_b: LinkSpec | None = None,
+                 b_to_a: LinkSpec | None = None) -> Link:
+        for end in (a, b):
+            if end.node not in self.nodes:
+                raise ValueError(f"link end {end.node}:{end.name}: unknown node")
+            if len(end.name) > 15:
+                raise ValueError(f"interface name {end.name!r} longer than 15 characters")
+        spec = a_to_b or LinkSpec()
+        link = Link(a, b, spec, b_to_a if b_to_a is not None else spec)
+        self.links.append(link)
+        return link
+
+    def add_route(self, route: Route) -> None:
+        if route.node not in self.nodes:
+            raise ValueError(f"route on unknown node {route.node!r}")
+        self.routes.append(route)
+
+    def interfaces(self, node: str) -> list[Interface]:
+        return [end for link in self.links for end in (link.a, link.b) if end.node == node]
+
+    def address(self, node: str, intf: str | None = None) -> str:
+        """First IPv4 address (without prefix) of ``node`` (on ``intf`` if given)."""
+        for end in self.interfaces(node):
+            if intf in (None, end.name) and end.addrs:
+                return str(ipaddress.ip_interface(end.addrs[0]).ip)
+        raise KeyError(f"{node}{':' + intf if intf else ''} has no address")
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-able description: nodes, links (with both directions' settings), routes."""
+        from dataclasses import asdict
+
+        return {
+            "name": self.name,
+            "params": self.params,
+            "nodes": [asdict(n) for n in self.nodes.values()],
+            "links": [asdict(li) for li in self.links],
+            "routes": [asdict(r) for r in self.routes],
+        }
