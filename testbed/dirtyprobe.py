@@ -8,6 +8,7 @@ it, write pages, and expect the scan to report exactly those pages as written.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -59,10 +60,8 @@ def _release(buf: mmap.mmap) -> None:
     import gc
 
     gc.collect()  # drop the ctypes view so the mapping can be closed
-    try:
+    with contextlib.suppress(BufferError):
         buf.close()
-    except BufferError:
-        pass
 
 
 def uffd_wp_scan_works(pages: int = 8) -> bool:
@@ -75,7 +74,8 @@ def uffd_wp_scan_works(pages: int = 8) -> bool:
         return False
     buf = mmap.mmap(-1, pages * PAGE)
     try:
-        api = (ctypes.c_uint64 * 3)(UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0)
+        features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
+        api = (ctypes.c_uint64 * 3)(UFFD_API, features, 0)
         if libc.ioctl(fd, UFFDIO_API, ctypes.byref(api)) != 0:
             return False
         addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
@@ -88,7 +88,8 @@ def uffd_wp_scan_works(pages: int = 8) -> bool:
             return False
         for i in range(0, pages, 2):
             buf[i * PAGE] = 3
-        regions = (ctypes.c_uint64 * (3 * (pages + 1)))()  # struct page_region: start, end, categories
+        # struct page_region: start, end, categories
+        regions = (ctypes.c_uint64 * (3 * (pages + 1)))()
         # struct pm_scan_arg: size, flags, start, end, walk_end, vec, vec_len,
         # max_pages, category_inverted, category_mask, category_anyof_mask, return_mask
         arg = (ctypes.c_uint64 * 12)(96, 0, addr, addr + length, 0,

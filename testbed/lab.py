@@ -8,6 +8,7 @@ recorded in the run registry (``testbed.state``) so a crashed run can be cleaned
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 from topologies.model import Network, Route
 
-from . import shaping, state
+from . import firewall, routing, shaping, state
 from .nsexec import ns_prefix, run
 
 
@@ -33,6 +34,7 @@ class Lab:
         self.run_id = run_id or f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.state = state.RunState(self.run_id, os.getpid())
         self.qdisc_plans: dict[tuple[str, str], shaping.QdiscPlan] = {}
+        self.stack_mode: str | None = None  # "vrf" or "policy" once stacks are set up
         self._net: Any = None
         self._procs: list[subprocess.Popen[Any]] = []
 
@@ -75,10 +77,8 @@ class Lab:
         for proc in self._procs:
             if proc.poll() is None:
                 proc.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         self._procs.clear()
         if self._net is not None:
             from mininet.log import setLogLevel
@@ -109,8 +109,11 @@ class Lab:
                     qplan = shaping.plan(end.name, spec, rtt_ms=rtt)
                     shaping.apply(qplan, self.pid(end.node))
                     self.qdisc_plans[(end.node, end.name)] = qplan
+        self.stack_mode = routing.setup_stacks(self)  # VRFs/rules before their routes
         for route in self.network.routes:
             self.run(route.node, route_command(route))
+        routing.apply_caps(self)
+        firewall.apply(self)
         for node, cmds in self.network.commands.items():
             for cmd in cmds:
                 self.run(node, cmd)

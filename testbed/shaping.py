@@ -1,11 +1,14 @@
-"""Link shaping: netem (delay, jitter, loss) and a rate shaper, sized for the path's BDP.
+"""Link shaping: netem (delay, jitter, loss, rate) or tbf, sized for the path's BDP.
 
-Layout on an interface's egress, as in tc-netem(8)'s rate-control example:
-``netem`` at the root (delay line), ``tbf`` as its child (the bottleneck queue). netem's
-``limit`` (default 1000 packets) must hold every packet in flight on the delay line, or the
-emulator itself drops at high bandwidth-delay products; it is sized from the BDP here.
-Jitter without reordering uses netem's ``rate`` option, which makes netem schedule each
-packet after the previous one (see sch_netem.c, "last packet in queue is reference point").
+With any delay/jitter/loss, one netem qdisc does everything, rate included: netem's ``rate``
+serialises packets (each leaves after the one before it, plus its transmission time, and at
+least ``delay`` after it arrived; see sch_netem.c, "last packet in queue is reference point"),
+so it is a link with a bottleneck queue followed by propagation delay, and jitter never
+reorders. Its ``limit`` (default 1000 packets) must hold the delay line at the configured
+rate plus the bottleneck buffer, or the emulator itself drops at high bandwidth-delay
+products; it is sized from the BDP here. Measured in the VM: netem at the root with a tbf
+child drops in slow start, because its delay line fills at the sender's burst rate.
+A link with a rate only uses tbf (which the host kernel has even without netem).
 """
 
 from __future__ import annotations
@@ -34,28 +37,28 @@ class QdiscPlan:
     tbf_limit_bytes: int | None
 
 
-def netem_limit(spec: LinkSpec, rate_mbps: float | None) -> int:
-    """Packets netem must hold: the delay line at full rate, with 50 % headroom."""
-    rate = rate_mbps or UNSHAPED_RATE_MBPS
+def buffer_pkts(spec: LinkSpec, rtt_ms: float) -> int:
+    """The bottleneck queue in packets: ``queue_pkts``, else one BDP of the path's RTT."""
+    if spec.queue_pkts:
+        return spec.queue_pkts
+    rate = spec.bw_mbps or UNSHAPED_RATE_MBPS
+    return max(64, math.ceil(rate * 1e6 / 8 * max(rtt_ms, 1.0) / 1000 / MTU_WIRE))
+
+
+def netem_limit(spec: LinkSpec, rtt_ms: float) -> int:
+    """Packets netem must hold: the delay line at full rate plus the bottleneck buffer."""
+    rate = spec.bw_mbps or UNSHAPED_RATE_MBPS
     seconds = (spec.delay_ms + 4 * spec.jitter_ms) / 1000.0
-    in_flight = rate * 1e6 / 8 * seconds / MTU_WIRE
-    return max(MIN_NETEM_LIMIT, math.ceil(in_flight * 1.5) + 100)
+    delay_line = math.ceil(rate * 1e6 / 8 * seconds / MTU_WIRE * 1.25)
+    buffered = buffer_pkts(spec, rtt_ms) if spec.bw_mbps else 0
+    return max(MIN_NETEM_LIMIT, delay_line + buffered + 100)
 
 
 def tbf_sizes(spec: LinkSpec, rtt_ms: float) -> tuple[int, int]:
-    """tbf burst (about 1 ms of data, at least 2 frames) and queue limit in bytes.
-
-    The queue holds one BDP of the whole path (or ``queue_pkts`` frames if given), the classic
-    buffer rule for one TCP flow to fill the link.
-    """
+    """tbf burst (about 1 ms of data, at least 2 frames) and queue limit, in bytes."""
     assert spec.bw_mbps is not None
-    bytes_per_s = spec.bw_mbps * 1e6 / 8
-    burst = max(2 * MTU_WIRE, math.ceil(bytes_per_s / 1000))
-    if spec.queue_pkts:
-        limit = spec.queue_pkts * MTU_WIRE
-    else:
-        limit = max(64 * MTU_WIRE, math.ceil(bytes_per_s * max(rtt_ms, 1.0) / 1000))
-    return burst, limit + burst
+    burst = max(2 * MTU_WIRE, math.ceil(spec.bw_mbps * 1e6 / 8 / 1000))
+    return burst, buffer_pkts(spec, rtt_ms) * MTU_WIRE + burst
 
 
 def plan(dev: str, spec: LinkSpec, rtt_ms: float | None = None) -> QdiscPlan:
@@ -68,7 +71,7 @@ def plan(dev: str, spec: LinkSpec, rtt_ms: float | None = None) -> QdiscPlan:
     cmds: list[tuple[str, ...]] = [("tc", "qdisc", "del", "dev", dev, "root")]
     limit = burst = tbf_limit = None
     if spec.needs_netem:
-        limit = netem_limit(spec, spec.bw_mbps)
+        limit = netem_limit(spec, rtt)
         netem = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem",
                  "limit", str(limit)]
         if spec.delay_ms or spec.jitter_ms:
@@ -77,16 +80,15 @@ def plan(dev: str, spec: LinkSpec, rtt_ms: float | None = None) -> QdiscPlan:
                 netem += [f"{spec.jitter_ms}ms", "distribution", "normal"]
         if spec.loss_pct:
             netem += ["loss", "random", f"{spec.loss_pct}%"]
-        if spec.jitter_ms and not spec.reorder:
-            # netem's rate mode serialises packets: no packet overtakes the one before it.
-            line = spec.bw_mbps or UNSHAPED_RATE_MBPS
-            netem += ["rate", f"{int(line * 1e6)}bit"]
+        if spec.bw_mbps is not None:
+            netem += ["rate", f"{int(spec.bw_mbps * 1e6)}bit"]
+        elif spec.jitter_ms and not spec.reorder:
+            # rate mode serialises packets: none overtakes the one before it.
+            netem += ["rate", f"{int(UNSHAPED_RATE_MBPS * 1e6)}bit"]
         cmds.append(tuple(netem))
-    if spec.bw_mbps is not None:
+    elif spec.bw_mbps is not None:
         burst, tbf_limit = tbf_sizes(spec, rtt)
-        parent = ["parent", "1:1", "handle", "10:"] if spec.needs_netem else \
-            ["root", "handle", "1:"]
-        cmds.append(("tc", "qdisc", "add", "dev", dev, *parent, "tbf",
+        cmds.append(("tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
                      "rate", f"{int(spec.bw_mbps * 1e6)}bit",
                      "burst", str(burst), "limit", str(tbf_limit)))
     return QdiscPlan(dev, tuple(cmds), limit, burst, tbf_limit)

@@ -1,0 +1,186 @@
+"""Remove everything a testbed run may have left behind (like ``mn -c``, but only ours).
+
+What counts as ours: what the run registry (``testbed.state``) recorded for runs whose owner
+is gone; Mininet node shells (``mininet:<node>`` in their command line) and every process in
+their network namespaces; named namespaces with the testbed's prefixes; root-namespace veth
+links with Mininet's ``<node>-eth<N>`` names; OVS bridges recorded by a run. Idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from . import state
+
+NETNS_PREFIXES = ("tb-", "tbt-", "tbprobe-")
+MININET_LINK = re.compile(r"^[A-Za-z][\w.]*-eth\d+$")
+
+
+@dataclass
+class CleanReport:
+    processes: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    ovs_bridges: list[str] = field(default_factory=list)
+    registry: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.processes or self.namespaces or self.links or self.ovs_bridges
+                    or self.registry)
+
+    def lines(self) -> list[str]:
+        if self.empty:
+            return ["nothing to clean"]
+        out = []
+        for label, items in (("processes killed", self.processes),
+                             ("namespaces removed", self.namespaces),
+                             ("links removed", self.links),
+                             ("OVS bridges removed", self.ovs_bridges),
+                             ("stale run records removed", self.registry)):
+            if items:
+                out.append(f"{label} ({len(items)}): {', '.join(items)}")
+        return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def leftover_namespaces() -> dict[int, str]:
+    """Network namespace inodes of testbed nodes whose run is gone: inode -> label."""
+    me = os.getpid()
+    protected: set[int] = set()
+    found: dict[int, str] = {}
+    for st in state.load_all():
+        if _alive(st.owner_pid) and st.owner_pid != me:
+            protected.update(st.netns_inodes.values())
+            continue
+        for node, ino in st.netns_inodes.items():
+            if ino:
+                found[ino] = f"{st.run_id}:{node}"
+    for pid in _all_pids():
+        cmd = _cmdline(pid)
+        if "mininet:" in cmd and "mnexec" not in cmd.split(" ", 1)[0]:
+            ino = state.netns_inode(pid)
+            if ino and ino not in protected:
+                found.setdefault(ino, cmd.rsplit("mininet:", 1)[-1])
+    init_ns = state.netns_inode(1)
+    found.pop(init_ns or -1, None)
+    return found
+
+
+def kill_namespaces(inodes: dict[int, str], report: CleanReport) -> None:
+    """SIGKILL every process whose network namespace is one of ``inodes``."""
+    for _ in range(5):
+        victims = [(pid, _cmdline(pid)) for pid in _all_pids()
+                   if pid != os.getpid() and state.netns_inode(pid) in inodes]
+        if not victims:
+            return
+        for pid, cmd in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                report.processes.append(f"{pid} ({cmd[:60] or '?'})")
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+def kill_recorded_processes(report: CleanReport) -> None:
+    for st in state.load_all():
+        if _alive(st.owner_pid) and st.owner_pid != os.getpid():
+            continue
+        for pid in st.processes:
+            cmd = _cmdline(pid)
+            if cmd and ("nsenter" in cmd or "testbed" in cmd or "agents" in cmd
+                        or "iperf3" in cmd):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    report.processes.append(f"{pid} ({cmd[:60]})")
+                except ProcessLookupError:
+                    pass
+
+
+def remove_named_namespaces(report: CleanReport) -> None:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith(NETNS_PREFIXES):
+            for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                      text=True).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                    report.processes.append(f"{pid} (in netns {name})")
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            report.namespaces.append(name)
+
+
+def remove_root_links(report: CleanReport) -> None:
+    out = subprocess.run(["ip", "-j", "link", "show", "type", "veth"], capture_output=True,
+                         text=True).stdout
+    recorded = {name for st in state.load_all() if not _alive(st.owner_pid)
+                for name in st.root_links}
+    for link in json.loads(out or "[]"):
+        name = link.get("ifname", "")
+        ours = MININET_LINK.match(name) or name in recorded
+        if ours and subprocess.run(["ip", "link", "del", name],
+                                   capture_output=True).returncode == 0:
+            report.links.append(name)
+
+
+def remove_ovs_bridges(report: CleanReport) -> None:
+    if not shutil.which("ovs-vsctl"):
+        return
+    recorded = {br for st in state.load_all() if not _alive(st.owner_pid)
+                for br in st.ovs_bridges}
+    if not recorded:
+        return
+    probe = subprocess.run(["ovs-vsctl", "--timeout=3", "list-br"], capture_output=True,
+                           text=True)
+    for br in probe.stdout.split() if probe.returncode == 0 else []:
+        if br in recorded:
+            subprocess.run(["ovs-vsctl", "--timeout=3", "--if-exists", "del-br", br],
+                           capture_output=True)
+            report.ovs_bridges.append(br)
+
+
+def clean() -> CleanReport:
+    """Remove every leftover of dead runs; say what was removed."""
+    report = CleanReport()
+    kill_recorded_processes(report)
+    kill_namespaces(leftover_namespaces(), report)
+    remove_named_namespaces(report)
+    remove_ovs_bridges(report)
+    remove_root_links(report)
+    for st in state.load_all():
+        if not _alive(st.owner_pid) or st.owner_pid == os.getpid():
+            st.remove()
+            report.registry.append(st.run_id)
+    return report
