@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import state
 
-NETNS_PREFIXES = ("tb-", "tbt-", "tbprobe-")
+NETNS_PREFIXES = ("tb-", "tbprobe-")
 MININET_LINK = re.compile(r"^[A-Za-z][\w.]*-eth\d+$")
 
 
@@ -90,7 +90,7 @@ def leftover_namespaces() -> dict[int, str]:
             ino = state.netns_inode(pid)
             if ino and ino not in protected:
                 found.setdefault(ino, cmd.rsplit("mininet:", 1)[-1])
-    init_ns = state.netns_inode(1)
+    init_ns = state.netns_inode(os.getpid())
     found.pop(init_ns or -1, None)
     return found
 

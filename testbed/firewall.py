@@ -59,7 +59,7 @@ def dscp_ruleset(stacks: list[FunctionStack]) -> str:
     marks = [f'    oifname "{st.dev}" ip dscp set {st.dscp.lower()}' for st in stacks if st.dscp]
     if not marks:
         return ""
-    return "\n".join([f"table ip {TABLE}_dscp {{", "  chain mark {",
+    return "\n".join([f"table ip {TABLE}_dscp {{", "  chain dscpmark {",
                       "    type filter hook postrouting priority mangle; policy accept;",
                       *marks, "  }", "}"]) + "\n"
 

@@ -1,0 +1,37 @@
+import shlex
+
+from testbed import doctor, vm
+from testbed.cli import _strip_vm_option
+from testbed.lab import route_command
+from topologies.model import Route
+
+
+def test_guest_command_announces_then_execs_with_env():
+    line = vm.guest_command(["python", "-m", "testbed", "run", "a b.toml"],
+                            {"TESTBED_IN_VM": "1", "PATH": "/v/bin:/usr/bin"})
+    first, rest = line.split(";", 1)
+    assert vm.READY_MARKER in first
+    assert "TESTBED_IN_VM=1" in rest and shlex.quote("a b.toml") in rest
+    assert " exec env " in rest
+
+
+def test_vng_command_disables_kvm_under_tcg_and_passes_rwdirs(tmp_path):
+    cmd = vm.vng_command("/boot/vmlinuz-x", "tcg", "true", [tmp_path], 2, "4G")
+    assert "--disable-kvm" in cmd and cmd[cmd.index("--rwdir") + 1] == str(tmp_path)
+    assert "--disable-kvm" not in vm.vng_command("/boot/k", "kvm", "true", [], 2, "4G")
+
+
+def test_strip_vm_option():
+    assert _strip_vm_option(["--vm", "always", "run", "--vm=auto", "x"]) == ["run", "x"]
+
+
+def test_missing_features():
+    feats = dict.fromkeys(doctor.NETWORK_FEATURES, True) | {"netem": False}
+    assert doctor.missing(feats) == ["netem"]
+    assert doctor.missing(feats, ("veth",)) == []
+
+
+def test_ecmp_route_command():
+    cmd = route_command(Route("r1", "10.2.0.0/16", via=("10.0.0.1", "10.0.1.1"), table=100))
+    assert cmd == ["ip", "route", "replace", "10.2.0.0/16", "nexthop", "via", "10.0.0.1",
+                   "nexthop", "via", "10.0.1.1", "table", "100"]
