@@ -1,0 +1,189 @@
+"""Entry points: ``python -m agents (workload | source | destination) ...``.
+
+The source prints one JSON result and exits non-zero unless the migration completed; the
+destination prints ``{"listening": [host, port]}`` first, then one JSON outcome per migration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from agents.workload import parse_mix, parse_size
+
+
+def hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m agents")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    w = sub.add_parser("workload", help="start the built-in guest (or resume one from an image)")
+    w.add_argument("--size", type=parse_size, help="arena size, e.g. 64M")
+    w.add_argument("--mix", type=parse_mix, default=(0.25, 0.25, 0.25, 0.25),
+                   help="page content mix, e.g. zero=25,text=25,comp=25,random=25")
+    w.add_argument("--dirty-rate", type=float, default=20.0, help="MB/s written")
+    w.add_argument("--hot-fraction", type=float, default=0.1)
+    w.add_argument("--hot-share", type=float, default=0.9)
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=0, help="UDP service port")
+    w.add_argument("--resume", metavar="IMAGE", help="carry on from a received arena image")
+    w.add_argument("--service-fd", type=int, help="an already bound UDP socket to serve on")
+    w.add_argument("--wait-go", action="store_true",
+                   help="standby: read the image only after a line on stdin (EOF: exit)")
+    w.add_argument("--duration", type=float)
+    w.add_argument("--no-uffd", action="store_true", help="do not register for PAGEMAP_SCAN")
+    w.add_argument("--seed", type=int, default=1)
+
+    s = sub.add_parser("source", help="migrate a process, an image or a new guest")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pid", type=int)
+    what.add_argument("--image", metavar="PATH")
+    what.add_argument("--workload", type=parse_size, metavar="SIZE")
+    s.add_argument("--to", type=hostport, required=True, metavar="HOST:PORT")
+    s.add_argument("--streams", type=int, default=1)
+    s.add_argument("--compress", action="store_true", help="zstd per batch")
+    s.add_argument("--bandwidth-cap", type=float, metavar="MBIT", help="Mbit/s for the migration")
+    s.add_argument("--downtime-ms", type=float, default=300.0)
+    s.add_argument("--max-rounds", type=int, default=30)
+    s.add_argument("--max-bytes", type=parse_size, help="default: 3 x image size")
+    s.add_argument("--no-auto-converge", action="store_true")
+    s.add_argument("--preflight", choices=["off", "warn", "refuse"], default="warn")
+    s.add_argument("--tracking", choices=["auto", "pagemap-scan", "soft-dirty", "page-hash"],
+                   default="auto")
+    s.add_argument("--service", type=hostport, help="guest UDP service for the client probe")
+    s.add_argument("--dirty-rate", type=float, default=20.0,
+                   help="MB/s: the new guest's (--workload) or the image model's (--image)")
+    s.add_argument("--mix", type=parse_mix, default=(0.25, 0.25, 0.25, 0.25))
+    s.add_argument("--wss", type=float, default=0.0, help="image model working set, MiB")
+    s.add_argument("--trace", help="image: recorded dirty trace ('seconds page' lines)")
+    s.add_argument("--warmup", type=float, default=0.5, help="seconds before migrating")
+    s.add_argument("--timeout", type=float, default=300.0)
+    s.add_argument("--idle-timeout", type=float, default=30.0)
+    s.add_argument("--json", action="store_true", help="print the result as JSON (default)")
+
+    d = sub.add_parser("destination", help="receive migrations")
+    d.add_argument("--listen", type=hostport, required=True, metavar="HOST:PORT")
+    d.add_argument("--no-resume", action="store_true", help="verify only, never start a guest")
+    d.add_argument("--resume-host")
+    d.add_argument("--resume-port", type=int, default=0)
+    d.add_argument("--save-image", metavar="PATH")
+    d.add_argument("--idle-timeout", type=float, default=30.0)
+    d.add_argument("--keep-serving", action="store_true")
+    d.add_argument("--json", action="store_true")
+    return ap
+
+
+def spawn_workload(args: argparse.Namespace) -> tuple[subprocess.Popen, dict]:
+    mix = ",".join(f"{k}={v}" for k, v in zip(("zero", "text", "comp", "random"), args.mix,
+                                               strict=True))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents", "workload", "--size", str(args.workload),
+         "--dirty-rate", str(args.dirty_rate), "--mix", mix],
+        stdout=subprocess.PIPE, start_new_session=True)
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    if not line:
+        raise SystemExit(f"workload failed to start (status {proc.wait()})")
+    return proc, json.loads(line)
+
+
+def cmd_source(args: argparse.Namespace) -> int:
+    import trio
+
+    from agents.memory.image import DirtyModel, ImageMemory, load_trace
+    from agents.memory.process import ProcessMemory
+    from agents.precopy import PrecopyPolicy
+    from agents.result import MigrationResult
+    from agents.source import SourceConfig, migrate
+
+    policy = PrecopyPolicy(downtime_limit_s=args.downtime_ms / 1e3, max_rounds=args.max_rounds,
+                           max_bytes=args.max_bytes, auto_converge=not args.no_auto_converge)
+    cfg = SourceConfig(args.to[0], args.to[1], streams=args.streams, compress=args.compress,
+                       bandwidth_cap_bps=args.bandwidth_cap * 1e6 if args.bandwidth_cap else None,
+                       policy=policy, preflight=args.preflight, idle_timeout=args.idle_timeout,
+                       service=args.service)
+    source_pid = None
+    if args.image:
+        trace = load_trace(args.trace) if args.trace else None
+        src = ImageMemory(args.image, DirtyModel(args.dirty_rate, args.wss), trace)
+        kind = "image"
+    else:
+        if args.workload:
+            _proc, info = spawn_workload(args)
+            source_pid = info["pid"]
+            cfg.service = cfg.service or tuple(info["service"])
+            time.sleep(args.warmup)
+            kind = "workload"
+        else:
+            source_pid = args.pid
+            kind = "pid"
+        src = ProcessMemory(source_pid, args.tracking)
+        if src.info and not cfg.service:
+            cfg.service = tuple(src.info["service"])
+
+    async def run() -> MigrationResult:
+        with trio.move_on_after(args.timeout) as scope:
+            return await migrate(src, cfg, kind=kind)
+        assert scope.cancelled_caught
+        src.cont()
+        return MigrationResult(source_kind=kind, error=f"timed out after {args.timeout} s")
+
+    try:
+        res = trio.run(run)
+    finally:
+        src.close()
+    out = json.loads(res.to_json())
+    out["source_pid"] = source_pid
+    print(json.dumps(out), flush=True)
+    return 0 if res.completed else 1
+
+
+def cmd_destination(args: argparse.Namespace) -> int:
+    import trio
+
+    from agents.destination import Destination, DestinationConfig
+
+    cfg = DestinationConfig(args.listen[0], args.listen[1], resume=not args.no_resume,
+                            resume_host=args.resume_host, resume_port=args.resume_port,
+                            save_image=args.save_image, idle_timeout=args.idle_timeout)
+    dest = Destination(cfg)
+
+    async def run() -> list[dict]:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(dest.serve, not args.keep_serving)
+            print(json.dumps({"listening": [cfg.host, port]}), flush=True)
+        return dest.outcomes
+
+    outcomes = trio.run(run)
+    for o in outcomes:
+        print(json.dumps(o), flush=True)
+    return 0 if outcomes and all(o.get("ok") for o in outcomes) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "workload":
+        from agents import workload
+
+        return workload.main(args.size, args.mix, args.dirty_rate, args.hot_fraction,
+                             args.hot_share, args.host, args.port, args.resume, args.service_fd,
+                             args.duration, not args.no_uffd, args.seed, args.wait_go)
+    if args.cmd == "source":
+        return cmd_source(args)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(1))
+    return cmd_destination(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

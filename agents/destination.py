@@ -1,0 +1,296 @@
+"""The destination agent: receives one migration, checks every batch and the whole image,
+resumes the guest from that image, and only then acknowledges.
+
+A mismatched image is never resumed: the ACK says ``ok: false`` and the source keeps its guest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from agents import protocol as P
+from agents.digest import image_digest, page_hashes
+from agents.memory.layout import Layout
+from agents.transport import FramedStream, PeerStalled, TcpTransport, Transport
+
+
+@dataclass
+class DestinationConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    resume: bool = True
+    resume_host: str | None = None
+    resume_port: int = 0
+    save_image: str | None = None
+    idle_timeout: float = 30.0
+    max_image_bytes: int = 8 << 30
+
+
+@dataclass
+class Session:
+    mid: str
+    layout: Layout
+    streams: int
+    image: bytearray | mmap.mmap
+    limits: dict[int, P.BatchLimits]
+    batches: dict[int, int] = field(default_factory=dict)
+    attached: int = 0
+    failed: str | None = None
+    resumed: bool = False
+    scope: trio.CancelScope | None = None
+    standby: subprocess.Popen | None = None
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+class Destination:
+    """Serves migrations on a listener; ``once`` stops after the first one (the default)."""
+
+    def __init__(self, cfg: DestinationConfig, transport: Transport | None = None) -> None:
+        self.cfg = cfg
+        self.transport = transport or TcpTransport()
+        self.session: Session | None = None
+        self.outcomes: list[dict] = []
+        self.rejected: list[str] = []
+        self.port: int | None = None
+        self._done = trio.Event()
+
+    async def serve(self, once: bool = True,
+                    task_status=trio.TASK_STATUS_IGNORED) -> list[dict]:
+        listeners = await self.transport.listen(self.cfg.host, self.cfg.port)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            for lst in listeners:
+                nursery.start_soon(self._accept_loop, lst, nursery)
+            task_status.started(self.port)
+            if once:
+                await self._done.wait()
+                nursery.cancel_scope.cancel()
+        return self.outcomes
+
+    async def _accept_loop(self, lst: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with lst:
+            while True:
+                stream = await lst.accept()
+                nursery.start_soon(self._handle, stream)
+
+    async def _handle(self, raw: trio.SocketStream) -> None:
+        stream = FramedStream(await self.transport.wrap_accepted(raw), self.cfg.idle_timeout)
+        kind = None
+        try:
+            ftype, payload = await stream.receive("HELLO")
+            kind = ftype
+            if ftype == P.FrameType.HELLO:
+                await self._control(stream, P.decode_json(ftype, payload))
+            elif ftype == P.FrameType.DATA_HELLO:
+                await self._data(stream, P.decode_json(ftype, payload))
+            else:
+                raise P.ProtocolError(f"first frame must be HELLO or DATA_HELLO, not {ftype.name}")
+        except (P.ProtocolError, ConnectionError, OSError, KeyError, TypeError,
+                ValueError) as exc:  # the last three: malformed fields in a peer's JSON
+            msg = f"{type(exc).__name__}: {exc}"
+            s = self.session
+            if kind == P.FrameType.DATA_HELLO and s is not None and not s.failed:
+                s.failed = msg
+                if s.scope is not None:
+                    s.scope.cancel()
+            if kind is None:
+                self.rejected.append(msg)  # a stray peer does not end a waiting destination
+            with contextlib.suppress(Exception), trio.move_on_after(1):
+                await stream.send(P.encode_json(P.FrameType.ERROR, {"error": msg}))
+            if kind == P.FrameType.HELLO:
+                self._finish({"ok": False, "error": msg})
+        finally:
+            await stream.aclose()
+
+    def _finish(self, outcome: dict) -> None:
+        self.outcomes.append(outcome)
+        self.session = None
+        self._done.set()
+
+    # --- data streams ----------------------------------------------------------------------
+    async def _data(self, stream: FramedStream, hello: dict) -> None:
+        s = self.session
+        if s is None or hello.get("migration") != s.mid:
+            raise P.ProtocolError("data stream for no migration in progress")
+        s.attached += 1
+        ps = s.layout.page_size
+        img = s.image
+        zero = bytes(ps)
+        while True:
+            try:
+                ftype, payload = await stream.receive("pages")
+            except ConnectionError:
+                if self.session is not s:
+                    return  # migration over: the source closed its streams
+                raise
+            if ftype != P.FrameType.PAGES:
+                raise P.ProtocolError(f"unexpected {ftype.name} on a data stream")
+            batch = P.decode_batch(payload, s.limits)
+            for page, data in batch.items(ps):
+                o = page * ps
+                img[o : o + ps] = zero if data is None else data
+            s.batches[batch.round] = s.batches.get(batch.round, 0) + 1
+            s.notify()
+
+    async def _wait_batches(self, s: Session, round_no: int, want: int) -> None:
+        deadline = trio.current_time() + self.cfg.idle_timeout
+        seen = -1
+        while s.batches.get(round_no, 0) < want:
+            if s.failed:
+                raise P.ProtocolError(f"data stream failed: {s.failed}")
+            got = s.batches.get(round_no, 0)
+            if got != seen:
+                seen, deadline = got, trio.current_time() + self.cfg.idle_timeout
+            with trio.move_on_at(deadline) as scope:
+                await s.changed.wait()
+            if scope.cancelled_caught:
+                raise PeerStalled(f"round {round_no}: {got} of {want} batches after "
+                                  f"{self.cfg.idle_timeout} s without progress")
+        if s.batches.get(round_no, 0) > want:
+            raise P.ProtocolError(f"round {round_no}: more batches than announced")
+
+    # --- control stream --------------------------------------------------------------------
+    async def _control(self, ctl: FramedStream, hello: dict) -> None:
+        if self.session is not None:
+            raise P.ProtocolError("destination busy with another migration")
+        if hello.get("version") != P.VERSION:
+            raise P.ProtocolError(f"unsupported protocol version {hello.get('version')}")
+        try:
+            layout = Layout.from_json(hello["layout"])
+            streams = int(hello["streams"])
+            batch_pages = int(hello.get("batch_pages", 256))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise P.ProtocolError(f"bad HELLO: {exc}") from None
+        if layout.nbytes > self.cfg.max_image_bytes or not 1 <= streams <= 64 or \
+                not 1 <= batch_pages <= 4096:
+            raise P.ProtocolError("HELLO asks for more than this destination accepts")
+        limits = {P.SPACE_MEMORY: P.BatchLimits(layout.page_size, layout.npages, batch_pages)}
+        can_resume = bool(hello.get("can_resume")) and self.cfg.resume
+        service_sock = None
+        if can_resume:
+            service_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            service_sock.bind((self.cfg.resume_host or self.cfg.host, self.cfg.resume_port))
+            image, standby = self._standby(layout.nbytes, service_sock)
+        else:
+            image, standby = bytearray(layout.nbytes), None
+        s = Session(str(hello.get("migration")), layout, streams, image, limits,
+                    standby=standby)
+        self.session = s
+        try:
+            await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
+                "resume_service": list(service_sock.getsockname()) if service_sock else None}))
+            with trio.CancelScope() as scope:
+                s.scope = scope
+                outcome = await self._control_loop(ctl, s, service_sock)
+            if scope.cancelled_caught:
+                raise P.ProtocolError(f"data stream failed: {s.failed}")
+        finally:
+            if service_sock:
+                service_sock.close()
+            if s.standby and not s.resumed:
+                s.standby.kill()
+                s.standby.wait()
+        self._finish(outcome)
+
+    def _standby(self, nbytes: int, sock: socket.socket) -> tuple[mmap.mmap, subprocess.Popen]:
+        """Receive into a memfd and start the guest process now, waiting for its image."""
+        mfd = os.memfd_create("agents-image")
+        try:
+            os.ftruncate(mfd, nbytes)
+            image = mmap.mmap(mfd, nbytes)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "agents", "workload", "--wait-go",
+                 "--resume", f"/dev/fd/{mfd}", "--service-fd", str(sock.fileno())],
+                pass_fds=[sock.fileno(), mfd], start_new_session=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        finally:
+            os.close(mfd)
+        return image, proc
+
+    async def _control_loop(self, ctl: FramedStream, s: Session,
+                            service_sock: socket.socket | None) -> dict:
+        final_round = None
+        while True:
+            ftype, payload = await ctl.receive("control frame")
+            if ftype == P.FrameType.FILLER:
+                continue
+            if ftype == P.FrameType.PING:
+                await ctl.send(P.encode_json(P.FrameType.PONG, P.decode_json(ftype, payload)))
+            elif ftype == P.FrameType.ROUND_END:
+                msg = P.decode_json(ftype, payload)
+                rnd, want = int(msg["round"]), int(msg["batches"])
+                await self._wait_batches(s, rnd, want)
+                if msg.get("final"):
+                    final_round = rnd
+                else:
+                    await ctl.send(P.encode_json(P.FrameType.ROUND_ACK, {"round": rnd}))
+            elif ftype == P.FrameType.COMMIT:
+                if final_round is None:
+                    raise P.ProtocolError("COMMIT before the final round")
+                info, hashes = P.decode_commit(payload, s.layout.npages)
+                ack = await self._commit(s, info, hashes, service_sock)
+                await ctl.send(P.encode_json(P.FrameType.ACK, ack))
+                return ack
+            else:
+                raise P.ProtocolError(f"unexpected {ftype.name} on the control stream")
+
+    async def _commit(self, s: Session, info: dict, hashes: bytes,
+                      service_sock: socket.socket | None) -> dict:
+        t0 = time.monotonic()
+        mine = page_hashes(s.image, s.layout.page_size)
+        theirs = array("Q")
+        theirs.frombytes(hashes)
+        digest = image_digest(mine)
+        verify_ms = round((time.monotonic() - t0) * 1e3, 2)
+        if digest != info.get("digest") or image_digest(theirs) != info.get("digest"):
+            bad = [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
+            return {"ok": False, "verify_ms": verify_ms,
+                    "error": f"image digest mismatch: {len(bad)} pages differ"
+                             + (f", first {bad[0]}" if bad else "")}
+        if self.cfg.save_image:
+            Path(self.cfg.save_image).write_bytes(s.image)
+        ack = {"ok": True, "verify_ms": verify_ms, "digest": digest, "resumed": False}
+        if service_sock is not None:
+            ack.update(await self._resume(s, service_sock))
+        return ack
+
+    async def _resume(self, s: Session, sock: socket.socket) -> dict:
+        """Tell the standby guest to go; wait until its service is up."""
+        t0 = time.monotonic()
+        proc = s.standby
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+        except OSError as exc:
+            raise P.ProtocolError(f"standby guest is gone: {exc}") from None
+        try:
+            with trio.fail_after(15):
+                line = await trio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
+        except trio.TooSlowError:
+            raise P.ProtocolError("resumed guest not ready after 15 s") from None
+        if not line:
+            raise P.ProtocolError(f"resumed guest exited (status {proc.wait()})")
+        proc.stdout.close()
+        s.resumed = True
+        return {"resumed": True, "pid": proc.pid, "service": list(sock.getsockname()),
+                "resume_ms": round((time.monotonic() - t0) * 1e3, 2)}
+
+
+async def run_destination(cfg: DestinationConfig, once: bool = True) -> list[dict]:
+    return await Destination(cfg).serve(once=once)

@@ -1,0 +1,242 @@
+"""Dirty-page tracking: PAGEMAP_SCAN over userfaultfd WP_ASYNC, soft-dirty, or page hashes.
+
+The kernel mechanisms are probed, never assumed: soft-dirty can be silently absent (clear_refs
+accepts ``4`` but bit 55 never gets set), so it is only used after a page written since the
+last clear has been seen with the bit set. Debian 12's headers lack the PAGEMAP_SCAN and
+WP_ASYNC constants, so they are defined here from the kernel's uapi.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import mmap
+import os
+import struct
+from array import array
+from collections.abc import Callable
+
+import xxhash
+
+from agents.memory.layout import Layout
+
+# --- uapi constants (linux/userfaultfd.h, linux/fs.h) --------------------------------------
+_IOC_WRITE, _IOC_READ = 1, 2
+
+
+def _iowr(typ: int, nr: int, size: int) -> int:
+    return ((_IOC_READ | _IOC_WRITE) << 30) | (size << 16) | (typ << 8) | nr
+
+
+SYS_USERFAULTFD = 323  # x86_64
+UFFD_API = 0xAA
+UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
+UFFD_FEATURE_WP_ASYNC = 1 << 15
+UFFDIO_REGISTER_MODE_WP = 1 << 1
+UFFDIO_API = _iowr(0xAA, 0x3F, 24)
+UFFDIO_REGISTER = _iowr(0xAA, 0x00, 32)
+
+PM_SCAN_WP_MATCHING = 1 << 0
+PM_SCAN_CHECK_WPASYNC = 1 << 1
+PAGE_IS_WRITTEN = 1 << 1
+PM_SCAN_ARG = struct.Struct("=12Q")  # struct pm_scan_arg, 96 bytes
+PAGE_REGION = struct.Struct("=3Q")  # struct page_region
+PAGEMAP_SCAN = _iowr(ord("f"), 16, PM_SCAN_ARG.size)
+
+PM_SOFT_DIRTY = 1 << 55
+PM_PRESENT = 1 << 63
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def register_uffd_wp_async(addr: int, length: int) -> int:
+    """Register [addr, addr+length) of this process for async write-protect tracking.
+
+    Returns the userfaultfd, which must stay open while tracking is wanted. Pages start out
+    "written"; the first PAGEMAP_SCAN with WP_MATCHING reports them all and protects them.
+    """
+    fd = _libc.syscall(SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "userfaultfd: " + os.strerror(ctypes.get_errno()))
+    try:
+        api = bytearray(struct.pack("=3Q", UFFD_API,
+                                    UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0))
+        fcntl.ioctl(fd, UFFDIO_API, api)
+        reg = bytearray(struct.pack("=4Q", addr, length, UFFDIO_REGISTER_MODE_WP, 0))
+        fcntl.ioctl(fd, UFFDIO_REGISTER, reg)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Tracker:
+    """Reports pages written since the previous ``collect`` (or since ``reset``)."""
+
+    mechanism = "none"
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def collect(self) -> list[int]:
+        raise NotImplementedError
+
+    def note_sent(self, page: int, data: memoryview) -> None:
+        """Called with every page sent; only content-comparing trackers care."""
+
+    def close(self) -> None:
+        pass
+
+
+class PagemapScanTracker(Tracker):
+    """PAGEMAP_SCAN on /proc/PID/pagemap: get written pages and re-protect them atomically."""
+
+    mechanism = "uffd-wp-async+pagemap-scan"
+    VEC = 4096
+
+    def __init__(self, pid: int, layout: Layout) -> None:
+        self.layout = layout
+        self.fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+        self._vec = (ctypes.c_uint64 * (3 * self.VEC))()
+
+    def _scan(self, start: int, end: int) -> list[tuple[int, int]]:
+        out = []
+        while start < end:
+            arg = bytearray(PM_SCAN_ARG.pack(
+                PM_SCAN_ARG.size, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, start, end, 0,
+                ctypes.addressof(self._vec), self.VEC, 0, 0, PAGE_IS_WRITTEN, 0,
+                PAGE_IS_WRITTEN))
+            n = fcntl.ioctl(self.fd, PAGEMAP_SCAN, arg)
+            walk_end = PM_SCAN_ARG.unpack(arg)[4]
+            for i in range(n):
+                out.append((self._vec[3 * i], self._vec[3 * i + 1]))
+            if walk_end <= start:
+                break
+            start = walk_end
+        return out
+
+    def collect(self) -> list[int]:
+        ps = self.layout.page_size
+        pages: list[int] = []
+        first = 0
+        for r in self.layout.regions:
+            for s, e in self._scan(r.start, r.start + r.npages * ps):
+                base = first + (s - r.start) // ps
+                pages.extend(range(base, base + (e - s) // ps))
+            first += r.npages
+        return pages
+
+    def reset(self) -> None:
+        self.collect()
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def probe_pagemap_scan(pid: int, layout: Layout) -> bool:
+    """True when the target's regions are uffd-WP_ASYNC registered and PAGEMAP_SCAN works."""
+    try:
+        t = PagemapScanTracker(pid, layout)
+    except OSError:
+        return False
+    try:
+        t._scan(layout.regions[0].start, layout.regions[0].start + layout.page_size)
+        return True
+    except OSError:
+        return False
+    finally:
+        t.close()
+
+
+_soft_dirty_ok: bool | None = None
+
+
+def probe_soft_dirty() -> bool:
+    """Write a page after clear_refs in this process and expect bit 55 in pagemap."""
+    global _soft_dirty_ok
+    if _soft_dirty_ok is not None:
+        return _soft_dirty_ok
+    ok = False
+    try:
+        buf = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buf[0] = 1
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("4")
+        buf[0] = 2
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(addr // mmap.PAGESIZE * 8)
+            (entry,) = struct.unpack("=Q", f.read(8))
+        ok = bool(entry & PM_SOFT_DIRTY)
+    except OSError:
+        ok = False
+    _soft_dirty_ok = ok
+    return ok
+
+
+class SoftDirtyTracker(Tracker):
+    """clear_refs 4 + pagemap bit 55. Read and clear happen while the target is stopped."""
+
+    mechanism = "soft-dirty"
+
+    def __init__(self, pid: int, layout: Layout, stopped: Callable[[], object]) -> None:
+        self.pid, self.layout, self._stopped = pid, layout, stopped
+        self.fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+
+    def _clear(self) -> None:
+        with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+            f.write("4")
+
+    def reset(self) -> None:
+        self._clear()
+
+    def collect(self) -> list[int]:
+        ps = self.layout.page_size
+        pages: list[int] = []
+        with self._stopped():
+            first = 0
+            for r in self.layout.regions:
+                raw = os.pread(self.fd, r.npages * 8, r.start // ps * 8)
+                entries = array("Q", raw)
+                pages.extend(first + i for i, e in enumerate(entries) if e & PM_SOFT_DIRTY)
+                first += r.npages
+            self._clear()
+        return pages
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class HashTracker(Tracker):
+    """Compare xxh3_64 of every page with the hash of what was last sent for it.
+
+    Comparing with what was *sent* (``note_sent``), not with the previous scan, keeps a page
+    that changed and changed back between two scans from being missed (the ABA case).
+    """
+
+    mechanism = "page-hash"
+
+    def __init__(self, read_all: Callable[[], memoryview], page_size: int) -> None:
+        self._read_all, self.page_size = read_all, page_size
+        self._sent: array | None = None
+
+    def _hash(self) -> array:
+        mv = self._read_all()
+        h = xxhash.xxh3_64_intdigest
+        ps = self.page_size
+        return array("Q", (h(mv[o : o + ps]) for o in range(0, len(mv), ps)))
+
+    def reset(self) -> None:
+        self._sent = self._hash()
+
+    def note_sent(self, page: int, data: memoryview) -> None:
+        if self._sent is not None:
+            self._sent[page] = xxhash.xxh3_64_intdigest(data)
+
+    def collect(self) -> list[int]:
+        new = self._hash()
+        if self._sent is None:
+            self._sent = new
+            return list(range(len(new)))
+        return [i for i, (a, b) in enumerate(zip(self._sent, new, strict=True)) if a != b]

@@ -1,0 +1,184 @@
+"""A live process as a memory source: its writable private mappings, read via /proc/PID/mem."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from agents.memory.dirty import (
+    HashTracker,
+    PagemapScanTracker,
+    SoftDirtyTracker,
+    Tracker,
+    probe_pagemap_scan,
+    probe_soft_dirty,
+)
+from agents.memory.layout import Layout, Region
+from agents.memory.source import MemorySource
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SKIP = ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]")
+INFO_DIR = Path("/tmp/agents-workload")
+
+
+def writable_private_regions(pid: int) -> list[Region]:
+    """Parse /proc/PID/maps: every rw-p mapping except kernel-provided special ones."""
+    regions = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        span, perms = parts[0], parts[1]
+        name = parts[5] if len(parts) > 5 else ""
+        if perms[:2] != "rw" or perms[3] != "p" or name in SKIP:
+            continue
+        lo, hi = (int(x, 16) for x in span.split("-"))
+        regions.append(Region(lo, (hi - lo) // PAGE, name))
+    return regions
+
+
+def workload_info(pid: int) -> dict | None:
+    """The info file a built-in workload publishes (arena address, size, service port)."""
+    path = INFO_DIR / f"{pid}.json"
+    try:
+        info = json.loads(path.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if info.get("pid") != pid or b"agents" not in cmdline or b"workload" not in cmdline:
+        return None  # stale file of a killed guest whose PID was reused
+    return info
+
+
+def process_state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+class ProcessMemory(MemorySource):
+    """Memory of a running process. A built-in workload contributes only its arena."""
+
+    def __init__(self, pid: int, tracking: str = "auto") -> None:
+        self.pid = pid
+        self.info = workload_info(pid)
+        if self.info:
+            regions = [Region(self.info["arena_addr"], self.info["arena_bytes"] // PAGE, "arena")]
+        else:
+            regions = writable_private_regions(pid)
+        self.layout = Layout(PAGE, regions)
+        self.can_resume = bool(self.info)
+        self._fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        self._buf = bytearray(self.layout.nbytes)
+        self._stopped_by_us = False
+        self.unreadable_reads = 0
+        self.tracker = self._choose_tracker(tracking)
+        self.mechanism = self.tracker.mechanism
+
+    def _choose_tracker(self, tracking: str) -> Tracker:
+        wants = tracking in ("auto", "pagemap-scan") and self.info and self.info.get("uffd_wp")
+        if wants and probe_pagemap_scan(self.pid, self.layout):
+            return PagemapScanTracker(self.pid, self.layout)
+        if tracking == "pagemap-scan":
+            raise RuntimeError("PAGEMAP_SCAN tracking unavailable for this process")
+        if tracking in ("auto", "soft-dirty") and probe_soft_dirty():
+            return SoftDirtyTracker(self.pid, self.layout, self.stopped)
+        if tracking == "soft-dirty":
+            raise RuntimeError("soft-dirty tracking is not working on this kernel (probed)")
+        return HashTracker(self.read_all, PAGE)
+
+    # --- reading -------------------------------------------------------------------------
+    def _read_run(self, first: int, count: int, addr: int) -> memoryview:
+        view = memoryview(self._buf)[first * PAGE : (first + count) * PAGE]
+        done = 0
+        while done < len(view):
+            try:
+                n = os.preadv(self._fd, [view[done:]], addr + done)
+            except OSError:
+                n = 0
+            if n <= 0:
+                # unreadable (e.g. unmapped since the layout was taken): that page reads as
+                # zeros, whatever run it is read in, so every read of it agrees
+                end = min(len(view), (done // PAGE + 1) * PAGE)
+                view[done:end] = bytes(end - done)
+                self.unreadable_reads += 1
+                n = end - done
+            done += n
+        return view
+
+    def read_pages(self, pages: list[int]) -> Iterator[tuple[int, memoryview]]:
+        for first, count, addr in self.layout.runs(pages):
+            view = self._read_run(first, count, addr)
+            for i in range(count):
+                yield first + i, view[i * PAGE : (i + 1) * PAGE]
+
+    def read_all(self) -> memoryview:
+        first = 0
+        for r in self.layout.regions:
+            if r.npages:
+                self._read_run(first, r.npages, r.start)
+            first += r.npages
+        return memoryview(self._buf)
+
+    # --- tracking and control -----------------------------------------------------------
+    def start_tracking(self) -> None:
+        self.tracker.reset()
+
+    def dirty(self) -> list[int]:
+        return self.tracker.collect()
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def pause(self) -> None:
+        """SIGSTOP and wait until the kernel reports the process stopped."""
+        self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 2.0
+        while process_state(self.pid) not in "tT" and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        self._stopped_by_us = True
+
+    def cont(self) -> None:
+        self._stopped_by_us = False
+        self._signal(signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        already = self._stopped_by_us
+        if not already:
+            self.pause()
+        try:
+            yield
+        finally:
+            if not already:
+                self.cont()
+
+    def layout_warnings(self) -> list[str]:
+        """Say so when the process's mappings moved since the layout was taken."""
+        if self.info:
+            return []
+        now = {(r.start, r.npages) for r in writable_private_regions(self.pid)}
+        then = {(r.start, r.npages) for r in self.layout.regions}
+        if now == then and not self.unreadable_reads:
+            return []
+        return [f"mappings changed during the migration ({len(then - now)} regions gone, "
+                f"{len(now - then)} new); the image covers the layout taken at the start, "
+                "unreadable pages as zeros"]
+
+    def end(self) -> None:
+        self._signal(signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            (INFO_DIR / f"{self.pid}.json").unlink()
+
+    def alive(self) -> bool:
+        try:
+            return process_state(self.pid) not in "ZX"
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.tracker.close()
+        os.close(self._fd)

@@ -1,0 +1,42 @@
+"""What the pre-copy engine needs from anything that has memory to migrate."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from agents.memory.layout import Layout
+
+
+class MemorySource:
+    """Base of the memory sources (a live process, an image file with a dirty model).
+
+    ``pause``/``cont`` stun and release the guest (also used as a throttle duty cycle);
+    ``dirty`` returns the pages written since the previous call; ``read_pages`` yields
+    (page, data) for sorted pages; ``read_all`` gives the whole image for the digest.
+    """
+
+    layout: Layout
+    mechanism: str = "none"
+    can_resume: bool = False
+    info: dict | None = None
+
+    def start_tracking(self) -> None: ...
+    def dirty(self) -> list[int]: raise NotImplementedError
+    def read_pages(self, pages: list[int]) -> Iterator[tuple[int, memoryview]]:
+        raise NotImplementedError
+    def read_all(self) -> memoryview: raise NotImplementedError
+    def pause(self) -> None: ...
+    def cont(self) -> None: ...
+    def end(self) -> None: ...
+    def alive(self) -> bool: return True
+    def close(self) -> None: ...
+    def layout_warnings(self) -> list[str]: return []
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        self.pause()
+        try:
+            yield
+        finally:
+            self.cont()

@@ -1,0 +1,51 @@
+"""The one JSON document a source prints: what went over the wire and how the switchover went."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class MigrationResult:
+    completed: bool = False
+    source_kind: str = ""  # workload | pid | image
+    image_bytes: int = 0
+    bytes_on_wire: int = 0
+    preflight_bytes: int = 0
+    rounds: int = 0
+    pages_sent_per_round: list[int] = field(default_factory=list)
+    zero_pages_per_round: list[int] = field(default_factory=list)
+    dirty_pages_per_round: list[int] = field(default_factory=list)
+    round_seconds: list[float] = field(default_factory=list)
+    migration_time_s: float = 0.0
+    downtime_ms: float | None = None  # agent side: pause -> resume acknowledged
+    client_downtime_ms: float | None = None  # client side: longest gap between service replies
+    goodput_mbps: float = 0.0  # bytes_on_wire over the migration time
+    stream_rate_mbps: float = 0.0  # best round: wire bytes over the round's time
+    integrity_ok: bool = False
+    dirty_tracking: str = ""
+    switchover_reason: str = ""
+    throttle_max: float = 0.0
+    transport: str = "tcp"
+    encrypted: bool = False
+    streams: int = 1
+    compression: str = "none"
+    bandwidth_cap_mbps: float | None = None
+    socket_buffer_bytes: int | None = None
+    sysctls_raised: list[str] = field(default_factory=list)
+    preflight: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
+    destination_pid: int | None = None
+    destination_service: list | None = None
+    counter_at_switchover: int | None = None
+    counter_first_at_destination: int | None = None
+    counter_continuity_ok: bool | None = None
+    verify_ms: float | None = None
+    disk: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=False)

@@ -1,0 +1,182 @@
+"""Transports and framing: byte streams between agents, frames on top, every wait bounded.
+
+A transport only opens streams (``connect``) and accepts them (``listen``); framing, rate
+capping and the protocol sit above and work on any ``trio.abc.Stream``. TLS (stdlib ssl with
+mutual auth) is meant to be another ``Transport`` whose streams are ``trio.SSLStream``s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+
+import trio
+
+from agents.protocol import HEADER, MAX_FRAME, FrameType, ProtocolError, decode_header
+
+
+class PeerStalled(ProtocolError):
+    """The peer sent nothing for longer than the idle timeout."""
+
+
+class Transport:
+    """Opens and accepts byte streams; subclasses choose TCP, TLS, ..."""
+
+    name = "abstract"
+    encrypted = False
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        raise NotImplementedError
+
+    async def listen(self, host: str, port: int) -> list[trio.SocketListener]:
+        raise NotImplementedError
+
+    async def wrap_accepted(self, stream: trio.SocketStream) -> trio.abc.Stream:
+        return stream
+
+
+class TcpTransport(Transport):
+    """Plain TCP. ``sndbuf`` (bytes) pins the send buffer when the BDP needs more than
+    autotuning gives; ``None`` leaves the kernel's autotuning alone."""
+
+    name = "tcp"
+
+    def __init__(self, connect_timeout: float = 10.0, sndbuf: int | None = None,
+                 notsent_lowat: int = 256 * 1024) -> None:
+        self.connect_timeout = connect_timeout
+        self.sndbuf = sndbuf
+        self.notsent_lowat = notsent_lowat
+
+    def _tune(self, stream: trio.SocketStream) -> None:
+        if self.sndbuf:
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+        with contextlib.suppress(OSError):
+            stream.setsockopt(socket.IPPROTO_TCP, 25, self.notsent_lowat)  # TCP_NOTSENT_LOWAT
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+        except trio.TooSlowError:
+            raise ConnectionError(f"connect to {host}:{port} timed out after "
+                                  f"{self.connect_timeout} s") from None
+        self._tune(stream)
+        return stream
+
+    async def listen(self, host: str, port: int) -> list[trio.SocketListener]:
+        return await trio.open_tcp_listeners(port, host=host)
+
+
+class RateLimiter:
+    """A token bucket shared by all streams of one migration (bytes per second)."""
+
+    def __init__(self, rate_bps: float | None, burst: float = 0.01) -> None:
+        self.rate = rate_bps / 8 if rate_bps else None  # bytes/s
+        self.burst = max(256 * 1024, (self.rate or 0) * burst)
+        self.tokens = self.burst
+        self.last = trio.current_time() if self.rate else 0.0
+
+    async def acquire(self, nbytes: int) -> None:
+        if not self.rate:
+            return
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        self.tokens -= nbytes
+        if self.tokens < 0:
+            await trio.sleep(-self.tokens / self.rate)
+
+
+class FramedStream:
+    """Frames over a byte stream; every receive waits at most ``idle_timeout`` seconds."""
+
+    def __init__(self, stream: trio.abc.Stream, idle_timeout: float = 30.0,
+                 max_frame: int = MAX_FRAME, limiter: RateLimiter | None = None) -> None:
+        self.stream = stream
+        self.idle_timeout = idle_timeout
+        self.max_frame = max_frame
+        self.limiter = limiter
+        self._buf = bytearray()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    async def send(self, frame: bytes | bytearray | memoryview) -> None:
+        if self.limiter:
+            await self.limiter.acquire(len(frame))
+        try:
+            with trio.fail_after(self.idle_timeout):
+                await self.stream.send_all(frame)
+        except trio.TooSlowError:
+            raise PeerStalled(f"peer accepted no data for {self.idle_timeout} s") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionError(f"connection lost while sending: {exc}") from None
+        self.bytes_sent += len(frame)
+
+    async def _fill(self, n: int, what: str) -> None:
+        while len(self._buf) < n:
+            try:
+                with trio.fail_after(self.idle_timeout):
+                    chunk = await self.stream.receive_some(max(n - len(self._buf), 1 << 20))
+            except trio.TooSlowError:
+                raise PeerStalled(f"peer sent nothing for {self.idle_timeout} s "
+                                  f"(waiting for {what})") from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ConnectionError(f"connection lost while waiting for {what}: {exc}") \
+                    from None
+            if not chunk:
+                raise ConnectionError(f"peer closed the connection (waiting for {what}, "
+                                      f"{len(self._buf)} of {n} bytes)")
+            self.bytes_received += len(chunk)
+            self._buf += chunk
+
+    async def receive(self, what: str = "a frame") -> tuple[FrameType, memoryview]:
+        """Next whole frame; ProtocolError for anything malformed, PeerStalled on silence."""
+        await self._fill(HEADER.size, what)
+        ftype, length = decode_header(bytes(self._buf[: HEADER.size]), self.max_frame)
+        await self._fill(HEADER.size + length, what)
+        if len(self._buf) == HEADER.size + length:
+            payload, self._buf = self._buf, bytearray()
+            return ftype, memoryview(payload)[HEADER.size :]
+        payload = self._buf[HEADER.size : HEADER.size + length]
+        del self._buf[: HEADER.size + length]
+        return ftype, memoryview(payload)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stream.aclose()
+
+
+def read_sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", name.replace(".", "/")).read_text().strip()
+    except OSError:
+        return None
+
+
+def raise_buffer_sysctls(nbytes: int) -> list[str]:
+    """Raise this namespace's socket-buffer maxima to at least ``nbytes`` (root only).
+
+    Returns the sysctls changed. Never lowers anything."""
+    changed = []
+    for name in ("net.core.wmem_max", "net.core.rmem_max"):
+        cur = read_sysctl(name)
+        if cur is not None and int(cur) < nbytes:
+            with contextlib.suppress(OSError):
+                Path("/proc/sys", name.replace(".", "/")).write_text(str(nbytes))
+                changed.append(f"{name}={nbytes}")
+    for name in ("net.ipv4.tcp_wmem", "net.ipv4.tcp_rmem"):
+        cur = read_sysctl(name)
+        if cur is None:
+            continue
+        lo, default, hi = (int(x) for x in cur.split())
+        if hi < nbytes:
+            with contextlib.suppress(OSError):
+                Path("/proc/sys", name.replace(".", "/")).write_text(f"{lo} {default} {nbytes}")
+                changed.append(f"{name}={lo} {default} {nbytes}")
+    return changed
+
+
+def buffer_for_bdp(bandwidth_bps: float, rtt_s: float) -> int:
+    """Socket buffer for a path: twice the bandwidth-delay product, at least 4 MiB."""
+    return max(4 << 20, int(2 * bandwidth_bps / 8 * rtt_s))

@@ -1,0 +1,253 @@
+"""The built-in guest: an arena of realistic pages, dirtied at a target rate, with a counter.
+
+Everything that defines the guest's state lives in its arena (one private anonymous mapping):
+page 0 holds a header with the counter and the dirtying parameters, so a copy of the arena
+started elsewhere (``--resume IMAGE``) carries on from exactly that memory. A tiny UDP
+service answers ``C`` with the counter (clients see the migration gap) and ``I`` with the
+arena description. The arena is registered with userfaultfd WP_ASYNC when the kernel allows,
+so a source agent can track dirty pages with PAGEMAP_SCAN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import mmap
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from agents.memory.dirty import register_uffd_wp_async
+
+PAGE = mmap.PAGESIZE
+MAGIC = b"AGWL0001"
+HDR = struct.Struct("<8sQQ")  # magic, counter, config length
+COUNTER_OFF = 8
+CONFIG_OFF = HDR.size
+INFO_DIR = Path("/tmp/agents-workload")
+_WORDS_TEXT = (
+    "the of and to in is was for on that with as by at from host page memory migrate network "
+    "switch round copy dirty vmotion kernel socket buffer latency bandwidth cluster storage "
+    "replica guest workload counter frame batch stream digest"
+)
+WORDS = tuple(_WORDS_TEXT.split())
+
+
+@dataclass
+class Config:
+    size_bytes: int
+    dirty_rate_mbps: float = 20.0
+    hot_fraction: float = 0.1
+    hot_share: float = 0.9
+    mix: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)  # zero text comp random
+    seed: int = 1
+
+
+def parse_size(text: str) -> int:
+    """'64M', '1G', '4096K' or plain bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    return int(float(t[:-1] if mult > 1 else t) * mult)
+
+
+def parse_mix(text: str) -> tuple[float, float, float, float]:
+    """'zero=25,text=25,comp=25,random=25' (any scale) -> fractions."""
+    parts = dict(kv.split("=") for kv in text.split(","))
+    vals = [float(parts.get(k, 0)) for k in ("zero", "text", "comp", "random")]
+    unknown = set(parts) - {"zero", "text", "comp", "random"}
+    if unknown or sum(vals) <= 0:
+        raise ValueError(f"bad mix {text!r}")
+    s = sum(vals)
+    return tuple(v / s for v in vals)  # type: ignore[return-value]
+
+
+def fill_arena(arena: mmap.mmap, cfg: Config) -> None:
+    """Fill pages 1.. with the configured mix of zero, text, compressible and random pages."""
+    rng = random.Random(cfg.seed)
+    npages = len(arena) // PAGE
+    text = " ".join(rng.choice(WORDS) for _ in range(300_000)).encode()
+    records = b"".join(struct.pack("<IHHQ", i, i % 7, 0, i * 3) for i in range(8192))
+    kinds = rng.choices(range(4), weights=cfg.mix, k=npages)
+    rand_pages = [i for i in range(1, npages) if kinds[i] == 3]
+    rand = os.urandom(len(rand_pages) * PAGE)
+    for j, p in enumerate(rand_pages):
+        arena[p * PAGE : (p + 1) * PAGE] = rand[j * PAGE : (j + 1) * PAGE]
+    for p in range(1, npages):
+        k = kinds[p]
+        if k == 1:
+            o = rng.randrange(0, len(text) - PAGE)
+            arena[p * PAGE : (p + 1) * PAGE] = text[o : o + PAGE]
+        elif k == 2:
+            o = rng.randrange(0, len(records) - PAGE, 16)
+            arena[p * PAGE : (p + 1) * PAGE] = records[o : o + PAGE]
+
+
+class Guest:
+    """A running guest over an arena (fresh or resumed)."""
+
+    def __init__(self, arena: mmap.mmap, cfg: Config, sock: socket.socket,
+                 use_uffd: bool = True) -> None:
+        self.arena, self.cfg, self.sock = arena, cfg, sock
+        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(arena))
+        self.uffd = -1
+        if use_uffd:
+            try:
+                self.uffd = register_uffd_wp_async(self.addr, len(arena))
+            except OSError:
+                self.uffd = -1
+        self.stop = threading.Event()
+        self.info_path = INFO_DIR / f"{os.getpid()}.json"
+
+    @property
+    def counter(self) -> int:
+        return struct.unpack_from("<Q", self.arena, COUNTER_OFF)[0]
+
+    def info(self) -> dict:
+        host, port = self.sock.getsockname()[:2]
+        return {"pid": os.getpid(), "arena_addr": self.addr, "arena_bytes": len(self.arena),
+                "page_size": PAGE, "uffd_wp": self.uffd >= 0, "service": [host, port],
+                "counter": self.counter}
+
+    def publish(self) -> None:
+        INFO_DIR.mkdir(exist_ok=True)
+        tmp = self.info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.info()))
+        tmp.rename(self.info_path)
+        print(json.dumps(self.info()), flush=True)
+
+    def serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if data[:1] == b"C":
+                reply = b"C" + struct.pack("<QI", self.counter, os.getpid()) + data[1:17]
+            elif data[:1] == b"I":
+                reply = b"I" + json.dumps(self.info()).encode()
+            else:
+                continue
+            with contextlib.suppress(OSError):
+                self.sock.sendto(reply, peer)
+
+    def run_dirtier(self, duration: float | None) -> None:
+        """Dirty pages at the target rate (hot/cold skew); bump the counter every tick."""
+        cfg, arena = self.cfg, self.arena
+        npages = len(arena) // PAGE
+        rng = random.Random(cfg.seed ^ self.counter)
+        hot = max(1, int((npages - 1) * cfg.hot_fraction))
+        per_s = cfg.dirty_rate_mbps * 1e6 / PAGE
+        start = last = time.monotonic()
+        carry = 0.0
+        rnd = rng.random
+        while not self.stop.is_set():
+            now = time.monotonic()
+            if duration is not None and now - start >= duration:
+                break
+            want = (now - last) * per_s + carry
+            last = now
+            n = int(want)
+            carry = want - n
+            if n > per_s * 0.01 + 1:  # after a stop: no catch-up burst
+                n, carry = int(per_s * 0.01) + 1, 0.0
+            c = self.counter + 1
+            struct.pack_into("<Q", arena, COUNTER_OFF, c)
+            stamp = struct.pack("<Q", c)
+            for _ in range(min(n, 100_000)):
+                span = hot if rnd() < cfg.hot_share else npages - 1
+                p = 1 + int(rnd() * span)
+                o = p * PAGE + (int(rnd() * 512) << 3)
+                arena[o : o + 8] = stamp
+            time.sleep(0.001)
+
+    def close(self) -> None:
+        self.stop.set()
+        with contextlib.suppress(OSError):
+            self.info_path.unlink()
+
+
+def new_arena(size: int) -> mmap.mmap:
+    size = max(2 * PAGE, (size + PAGE - 1) // PAGE * PAGE)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(-1, size, flags=flags)
+
+
+def write_header(arena: mmap.mmap, cfg: Config, counter: int = 0) -> None:
+    blob = json.dumps(asdict(cfg)).encode()
+    HDR.pack_into(arena, 0, MAGIC, counter, len(blob))
+    arena[CONFIG_OFF : CONFIG_OFF + len(blob)] = blob
+
+
+def read_header(image: bytes | mmap.mmap) -> tuple[Config, int]:
+    magic, counter, blen = HDR.unpack_from(image, 0)
+    if magic != MAGIC or blen > PAGE - CONFIG_OFF:
+        raise ValueError("not a workload arena image")
+    d = json.loads(bytes(image[CONFIG_OFF : CONFIG_OFF + blen]))
+    d["mix"] = tuple(d["mix"])
+    return Config(**d), counter
+
+
+def main(size: int | None, mix: tuple, rate: float, hot_fraction: float, hot_share: float,
+         host: str, port: int, resume: str | None, service_fd: int | None,
+         duration: float | None, use_uffd: bool, seed: int, wait_go: bool = False) -> int:
+    """Start (or resume) the guest; runs until SIGTERM/SIGINT or ``duration``.
+
+    With ``wait_go`` the process is a warm standby (like an incoming QEMU): it is started
+    before the image is complete and reads it only when told to go."""
+    sys.setswitchinterval(0.0005)
+    if resume:
+        fd = os.open(resume, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            arena = new_arena(size)  # populated now: a standby pays the page faults up front
+            if wait_go and sys.stdin.readline().strip() != "go":
+                return 3
+            view, done = memoryview(arena), 0
+            while done < size:
+                n = os.preadv(fd, [view[done:size]], done)
+                if n <= 0:
+                    raise SystemExit(f"workload: image {resume} truncated at {done} bytes")
+                done += n
+            view.release()
+        finally:
+            os.close(fd)
+        cfg, _ = read_header(arena)
+    else:
+        if not size:
+            raise SystemExit("workload: --size is required unless --resume")
+        cfg = Config(size, rate, hot_fraction, hot_share, mix, seed)
+        arena = new_arena(size)
+        fill_arena(arena, cfg)
+        write_header(arena, cfg)
+    if service_fd is not None:
+        sock = socket.socket(fileno=service_fd)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host, port))
+    guest = Guest(arena, cfg, sock, use_uffd)
+
+    def on_signal(signum, frame):
+        guest.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = threading.Thread(target=guest.serve, daemon=True)
+    server.start()
+    guest.publish()
+    try:
+        guest.run_dirtier(duration)
+    finally:
+        guest.close()
+        server.join(1.0)
+    return 0

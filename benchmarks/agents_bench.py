@@ -1,0 +1,137 @@
+"""Migration figures on a veth between two namespaces this script creates (root; prints JSON).
+
+    python benchmarks/agents_bench.py [--size 256M] [--rates 1gbit,unshaped]
+
+For each path (tbf-shaped or unshaped): iperf3 -J goodput, then migrations of the built-in
+workload (plain, zstd), the page-stream rate divided by iperf3's, bytes on the wire divided by
+the image size; and a foreign ``stress-ng --vm 1 --vm-bytes 256M`` migrated with its digest
+verified. Namespaces are named ``tbt-bench-*`` and always removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+PY = [sys.executable, "-m", "agents"]
+A_IP, B_IP = "10.78.0.1", "10.78.0.2"
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def veth_pair(rate: str | None):
+    tag = uuid.uuid4().hex[:5]
+    a, b = f"tbt-bench-a{tag}", f"tbt-bench-b{tag}"
+    try:
+        sh("ip", "netns", "add", a)
+        sh("ip", "netns", "add", b)
+        sh("ip", "link", "add", "va" + tag, "netns", a, "type", "veth", "peer", "name",
+           "vb" + tag, "netns", b)
+        for ns, dev, ip in ((a, "va" + tag, A_IP), (b, "vb" + tag, B_IP)):
+            sh("ip", "-n", ns, "addr", "add", ip + "/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            if rate:
+                sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                   "rate", rate, "burst", "1mb", "latency", "20ms")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def iperf3(a: str, b: str, seconds: int = 5) -> float:
+    server = subprocess.Popen(["ip", "netns", "exec", b, "iperf3", "-s", "-1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        out = sh("ip", "netns", "exec", a, "iperf3", "-c", B_IP, "-t", str(seconds), "-J")
+        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        server.kill()
+        server.wait()
+
+
+def migrate(a: str, b: str, *source_args: str, resume: bool = True) -> dict:
+    extra = [] if resume else ["--no-resume"]
+    dest = subprocess.Popen(["ip", "netns", "exec", b, *PY, "destination", "--listen",
+                             f"{B_IP}:0", "--resume-host", B_IP, *extra],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(dest.stdout.readline())["listening"][1]
+        out = sh("ip", "netns", "exec", a, *PY, "source", *source_args, "--to",
+                 f"{B_IP}:{port}", "--json", check=False)
+        res = json.loads(out.stdout)
+    finally:
+        dest.kill()
+        dest.wait()
+    for pid in (res.get("destination_pid"), res.get("source_pid") if resume else None):
+        if pid:
+            sh("kill", "-9", str(pid), check=False)
+    return res
+
+
+def summary(res: dict, iperf_mbps: float) -> dict:
+    return {k: res.get(k) for k in (
+        "completed", "integrity_ok", "rounds", "downtime_ms", "client_downtime_ms",
+        "migration_time_s", "goodput_mbps", "stream_rate_mbps", "dirty_tracking",
+        "compression", "error")} | {
+        "stream_rate_over_iperf3": round((res.get("stream_rate_mbps") or 0) / iperf_mbps, 3),
+        "wire_over_image": round(res.get("bytes_on_wire", 0) / max(res.get("image_bytes", 1), 1),
+                                 3)}
+
+
+def stress_ng_case(a: str, b: str) -> dict:
+    ng = subprocess.Popen(["ip", "netns", "exec", a, "stress-ng", "--vm", "1", "--vm-bytes",
+                           "256M", "--vm-keep", "--quiet"], start_new_session=True)
+    try:
+        time.sleep(3)
+        kids = sh("pgrep", "-f", "stress-ng-vm", check=False).stdout.split()
+        rss = {}
+        for k in kids:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{k}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss[int(k)] = int(line.split()[1])
+        worker = max(rss, key=rss.get)
+        res = migrate(a, b, "--pid", str(worker), "--max-rounds", "4", resume=False)
+        return {k: res.get(k) for k in ("completed", "integrity_ok", "image_bytes", "rounds",
+                                        "switchover_reason", "dirty_tracking", "downtime_ms",
+                                        "stream_rate_mbps", "error")}
+    finally:
+        sh("pkill", "-9", "-g", str(ng.pid), check=False)
+        ng.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="256M")
+    ap.add_argument("--rates", default="1gbit,unshaped")
+    args = ap.parse_args()
+    report: dict = {}
+    for rate in args.rates.split(","):
+        with veth_pair(None if rate == "unshaped" else rate) as (a, b):
+            ip3 = iperf3(a, b)
+            entry: dict = {"iperf3_mbps": round(ip3, 1)}
+            for name, extra in (("plain", []), ("zstd", ["--compress"]),
+                                ("plain_4_streams", ["--streams", "4"])):
+                res = migrate(a, b, "--workload", args.size, "--dirty-rate", "20", *extra)
+                entry[name] = summary(res, ip3)
+            if rate == args.rates.split(",")[0]:
+                entry["stress_ng_256M"] = stress_ng_case(a, b)
+            report[rate] = entry
+            print(json.dumps({rate: entry}, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
