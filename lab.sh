@@ -5,12 +5,17 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
+if [ -z "${TESTBED_VENV:-}" ] && [ -r /etc/default/testbed ]; then
+    # shellcheck disable=SC1091
+    . /etc/default/testbed
+fi
+export TESTBED_VENV="${TESTBED_VENV:-$ROOT/.venv}"
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
     run)
         bash scripts/setup.sh
-        exec .venv/bin/testbed run "$@" ;;
+        exec "$TESTBED_VENV/bin/testbed" run "$@" ;;
     test)
         bash scripts/setup.sh
         exec bash scripts/test.sh "$@" ;;

@@ -5,7 +5,12 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+# The Vagrant lab keeps its venv outside the synced folder (TESTBED_VENV=/opt/testbed-venv).
+if [ -z "${TESTBED_VENV:-}" ] && [ -r /etc/default/testbed ]; then
+    # shellcheck disable=SC1091
+    . /etc/default/testbed
+fi
+VENV="${TESTBED_VENV:-$ROOT/.venv}"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,6 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- distribution packages -------------------------------------------------
+# shellcheck disable=SC1091
 . /etc/os-release
 PKGS=(
     mininet openvswitch-switch iperf3 libiperf0 iproute2 iputils-ping ethtool
@@ -61,7 +67,7 @@ fi
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
     say "installing the project (editable) with its test extra"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[test]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 else
