@@ -95,11 +95,13 @@ def leftover_namespaces() -> dict[int, str]:
     return found
 
 
-def kill_namespaces(inodes: dict[int, str], report: CleanReport) -> None:
-    """SIGKILL every process whose network namespace is one of ``inodes``."""
+def kill_namespaces(inodes: dict[int, str], report: CleanReport,
+                    spare: set[int] | None = None) -> None:
+    """SIGKILL every process whose network namespace is one of ``inodes`` (but ``spare``)."""
+    keep = (spare or set()) | {os.getpid()}
     for _ in range(5):
         victims = [(pid, _cmdline(pid)) for pid in _all_pids()
-                   if pid != os.getpid() and state.netns_inode(pid) in inodes]
+                   if pid not in keep and state.netns_inode(pid) in inodes]
         if not victims:
             return
         for pid, cmd in victims:

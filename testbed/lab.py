@@ -80,6 +80,11 @@ class Lab:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self._procs.clear()
+        # Anything else started in the nodes (a resumed guest, a detached helper) goes too.
+        from .clean import CleanReport, kill_namespaces
+
+        inodes = {ino: name for name, ino in self.state.netns_inodes.items() if ino}
+        kill_namespaces(inodes, CleanReport(), spare={p for p in self.state.node_pids.values()})
         if self._net is not None:
             from mininet.log import setLogLevel
 

@@ -92,6 +92,67 @@ class Node:
     sysctls: tuple[tuple[str, str], ...] = ()
 
 
+StackMode = Literal["auto", "vrf", "policy"]
+
+
+@dataclass(frozen=True)
+class FunctionStack:
+    """One routed function stack of a hypervisor host (management, migration, replication).
+
+    The stack owns interface ``dev`` with address ``addr`` (CIDR), routing table ``table`` whose
+    default route goes to ``gateway``. In VRF mode the interface is enslaved to VRF device
+    ``vrf`` (bound to ``table``); in policy mode ``ip rule from <addr> lookup <table>`` selects
+    the table. Either way a process that binds the stack's address uses the stack's gateway.
+    ``rate_mbps`` caps the stack's egress with an HTB class; ``dscp`` (e.g. ``"af41"``) marks
+    its packets.
+    """
+
+    node: str
+    function: str
+    dev: str
+    addr: str
+    gateway: str
+    table: int
+    vrf: str
+    rate_mbps: float | None = None
+    dscp: str | None = None
+
+    @property
+    def ip(self) -> str:
+        return str(ipaddress.ip_interface(self.addr).ip)
+
+    @property
+    def subnet(self) -> str:
+        return str(ipaddress.ip_interface(self.addr).network)
+
+
+@dataclass(frozen=True)
+class PortForward:
+    """A published service: ``proto`` ``port`` on the gateway's public address -> inside."""
+
+    proto: str
+    port: int
+    to_addr: str
+    to_port: int
+
+
+@dataclass(frozen=True)
+class GatewayPolicy:
+    """NAT and firewall of a gateway node (rendered to nftables by the lab).
+
+    Everything arriving on ``outside_dev`` is dropped, except replies to connections made from
+    inside and the ``published`` port forwards (DNAT from ``public_addr``). Connections from
+    ``inside_nets`` to the outside are masqueraded behind ``public_addr``.
+    """
+
+    node: str
+    outside_dev: str
+    public_addr: str
+    inside_nets: tuple[str, ...]
+    published: tuple[PortForward, ...] = ()
+    masquerade: bool = True
+
+
 @dataclass
 class Network:
     """A whole topology: nodes, links, routes and per-node setup commands."""
@@ -102,13 +163,34 @@ class Network:
     links: list[Link] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
     commands: dict[str, list[list[str]]] = field(default_factory=dict)
+    stacks: list[FunctionStack] = field(default_factory=list)
+    stack_mode: StackMode = "auto"
+    gateways: list[GatewayPolicy] = field(default_factory=list)
 
-    def add_node(self, name: str, role: NodeRole = "host", forwarding: bool = False) -> Node:
+    def add_node(self, name: str, role: NodeRole = "host", forwarding: bool = False,
+                 sysctls: tuple[tuple[str, str], ...] = ()) -> Node:
         if name in self.nodes:
             raise ValueError(f"node {name!r} defined twice")
-        node = Node(name, role, forwarding or role in ("router", "gateway"))
+        node = Node(name, role, forwarding or role in ("router", "gateway"), tuple(sysctls))
         self.nodes[name] = node
         return node
+
+    def add_stack(self, stack: FunctionStack) -> FunctionStack:
+        if stack.node not in self.nodes:
+            raise ValueError(f"stack {stack.function!r} on unknown node {stack.node!r}")
+        if not any(i.name == stack.dev for i in self.interfaces(stack.node)):
+            raise ValueError(f"stack {stack.function!r}: {stack.node} has no interface "
+                             f"{stack.dev!r}")
+        for other in self.stacks:
+            if other.node == stack.node and (other.table == stack.table
+                                             or other.function == stack.function):
+                raise ValueError(f"{stack.node}: stack {stack.function!r} clashes with "
+                                 f"{other.function!r} (same function or table)")
+        self.stacks.append(stack)
+        return stack
+
+    def stacks_of(self, node: str) -> dict[str, FunctionStack]:
+        return {s.function: s for s in self.stacks if s.node == node}
 
     def add_link(self, a: Interface, b: Interface, a_to_b: LinkSpec | None = None,
                  b_to_a: LinkSpec | None = None) -> Link:
@@ -147,4 +229,14 @@ class Network:
             "nodes": [asdict(n) for n in self.nodes.values()],
             "links": [asdict(li) for li in self.links],
             "routes": [asdict(r) for r in self.routes],
+            "stack_mode": self.stack_mode,
+            "stacks": [asdict(s) for s in self.stacks],
+            "gateways": [asdict(g) for g in self.gateways],
+            "commands": {k: [list(c) for c in v] for k, v in self.commands.items()},
         }
+
+    def to_mininet_topo(self, shaper: object = None) -> object:
+        """A Mininet ``Topo`` of this network for plain Mininet (see ``topologies.mininet``)."""
+        from .mininet import to_mininet_topo
+
+        return to_mininet_topo(self, shaper)  # type: ignore[arg-type]

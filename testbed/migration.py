@@ -1,0 +1,149 @@
+"""Run migration agents inside lab nodes and read their JSON back.
+
+The lab knows the agents only as commands (``python -m agents ...``) and the JSON they print:
+the destination announces ``{"listening": [host, port]}`` and later its outcome; the source
+prints one result document (see agents/result.py) and exits non-zero unless it completed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+AGENTS = [sys.executable, "-m", "agents"]
+
+
+@dataclass(frozen=True)
+class MigrationJob:
+    """One migration: a fresh guest of ``workload_mib`` on ``src`` moves to ``dst``."""
+
+    src: str
+    dst: str
+    dst_addr: str
+    port: int = 7800
+    workload_mib: int = 64
+    dirty_rate_mbs: float = 8.0
+    streams: int = 1
+    compress: bool = False
+    downtime_ms: float = 300.0
+    bandwidth_cap_mbps: float | None = None
+    max_rounds: int = 30
+    timeout_s: float = 600.0
+    extra_args: tuple[str, ...] = ()
+    label: str = ""
+
+    def source_argv(self) -> list[str]:
+        argv = [*AGENTS, "source", "--workload", f"{self.workload_mib}M",
+                "--to", f"{self.dst_addr}:{self.port}", "--json",
+                "--dirty-rate", str(self.dirty_rate_mbs), "--streams", str(self.streams),
+                "--downtime-ms", str(self.downtime_ms), "--max-rounds", str(self.max_rounds),
+                "--timeout", str(self.timeout_s)]
+        if self.compress:
+            argv.append("--compress")
+        if self.bandwidth_cap_mbps:
+            argv += ["--bandwidth-cap", str(self.bandwidth_cap_mbps)]
+        return argv + list(self.extra_args)
+
+    def destination_argv(self) -> list[str]:
+        return [*AGENTS, "destination", "--listen", f"{self.dst_addr}:{self.port}", "--json"]
+
+
+@dataclass
+class MigrationRun:
+    job: MigrationJob
+    result: dict[str, Any] = field(default_factory=dict)
+    destination: list[dict[str, Any]] = field(default_factory=list)
+    started_s: float = 0.0
+    ended_s: float = 0.0
+    source_stderr: str = ""
+    exit_code: int | None = None
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    docs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                docs.append(json.loads(line))
+    return docs
+
+
+def start_destination(lab: Lab, job: MigrationJob,
+                      wait_s: float = 30.0) -> subprocess.Popen[str]:
+    """Start the destination agent in ``job.dst`` and wait until it listens."""
+    proc = lab.popen(job.dst, job.destination_argv(), stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready: list[str] = []
+    reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(wait_s)
+    if not ready or "listening" not in ready[0]:
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        raise RuntimeError(f"destination agent on {job.dst} did not start listening on "
+                           f"{job.dst_addr}:{job.port}: {ready[:1]} {err[-500:]}")
+    return proc
+
+
+def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRun:
+    """Run one migration to completion (or failure) and return both agents' JSON."""
+    run = MigrationRun(job)
+    base = t0 if t0 is not None else time.monotonic()
+    dest = start_destination(lab, job)
+    run.started_s = time.monotonic() - base
+    src = lab.popen(job.src, job.source_argv(), stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = src.communicate(timeout=job.timeout_s + 60)
+    except subprocess.TimeoutExpired:
+        src.kill()
+        out, err = src.communicate()
+        err += f"\nsource agent killed after {job.timeout_s + 60:.0f} s"
+    run.ended_s = time.monotonic() - base
+    run.exit_code = src.returncode
+    run.source_stderr = err[-2000:]
+    docs = _json_lines(out)
+    run.result = docs[-1] if docs else {"completed": False,
+                                        "error": f"no JSON from the source: {err[-500:]}"}
+    try:
+        dout, _ = dest.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        dest.kill()
+        dout, _ = dest.communicate()
+    run.destination = _json_lines(dout)
+    return run
+
+
+def migrate_concurrently(lab: Lab, jobs: list[MigrationJob],
+                         t0: float | None = None) -> list[MigrationRun]:
+    """Start every job at once (a DRS-like burst) and wait for all of them."""
+    base = t0 if t0 is not None else time.monotonic()
+    runs: list[MigrationRun | None] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def one(i: int, job: MigrationJob) -> None:
+        try:
+            runs[i] = migrate(lab, job, base)
+        except BaseException as exc:  # reported below, with the job named
+            errors.append(RuntimeError(f"{job.label or job.src}->{job.dst}: {exc}"))
+
+    threads = [threading.Thread(target=one, args=(i, j), daemon=True)
+               for i, j in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [r for r in runs if r is not None]

@@ -1,0 +1,23 @@
+"""The lab runs the agents in its nodes: a real migration across a shaped link."""
+
+import pytest
+
+from testbed.lab import Lab
+from testbed.migration import MigrationJob, migrate
+from topologies.pair import pair
+
+pytestmark = pytest.mark.integration
+
+
+def test_migration_between_lab_nodes_over_shaped_link():
+    net = pair(delay_ms=0, bw_mbps=200)
+    with Lab(net) as lab:
+        job = MigrationJob("h1", "h2", net.address("h2"), workload_mib=32, dirty_rate_mbs=4)
+        run = migrate(lab, job)
+    res = run.result
+    assert run.exit_code == 0, run.source_stderr
+    assert res["completed"] and res["integrity_ok"], res
+    assert res["image_bytes"] >= 32 * 2**20
+    assert res["rounds"] >= 1 and res["downtime_ms"] is not None
+    # the shaped link bounds the goodput: it cannot beat 200 Mbit/s by much
+    assert 0 < res["goodput_mbps"] <= 200 * 1.1, res["goodput_mbps"]

@@ -1,0 +1,125 @@
+"""A four-site WAN measured with real traffic (needs netem: runs inside the full-kernel VM).
+
+One lab, one link per question::
+
+    a-b  10 ms RTT, 200 Mbit/s      RTT, throughput at a short RTT
+    a-c  50 ms RTT, 100 Mbit/s      RTT
+    b-c 150 ms RTT, 100 Mbit/s      RTT, throughput at a long RTT (BDP 1.9 MB), no emulator drops
+    a-d  10 ms RTT, 2 % loss each way   loss within its statistical bounds
+    b-d  20 ms RTT, 2500 Mbit/s     a rate above 1 Gbit/s reaches the kernel (readback)
+    c-d  5 ms there, 15 ms back, 2 ms jitter   per-direction delay (readback)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import subprocess
+import time
+
+import pytest
+
+from testbed import shaping
+from testbed.lab import Lab
+from topologies import build
+
+pytestmark = [pytest.mark.integration, pytest.mark.needs("netem")]
+
+LINKS = {
+    "a-b": {"rtt_ms": 10, "bw_mbps": 200},
+    "a-c": {"rtt_ms": 50},
+    "b-c": {"rtt_ms": 150},
+    "a-d": {"rtt_ms": 10, "loss_pct": 2},
+    "b-d": {"rtt_ms": 20, "bw_mbps": 2500},
+    "c-d": {"delay_ms": [5, 15], "jitter_ms": 2},
+}
+WIRE = 1514 / 1448  # Ethernet+IP+TCP(timestamps) bytes per byte of payload, full frames
+
+
+@pytest.fixture(scope="module")
+def lab():
+    net = build("wan", sites=4, hosts_per_leaf=1, bw_mbps=100, links=LINKS)
+    with Lab(net) as running:
+        yield running
+
+
+def rtts(lab: Lab, src: str, dst: str, count: int = 10) -> list[float]:
+    ip = lab.network.address(dst)
+    lab.run(src, ["ping", "-c", "1", "-W", "2", ip], check=False)  # resolve neighbours first
+    out = lab.run(src, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", ip]).stdout
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
+
+
+@pytest.mark.parametrize(("src", "dst", "rtt_ms"), [("a-h1", "b-h1", 10), ("a-h1", "c-h1", 50),
+                                                     ("b-h1", "c-h1", 150)])
+def test_rtt_matches_configuration(lab, src, dst, rtt_ms):
+    got = statistics.median(rtts(lab, src, dst))
+    assert abs(got - rtt_ms) <= max(0.05 * rtt_ms, 2.0), got
+
+
+def iperf3(lab: Lab, client: str, server: str, seconds: int, omit: int) -> dict:
+    ip = lab.network.address(server)
+    srv = lab.popen(server, ["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not lab.run(server, ["ss", "-Hltn", "sport = :5201"]).stdout.strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        out = lab.run(client, ["iperf3", "-c", ip, "-J", "-t", str(seconds), "-O", str(omit)],
+                      timeout=seconds + omit + 60).stdout
+        return json.loads(out)["end"]
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+@pytest.mark.parametrize(("src", "dst", "link", "mbps", "seconds", "omit"), [
+    ("a-h1", "b-h1", ("a-r-b", "b-r-a"), 200, 6, 2),
+    ("b-h1", "c-h1", ("b-r-c", "c-r-b"), 100, 10, 5),
+])
+def test_throughput_matches_configuration_without_emulator_drops(lab, src, dst, link, mbps,
+                                                                 seconds, omit):
+    """Window: the hosts' tcp_rmem/wmem allow 64 MiB, autotuning grows to the BDP."""
+    owner = {dev: dev.split("-r-")[0] + "-r" for dev in link}
+    before = {dev: shaping.qdisc_drops(dev, lab.pid(owner[dev])) for dev in link}
+    end = iperf3(lab, src, dst, seconds, omit)
+    goodput = end["sum_received"]["bits_per_second"] / 1e6
+    drops = {dev: shaping.qdisc_drops(dev, lab.pid(owner[dev])) - before[dev] for dev in link}
+    print(f"{src}->{dst}: goodput {goodput:.1f} Mbit/s = {goodput * WIRE:.1f} on the wire, "
+          f"configured {mbps}; retransmits {end['sum_sent'].get('retransmits')}; drops {drops}")
+    assert abs(goodput * WIRE - mbps) <= 0.05 * mbps, end["sum_received"]
+    assert drops == dict.fromkeys(link, 0)
+
+
+def test_loss_within_statistical_bounds(lab):
+    n, p_each_way = 1000, 0.02
+    ip = lab.network.address("d-h1")
+    lab.run("a-h1", ["ping", "-c", "2", "-W", "2", ip], check=False)
+    out = lab.run("a-h1", ["ping", "-n", "-q", "-c", str(n), "-i", "0.005", "-W", "1", ip],
+                  check=False, timeout=120).stdout
+    received = int(re.search(r"(\d+) received", out).group(1))
+    p = 1 - (1 - p_each_way) ** 2  # request or reply lost
+    mean, sd = n * p, math.sqrt(n * p * (1 - p))
+    lost = n - received
+    assert abs(lost - mean) <= 4.5 * sd, (lost, mean, sd)
+
+
+def netem_of(lab: Lab, dev: str) -> tuple[dict, dict]:
+    entry = next(e for e in lab.links_readback() if e["dev"] == dev)
+    kernel = next(q for q in entry["kernel"] if q["kind"] == "netem")
+    return entry["asked"], kernel["options"]
+
+
+def test_readback_high_rate_and_per_direction_delay(lab):
+    asked, held = netem_of(lab, "b-r-d")
+    assert held["rate"]["rate"] == 2500 * 1_000_000 // 8  # bytes/s: 2.5 Gbit/s, not ignored
+    assert held["limit"] == asked["netem_limit_pkts"]
+    # the delay line holds 10 ms at 2.5 Gbit/s (~2,060 full frames) with room to spare
+    assert held["limit"] > 2500e6 / 8 * 0.010 / 1514
+    there, back = netem_of(lab, "c-r-d")[1], netem_of(lab, "d-r-c")[1]
+    assert (there["delay"]["delay"], back["delay"]["delay"]) == (0.005, 0.015)
+    assert there["delay"]["jitter"] == back["delay"]["jitter"] == 0.002
+    assert "rate" in there  # jitter without reordering: netem's rate mode serialises
