@@ -199,5 +199,48 @@ def vm_exec(rwdirs: tuple[Path, ...], timeout: float | None, command: tuple[str,
     sys.exit(rc)
 
 
-def _print_json(obj: object) -> None:
-    click.echo(json.dumps(obj, indent=2))
+def parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
+    """``key=value`` words into typed parameters (TOML literals; bare words are strings)."""
+    import tomllib
+
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected key=value", param_hint="PARAMS")
+        try:
+            params[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+@main.group()
+def topo() -> None:
+    """List topologies, or show one's nodes, links, addresses, gateways and link settings."""
+
+
+@topo.command("list")
+def topo_list() -> None:
+    """Every topology name with its parameters and defaults."""
+    import topologies
+
+    for name in sorted(topologies.REGISTRY):
+        params = ", ".join(f"{k}={v!r}" for k, v in topologies.parameters(name).items())
+        click.echo(f"{name}: {params}")
+
+
+@topo.command("show")
+@click.argument("name")
+@click.argument("params", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
+def topo_show(name: str, params: tuple[str, ...], as_json: bool) -> None:
+    """Show topology NAME built with PARAMS (key=value, e.g. spines=4 rtt_ms=150)."""
+    import topologies
+    from topologies.show import render
+
+    try:
+        net = topologies.build(name, **parse_params(params))
+    except topologies.TopologyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(net.describe(), indent=2) if as_json else render(net))
