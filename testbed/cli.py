@@ -144,26 +144,27 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None) -> No
     sys.argv = [a if not (a.endswith(".toml") and os.path.exists(a)) else os.path.abspath(a)
                 for a in sys.argv]
     _maybe_reexec_in_vm(ctx, needs, [out])
-    from . import smoke
+    from .runner import run_spec
 
-    failed = 0
+    failed = []
     for spec in loaded:
         try:
-            doc = smoke.run(spec, out, progress=lambda m: console.print(f"[cyan]{m}[/]"))
-            s = doc["summary"]
-            console.print(f"[green]{spec.name}[/]: RTT p50 {s['rtt_p50_ms']} ms "
-                          f"(configured {s['configured_rtt_ms']}), iperf3 {s['iperf3_mbps']} "
-                          f"Mbit/s (configured {s['configured_bw_mbps']}), emulator drops "
-                          f"{s['emulator_drops']}")
+            doc = run_spec(spec, out, progress=lambda m: console.print(f"[cyan]{m}[/]"))
+            console.print(f"[green]{spec.name}: {doc['status']}[/] "
+                          f"({doc['duration_s']:.0f} s)")
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted: lab torn down, partial results kept[/]")
+            console.print("[yellow]interrupted: lab torn down, partial results kept in "
+                          f"{out}[/]")
             raise SystemExit(130) from None
         except Exception as exc:  # one failed experiment does not stop the suite
-            failed += 1
-            console.print(f"[red]{spec.name} failed: {exc}[/]")
+            failed.append(spec.name)
+            console.print(f"[red]{spec.name} failed: {type(exc).__name__}: {exc}[/]")
+    from .report import finish
+
+    finish(out, console)
     click.echo(f"results: {out}")
     if failed:
-        raise SystemExit(1)
+        raise click.ClickException(f"experiment(s) failed: {', '.join(failed)}")
 
 
 @main.command()

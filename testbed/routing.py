@@ -91,7 +91,22 @@ def setup_stacks(lab: Lab) -> str | None:
     for node, stacks in by_node.items():
         for cmd in stack_commands(stacks, mode):
             lab.run(node, cmd)
+        if mode == "vrf":
+            for cmd in main_table_leaks(net, node, stacks):
+                lab.run(node, cmd)
     return mode
+
+
+def main_table_leaks(net: Network, node: str, stacks: list[FunctionStack]) -> list[list[str]]:
+    """VRF mode: the subnet of the stack that the main table's default route uses.
+
+    Enslaving moves a stack's connected route into its VRF table; the node's main-table
+    default (for processes bound to no stack, the management stack in the builders) needs
+    that subnet in the main table to reach its gateway, as in policy mode.
+    """
+    gateways = {hop for r in net.routes if r.node == node and r.table is None for hop in r.via}
+    return [["ip", "route", "replace", st.subnet, "dev", st.dev, "src", st.ip]
+            for st in stacks if st.gateway in gateways]
 
 
 def apply_caps(lab: Lab) -> None:
