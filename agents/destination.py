@@ -20,7 +20,8 @@ from pathlib import Path
 import trio
 
 from agents import protocol as P
-from agents.digest import image_digest, page_hashes
+from agents.digest import image_digest
+from agents.imagestore import ImageStore, open_disk_store
 from agents.memory.layout import Layout
 from agents.transport import FramedStream, PeerStalled, TcpTransport, Transport
 
@@ -33,6 +34,7 @@ class DestinationConfig:
     resume_host: str | None = None
     resume_port: int = 0
     save_image: str | None = None
+    disk_dest: str | None = None  # where a migrated disk goes / the synchronous replica is
     idle_timeout: float = 30.0
     max_image_bytes: int = 8 << 30
 
@@ -42,8 +44,9 @@ class Session:
     mid: str
     layout: Layout
     streams: int
-    image: bytearray | mmap.mmap
+    stores: dict[int, ImageStore]
     limits: dict[int, P.BatchLimits]
+    disk_mode: str | None = None
     batches: dict[int, int] = field(default_factory=dict)
     attached: int = 0
     failed: str | None = None
@@ -128,9 +131,6 @@ class Destination:
         if s is None or hello.get("migration") != s.mid:
             raise P.ProtocolError("data stream for no migration in progress")
         s.attached += 1
-        ps = s.layout.page_size
-        img = s.image
-        zero = bytes(ps)
         while True:
             try:
                 ftype, payload = await stream.receive("pages")
@@ -141,9 +141,7 @@ class Destination:
             if ftype != P.FrameType.PAGES:
                 raise P.ProtocolError(f"unexpected {ftype.name} on a data stream")
             batch = P.decode_batch(payload, s.limits)
-            for page, data in batch.items(ps):
-                o = page * ps
-                img[o : o + ps] = zero if data is None else data
+            s.stores[batch.space].apply(batch)
             s.batches[batch.round] = s.batches.get(batch.round, 0) + 1
             s.notify()
 
@@ -177,18 +175,22 @@ class Destination:
         except (KeyError, TypeError, ValueError) as exc:
             raise P.ProtocolError(f"bad HELLO: {exc}") from None
         if layout.nbytes > self.cfg.max_image_bytes or not 1 <= streams <= 64 or \
-                not 1 <= batch_pages <= 4096:
+                not 1 <= batch_pages <= 4096 or \
+                batch_pages * (layout.page_size + 5) + 64 > P.MAX_FRAME:
             raise P.ProtocolError("HELLO asks for more than this destination accepts")
         limits = {P.SPACE_MEMORY: P.BatchLimits(layout.page_size, layout.npages, batch_pages)}
+        stores: dict[int, ImageStore] = {}
+        disk_mode = self._open_disk(hello.get("disk"), batch_pages, limits, stores)
         can_resume = bool(hello.get("can_resume")) and self.cfg.resume
         service_sock = None
         if can_resume:
             service_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             service_sock.bind((self.cfg.resume_host or self.cfg.host, self.cfg.resume_port))
-            image, standby = self._standby(layout.nbytes, service_sock)
+            image, standby = self._standby(layout.nbytes, service_sock, disk_mode is not None)
         else:
             image, standby = bytearray(layout.nbytes), None
-        s = Session(str(hello.get("migration")), layout, streams, image, limits,
+        stores[P.SPACE_MEMORY] = ImageStore(image, layout.page_size)
+        s = Session(str(hello.get("migration")), layout, streams, stores, limits, disk_mode,
                     standby=standby)
         self.session = s
         try:
@@ -205,17 +207,45 @@ class Destination:
             if s.standby and not s.resumed:
                 s.standby.kill()
                 s.standby.wait()
+            disk = s.stores.get(P.SPACE_DISK)
+            if disk is not None:
+                disk.close()
         self._finish(outcome)
 
-    def _standby(self, nbytes: int, sock: socket.socket) -> tuple[mmap.mmap, subprocess.Popen]:
+    def _open_disk(self, disk: object, batch_pages: int, limits: dict[int, P.BatchLimits],
+                   stores: dict[int, ImageStore]) -> str | None:
+        """Check the HELLO's disk description; open the target (or the replica)."""
+        if disk is None:
+            return None
+        if not isinstance(disk, dict) or disk.get("mode") not in ("transfer", "replicated"):
+            raise P.ProtocolError(f"bad disk description {disk!r}")
+        if not self.cfg.disk_dest:
+            raise P.ProtocolError("the source migrates a disk; this destination has no "
+                                  "--disk-dest")
+        nbytes, unit = int(disk["bytes"]), int(disk["block_size"])
+        if unit != 4096 or nbytes <= 0 or nbytes % unit or nbytes > self.cfg.max_image_bytes:
+            raise P.ProtocolError(f"disk of {nbytes} bytes in {unit}-byte blocks refused")
+        replicated = disk["mode"] == "replicated"
+        try:
+            store = open_disk_store(self.cfg.disk_dest, nbytes, unit, replicated)
+        except (OSError, ValueError) as exc:
+            raise P.ProtocolError(f"disk target: {exc}") from None
+        stores[P.SPACE_DISK] = store
+        if not replicated:  # a replica is never written by the migration
+            limits[P.SPACE_DISK] = P.BatchLimits(unit, nbytes // unit, batch_pages)
+        return disk["mode"]
+
+    def _standby(self, nbytes: int, sock: socket.socket, with_disk: bool = False
+                 ) -> tuple[mmap.mmap, subprocess.Popen]:
         """Receive into a memfd and start the guest process now, waiting for its image."""
         mfd = os.memfd_create("agents-image")
         try:
             os.ftruncate(mfd, nbytes)
             image = mmap.mmap(mfd, nbytes)
+            disk = ["--disk", self.cfg.disk_dest] if with_disk and self.cfg.disk_dest else []
             proc = subprocess.Popen(
                 [sys.executable, "-m", "agents", "workload", "--wait-go",
-                 "--resume", f"/dev/fd/{mfd}", "--service-fd", str(sock.fileno())],
+                 "--resume", f"/dev/fd/{mfd}", "--service-fd", str(sock.fileno()), *disk],
                 pass_fds=[sock.fileno(), mfd], start_new_session=True,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         finally:
@@ -251,19 +281,29 @@ class Destination:
 
     async def _commit(self, s: Session, info: dict, hashes: bytes,
                       service_sock: socket.socket | None) -> dict:
+        """Compare this side's digests (kept current as batches arrived) with the source's."""
         t0 = time.monotonic()
-        mine = page_hashes(s.image, s.layout.page_size)
+        mem = s.stores[P.SPACE_MEMORY]
         theirs = array("Q")
         theirs.frombytes(hashes)
-        digest = image_digest(mine)
-        verify_ms = round((time.monotonic() - t0) * 1e3, 2)
+        digest = mem.digest()
+        errors = []
         if digest != info.get("digest") or image_digest(theirs) != info.get("digest"):
-            bad = [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
-            return {"ok": False, "verify_ms": verify_ms,
-                    "error": f"image digest mismatch: {len(bad)} pages differ"
-                             + (f", first {bad[0]}" if bad else "")}
+            bad = [i for i, (a, b) in enumerate(zip(mem.hashes, theirs, strict=True)) if a != b]
+            errors.append(f"image digest mismatch: {len(bad)} pages differ"
+                          + (f", first {bad[0]}" if bad else ""))
+        disk = s.stores.get(P.SPACE_DISK)
+        if disk is not None:
+            mine = disk.rehash() if s.disk_mode == "replicated" else disk.digest()
+            if mine != info.get("disk_digest"):
+                errors.append(f"disk digest mismatch ({s.disk_mode})")
+        verify_ms = round((time.monotonic() - t0) * 1e3, 2)
+        if errors:
+            return {"ok": False, "verify_ms": verify_ms, "error": "; ".join(errors)}
+        if disk is not None:
+            disk.buf.flush()
         if self.cfg.save_image:
-            Path(self.cfg.save_image).write_bytes(s.image)
+            Path(self.cfg.save_image).write_bytes(mem.buf)
         ack = {"ok": True, "verify_ms": verify_ms, "digest": digest, "resumed": False}
         if service_sock is not None:
             ack.update(await self._resume(s, service_sock))

@@ -4,17 +4,13 @@ Switchover follows QEMU: the pages still dirty must fit in the downtime limit at
 bandwidth (threshold = bandwidth x downtime limit). Xen's stop conditions bound the effort:
 a maximum number of rounds or of total bytes sent. Convergence assist follows QEMU's
 auto-converge / vMotion's SDPS: when the guest dirties faster than half the link drains,
-it is throttled, starting at 20 % and adding 10 % per round, up to 99 %.
+it is throttled, starting at 20 % and adding 10 % per round, up to 99 % (how: see
+``agents.throttle``: cgroup CPU quota or stop/continue duty cycles).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-
-import trio
-
-from agents.memory.source import MemorySource
 
 
 @dataclass
@@ -45,38 +41,3 @@ class PrecopyPolicy:
         if current <= 0:
             return self.throttle_initial
         return min(self.throttle_max, current + self.throttle_step)
-
-
-class Throttle:
-    """A stop/continue duty cycle on the guest: ``level`` is the fraction of time stopped."""
-
-    def __init__(self, source: MemorySource, period_s: float = 0.05) -> None:
-        self.source, self.period = source, period_s
-        self.level = 0.0
-        self.max_level = 0.0
-        self._running = True
-
-    def set(self, level: float) -> None:
-        self.level = level
-        self.max_level = max(self.max_level, level)
-
-    def stop(self) -> None:
-        self._running = False
-
-    async def run(self) -> None:
-        try:
-            while self._running:
-                if self.level <= 0:
-                    await trio.sleep(self.period)
-                    continue
-                self.source.pause()
-                try:
-                    await trio.sleep(self.period * self.level)
-                finally:
-                    if self._running:
-                        self.source.cont()
-                await trio.sleep(self.period * (1 - self.level))
-        finally:
-            with contextlib.suppress(Exception):
-                if self._running:
-                    self.source.cont()

@@ -29,6 +29,7 @@ BATCH_HEADER = struct.Struct("!BBHIIQI")
 FLAG_ZSTD = 0x01
 KIND_ZERO = 0
 KIND_DATA = 1
+_KNOWN_KINDS = bytes([KIND_ZERO, KIND_DATA])
 
 SPACE_MEMORY = 0
 SPACE_DISK = 1
@@ -140,6 +141,37 @@ class PageBatch:
 _compressor = zstandard.ZstdCompressor(level=1)
 
 
+def batch_parts(
+    space: int,
+    round_no: int,
+    pages: list[int],
+    kinds: bytes,
+    data: list[memoryview],
+    unit_size: int,
+    compress: bool = False,
+) -> list[bytes | memoryview]:
+    """Encode one PAGES frame as parts to send in order (the data views are not copied
+    unless compressed). ``data`` holds the data units of the KIND_DATA entries, in order,
+    as views of one or more whole units each."""
+    head_body = struct.pack(f"!{len(pages)}I", *pages) + kinds
+    ndata = sum(len(d) for d in data)
+    if ndata != kinds.count(KIND_DATA) * unit_size:
+        raise ValueError("data does not match the batch's data units")
+    h = xxhash.xxh3_64(head_body)
+    for d in data:
+        h.update(d)
+    raw_len = len(head_body) + ndata
+    flags = 0
+    body: list[bytes | memoryview] = [head_body, *data]
+    if compress:
+        packed = _compressor.compress(b"".join(body))
+        if len(packed) < raw_len:
+            body, flags = [packed], FLAG_ZSTD
+    head = BATCH_HEADER.pack(space, flags, 0, round_no, len(pages), h.intdigest(), raw_len)
+    blen = sum(len(b) for b in body)
+    return [encode_header(FrameType.PAGES, len(head) + blen) + head, *body]
+
+
 def encode_batch(
     space: int,
     round_no: int,
@@ -148,22 +180,12 @@ def encode_batch(
     compress: bool = False,
 ) -> bytes:
     """Encode a batch of (page, data or None for a zero page) as one PAGES frame."""
-    pages = struct.pack(f"!{len(entries)}I", *(p for p, _ in entries))
     kinds = bytes(KIND_ZERO if d is None else KIND_DATA for _, d in entries)
-    datas = [d for _, d in entries if d is not None]
-    for d in datas:
-        if len(d) != unit_size:
-            raise ValueError("data unit has the wrong size")
-    body = b"".join([pages, kinds, *datas])
-    checksum = xxhash.xxh3_64_intdigest(body)
-    flags = 0
-    if compress:
-        packed = _compressor.compress(body)
-        if len(packed) < len(body):
-            body, flags = packed, FLAG_ZSTD
-    head = BATCH_HEADER.pack(space, flags, 0, round_no, len(entries), checksum,
-                             len(pages) + len(kinds) + len(datas) * unit_size)
-    return encode_header(FrameType.PAGES, len(head) + len(body)) + head + body
+    datas = [memoryview(d) for _, d in entries if d is not None]
+    if any(len(d) != unit_size for d in datas):
+        raise ValueError("data unit has the wrong size")
+    return b"".join(batch_parts(space, round_no, [p for p, _ in entries], kinds, datas,
+                                unit_size, compress))
 
 
 def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits]) -> PageBatch:
@@ -194,14 +216,14 @@ def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits]) ->
         raise ProtocolError("batch checksum mismatch")
     pages = list(struct.unpack_from(f"!{count}I", body))
     kinds = bytes(body[4 * count : 5 * count])
-    ndata = sum(kinds)
-    if any(k > KIND_DATA for k in kinds):
+    if kinds.translate(None, _KNOWN_KINDS):
         raise ProtocolError("unknown unit kind in batch")
+    ndata = kinds.count(KIND_DATA)
     if raw_len != 5 * count + ndata * lim.unit_size:
         raise ProtocolError("batch data length does not match its data units")
-    bad = [p for p in pages if p >= lim.unit_count]
-    if bad:
-        raise ProtocolError(f"page {bad[0]} outside the layout of {lim.unit_count} units")
+    if max(pages) >= lim.unit_count:
+        bad = next(p for p in pages if p >= lim.unit_count)
+        raise ProtocolError(f"page {bad} outside the layout of {lim.unit_count} units")
     return PageBatch(space, round_no, pages, kinds, body[5 * count :])
 
 

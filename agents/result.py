@@ -43,7 +43,11 @@ class MigrationResult:
     counter_first_at_destination: int | None = None
     counter_continuity_ok: bool | None = None
     verify_ms: float | None = None
-    disk: dict[str, Any] | None = None
+    disk_mode: str | None = None  # transfer | replicated (None: no disk)
+    disk_bytes: int = 0
+    disk_bytes_on_wire: int = 0  # part of bytes_on_wire
+    disk_blocks_per_round: list[int] = field(default_factory=list)
+    throttle_mechanism: str = ""  # cgroup2-cpu.max | cgroup1-cfs-quota | sigstop-duty-cycle
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 

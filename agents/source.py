@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 import trio
 
 from agents import protocol as P
-from agents.digest import image_digest, page_hashes
-from agents.memory.dirty import HashTracker
+from agents.digest import image_digest
+from agents.disk import DiskSource
 from agents.memory.source import MemorySource
-from agents.precopy import PrecopyPolicy, Throttle
+from agents.precopy import PrecopyPolicy
 from agents.probe import ProbeLog, probe
 from agents.result import MigrationResult
+from agents.sender import Sender
+from agents.throttle import make_throttle
 from agents.transport import (
     FramedStream,
     RateLimiter,
@@ -42,7 +44,7 @@ class SourceConfig:
     streams: int = 1
     compress: bool = False
     bandwidth_cap_bps: float | None = None
-    batch_pages: int = 256
+    batch_pages: int = 1024
     policy: PrecopyPolicy = field(default_factory=PrecopyPolicy)
     preflight: str = "warn"  # off | warn | refuse
     preflight_bytes: int = 8 << 20
@@ -51,50 +53,7 @@ class SourceConfig:
     idle_timeout: float = 30.0
     commit_timeout: float = 60.0
     service: tuple[str, int] | None = None  # the guest's UDP service, for the client probe
-
-
-class Sender:
-    """Sends sets of pages as checked batches over the data streams, one round at a time."""
-
-    def __init__(self, src: MemorySource, streams: list[FramedStream], cfg: SourceConfig):
-        self.src, self.streams, self.cfg = src, streams, cfg
-        self.ps = src.layout.page_size
-        self.zero = bytes(self.ps)
-
-    async def send_round(self, round_no: int, pages: list[int]) -> tuple[int, int, int]:
-        """Send ``pages``; returns (batches, data pages, zero pages)."""
-        bp = self.cfg.batch_pages
-        chunks = [pages[i : i + bp] for i in range(0, len(pages), bp)]
-        counts = [0, 0, 0]
-        tracker = getattr(self.src, "tracker", None)
-        note = tracker.note_sent if isinstance(tracker, HashTracker) else None
-        send_ch, recv_ch = trio.open_memory_channel[list[int]](len(chunks) or 1)
-        for c in chunks:
-            send_ch.send_nowait(c)
-        send_ch.close()
-
-        async def worker(stream: FramedStream) -> None:
-            async with recv_ch.clone() as ch:
-                async for chunk in ch:
-                    entries: list = []
-                    for page, data in self.src.read_pages(chunk):
-                        if note:
-                            note(page, data)
-                        if data == self.zero:
-                            entries.append((page, None))
-                            counts[2] += 1
-                        else:
-                            entries.append((page, data))
-                            counts[1] += 1
-                    frame = P.encode_batch(P.SPACE_MEMORY, round_no, entries, self.ps,
-                                           self.cfg.compress)
-                    await stream.send(frame)
-                    counts[0] += 1
-
-        async with recv_ch, trio.open_nursery() as nursery:
-            for s in self.streams:
-                nursery.start_soon(worker, s)
-        return counts[0], counts[1], counts[2]
+    throttle: str = "auto"  # auto | cgroup | duty-cycle
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -152,8 +111,9 @@ async def preflight(ctl: FramedStream, cfg: SourceConfig, res: MigrationResult) 
 
 
 async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | None = None,
-                  kind: str = "pid") -> MigrationResult:
-    """Run one migration; never raises for a failed migration, the result says why."""
+                  kind: str = "pid", disk: DiskSource | None = None) -> MigrationResult:
+    """Run one migration (memory, and ``disk`` if given); never raises for a failed
+    migration, the result says why."""
     res = MigrationResult(source_kind=kind, image_bytes=src.layout.nbytes,
                           dirty_tracking=src.mechanism, streams=cfg.streams,
                           compression="zstd" if cfg.compress else "none",
@@ -161,8 +121,11 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
                                               if cfg.bandwidth_cap_bps else None))
     transport = transport or TcpTransport()
     res.transport, res.encrypted = transport.name, transport.encrypted
+    if disk is not None:
+        res.disk_bytes, res.disk_mode = disk.nbytes, disk.mode
     if cfg.policy.max_bytes is None:
-        cfg.policy.max_bytes = 3 * src.layout.nbytes
+        moved = src.layout.nbytes + (disk.nbytes if disk and disk.mode == "transfer" else 0)
+        cfg.policy.max_bytes = 3 * moved
     committed = False
     log = ProbeLog()
     targets: list[tuple[str, int]] = [cfg.service] if cfg.service else []
@@ -172,7 +135,7 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
                 nursery.start_soon(probe, targets, log)
                 await trio.sleep(0.05)
             try:
-                committed = await _run(src, cfg, transport, res, targets, nursery)
+                committed = await _run(src, disk, cfg, transport, res, targets, nursery)
             finally:
                 if targets and committed:
                     await trio.sleep(0.3)  # let the probe hear the resumed guest
@@ -212,8 +175,9 @@ def _client_side(res: MigrationResult, log: ProbeLog) -> None:
             res.counter_continuity_ok = first_dst[1] >= res.counter_at_switchover
 
 
-async def _run(src: MemorySource, cfg: SourceConfig, transport: Transport,
-               res: MigrationResult, targets: list, nursery: trio.Nursery) -> bool:
+async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
+               transport: Transport, res: MigrationResult, targets: list,
+               nursery: trio.Nursery) -> bool:
     limiter = RateLimiter(cfg.bandwidth_cap_bps)
     mid = uuid.uuid4().hex
     ctl = FramedStream(await transport.connect(cfg.host, cfg.port), cfg.idle_timeout,
@@ -223,7 +187,8 @@ async def _run(src: MemorySource, cfg: SourceConfig, transport: Transport,
         await ctl.send(P.encode_json(P.FrameType.HELLO, {
             "version": P.VERSION, "migration": mid, "layout": src.layout.to_json(),
             "streams": cfg.streams, "can_resume": src.can_resume,
-            "batch_pages": cfg.batch_pages}))
+            "batch_pages": cfg.batch_pages,
+            "disk": disk.describe() if disk is not None else None}))
         ok = await _expect(ctl, P.FrameType.HELLO_OK, "HELLO_OK")
         if ok.get("resume_service") and targets:
             targets.append(tuple(ok["resume_service"]))
@@ -241,19 +206,45 @@ async def _run(src: MemorySource, cfg: SourceConfig, transport: Transport,
                              limiter=limiter)
             data.append(s)
             await s.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": mid, "index": i}))
-        return await _precopy(src, cfg, res, ctl, data, nursery)
+        return await _precopy(src, disk, cfg, res, ctl, data, nursery)
     finally:
         for s in [*data, ctl]:
             await s.aclose()
 
 
-async def _precopy(src: MemorySource, cfg: SourceConfig, res: MigrationResult,
-                   ctl: FramedStream, data: list[FramedStream], nursery: trio.Nursery) -> bool:
-    sender = Sender(src, data, cfg)
+async def _precopy(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
+                   res: MigrationResult, ctl: FramedStream, data: list[FramedStream],
+                   nursery: trio.Nursery) -> bool:
+    mem = Sender(P.SPACE_MEMORY, src, data, cfg.batch_pages, cfg.compress)
+    dsk = Sender(P.SPACE_DISK, disk, data, cfg.batch_pages, cfg.compress) \
+        if disk is not None and disk.mode == "transfer" else None
+    throttle = make_throttle(src, cfg.throttle)
+    res.throttle_mechanism = throttle.mechanism
+    nursery.start_soon(throttle.run)
+    try:
+        return await _rounds(src, disk, mem, dsk, throttle, cfg, res, ctl, data)
+    finally:
+        throttle.stop()
+
+
+async def _send_round(mem: Sender, dsk: Sender | None, round_no: int, pages: list[int],
+                      blocks: list[int], res: MigrationResult) -> int:
+    """Send one round of memory pages and disk blocks; record it; return the batch count."""
+    batches, ndata, nzero = await mem.send_round(round_no, pages)
+    res.pages_sent_per_round.append(ndata + nzero)
+    res.zero_pages_per_round.append(nzero)
+    if dsk is not None:
+        b, _, _ = await dsk.send_round(round_no, blocks)
+        batches += b
+        res.disk_blocks_per_round.append(len(blocks))
+    return batches
+
+
+async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: Sender | None,
+                  throttle, cfg: SourceConfig, res: MigrationResult, ctl: FramedStream,
+                  data: list[FramedStream]) -> bool:
     policy = cfg.policy
     ps = src.layout.page_size
-    throttle = Throttle(src)
-    nursery.start_soon(throttle.run)
 
     def wire() -> int:
         return sum(s.bytes_sent for s in [ctl, *data])
@@ -262,53 +253,58 @@ async def _precopy(src: MemorySource, cfg: SourceConfig, res: MigrationResult,
     t_start = trio.current_time()
     src.start_tracking()
     pages = list(range(src.layout.npages))
+    blocks: list[int] = []
+    if dsk is not None:
+        disk.start_tracking()
+        blocks = list(range(disk.layout.npages))
     round_no = 0
     bw_Bps = 1.0
     reason = ""
     while True:
         t0, w0 = trio.current_time(), wire()
-        batches, ndata, nzero = await sender.send_round(round_no, pages)
+        batches = await _send_round(mem, dsk, round_no, pages, blocks, res)
         await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                      {"round": round_no, "batches": batches}))
         await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {round_no}")
         dt = max(trio.current_time() - t0, 1e-6)
-        bw_Bps = (wire() - w0) / dt if ndata > 64 else bw_Bps
-        res.pages_sent_per_round.append(ndata + nzero)
-        res.zero_pages_per_round.append(nzero)
+        sent = len(pages) + len(blocks)
+        bw_Bps = (wire() - w0) / dt if sent > 64 else bw_Bps
         res.round_seconds.append(round(dt, 4))
         res.stream_rate_mbps = max(res.stream_rate_mbps, (wire() - w0) * 8 / dt / 1e6)
         pages = src.dirty()
+        blocks = disk.dirty() if dsk is not None else []
         res.dirty_pages_per_round.append(len(pages))
-        reason = policy.switchover(round_no, len(pages) * ps, bw_Bps, wire() - wire_start)
+        remaining = len(pages) * ps + len(blocks) * (disk.layout.page_size if disk else 0)
+        reason = policy.switchover(round_no, remaining, bw_Bps, wire() - wire_start)
         if reason:
             break
-        throttle.set(policy.next_throttle(throttle.level, len(pages) * ps / dt, bw_Bps))
+        throttle.set(policy.next_throttle(throttle.level, remaining / dt, bw_Bps))
         round_no += 1
 
-    # --- stop and copy ---------------------------------------------------------------------
-    throttle.stop()
+    # --- stop and copy: only the last dirty set is read, hashed and sent -------------------
     t_pause = trio.current_time()
     src.pause()
+    throttle.stop()
     final = sorted(set(pages) | set(src.dirty()))
-    image = src.read_all()
-    hashes = page_hashes(image, ps)
-    res.counter_at_switchover = _guest_counter(src, image)
+    final_blocks = sorted(set(blocks) | set(disk.dirty())) if dsk is not None else []
+    res.counter_at_switchover = _guest_counter(src)
     res.warnings.extend(src.layout_warnings())
     round_no += 1
-    batches, ndata, nzero = await sender.send_round(round_no, final)
-    res.pages_sent_per_round.append(ndata + nzero)
-    res.zero_pages_per_round.append(nzero)
+    batches = await _send_round(mem, dsk, round_no, final, final_blocks, res)
     res.dirty_pages_per_round.append(len(final))
     await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                  {"round": round_no, "batches": batches, "final": True}))
-    await ctl.send(P.encode_commit({"digest": image_digest(hashes), "pages": len(hashes)},
-                                   hashes.tobytes()))
+    info = {"digest": image_digest(mem.hashes), "pages": len(mem.hashes)}
+    if disk is not None:
+        info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
+    await ctl.send(P.encode_commit(info, mem.hashes.tobytes()))
     ack = await _expect(ctl, P.FrameType.ACK, "commit ACK", cfg.commit_timeout)
     t_ack = trio.current_time()
     res.rounds = round_no + 1
     res.switchover_reason = reason
     res.throttle_max = throttle.max_level
     res.bytes_on_wire = wire() - wire_start
+    res.disk_bytes_on_wire = dsk.bytes_sent if dsk else 0
     res.migration_time_s = round(t_ack - t_start, 4)
     res.goodput_mbps = round(res.bytes_on_wire * 8 / max(t_ack - t_start, 1e-6) / 1e6, 1)
     res.stream_rate_mbps = round(res.stream_rate_mbps, 1)
@@ -328,9 +324,10 @@ async def _precopy(src: MemorySource, cfg: SourceConfig, res: MigrationResult,
     return True
 
 
-def _guest_counter(src: MemorySource, image: memoryview) -> int | None:
+def _guest_counter(src: MemorySource) -> int | None:
     if not src.can_resume:
         return None
+    (_, _, view), = src.read_runs([0], bytearray(src.layout.page_size))
     with contextlib.suppress(ValueError):
-        return read_header(bytes(image[:4096]))[1]
+        return read_header(bytes(view))[1]
     return None

@@ -98,49 +98,78 @@ class FramedStream:
         self.max_frame = max_frame
         self.limiter = limiter
         self._buf = bytearray()
+        # a plain TCP stream is read with recv_into (no intermediate copies)
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.bytes_sent = 0
         self.bytes_received = 0
 
     async def send(self, frame: bytes | bytearray | memoryview) -> None:
+        await self.send_parts([frame])
+
+    async def send_parts(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        """Send one frame given as consecutive parts (no joining copy)."""
+        total = sum(len(p) for p in parts)
         if self.limiter:
-            await self.limiter.acquire(len(frame))
+            await self.limiter.acquire(total)
         try:
-            with trio.fail_after(self.idle_timeout):
-                await self.stream.send_all(frame)
+            for part in parts:
+                with trio.fail_after(self.idle_timeout):
+                    await self.stream.send_all(part)
         except trio.TooSlowError:
             raise PeerStalled(f"peer accepted no data for {self.idle_timeout} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionError(f"connection lost while sending: {exc}") from None
-        self.bytes_sent += len(frame)
+        self.bytes_sent += total
 
-    async def _fill(self, n: int, what: str) -> None:
-        while len(self._buf) < n:
-            try:
-                with trio.fail_after(self.idle_timeout):
-                    chunk = await self.stream.receive_some(max(n - len(self._buf), 1 << 20))
-            except trio.TooSlowError:
-                raise PeerStalled(f"peer sent nothing for {self.idle_timeout} s "
-                                  f"(waiting for {what})") from None
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ConnectionError(f"connection lost while waiting for {what}: {exc}") \
-                    from None
+    async def _chunk(self, n: int, what: str, into: memoryview | None) -> int | bytes:
+        """One read from the stream: straight into ``into`` for a plain socket."""
+        try:
+            with trio.fail_after(self.idle_timeout):
+                if into is not None:
+                    return await self._sock.recv_into(into, n)
+                return await self.stream.receive_some(max(n, 1 << 20))
+        except trio.TooSlowError:
+            raise PeerStalled(f"peer sent nothing for {self.idle_timeout} s "
+                              f"(waiting for {what})") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionError(f"connection lost while waiting for {what}: {exc}") \
+                from None
+
+    async def _read_exact(self, n: int, what: str) -> bytearray:
+        """Exactly ``n`` bytes: buffered leftovers first, then reads into one buffer."""
+        out = bytearray(n)
+        view = memoryview(out)
+        got = min(n, len(self._buf))
+        if got:
+            view[:got] = self._buf[:got]
+            del self._buf[:got]
+        while got < n:
+            if self._sock is not None:
+                r = await self._chunk(n - got, what, view[got:])
+                if not r:
+                    raise ConnectionError(f"peer closed the connection (waiting for {what}, "
+                                          f"{got} of {n} bytes)")
+                assert isinstance(r, int)
+                got += r
+                self.bytes_received += r
+                continue
+            chunk = await self._chunk(n - got, what, None)
             if not chunk:
                 raise ConnectionError(f"peer closed the connection (waiting for {what}, "
-                                      f"{len(self._buf)} of {n} bytes)")
+                                      f"{got} of {n} bytes)")
+            assert isinstance(chunk, bytes)
             self.bytes_received += len(chunk)
-            self._buf += chunk
+            take = min(len(chunk), n - got)
+            view[got : got + take] = chunk[:take]
+            self._buf += chunk[take:]
+            got += take
+        return out
 
     async def receive(self, what: str = "a frame") -> tuple[FrameType, memoryview]:
         """Next whole frame; ProtocolError for anything malformed, PeerStalled on silence."""
-        await self._fill(HEADER.size, what)
-        ftype, length = decode_header(bytes(self._buf[: HEADER.size]), self.max_frame)
-        await self._fill(HEADER.size + length, what)
-        if len(self._buf) == HEADER.size + length:
-            payload, self._buf = self._buf, bytearray()
-            return ftype, memoryview(payload)[HEADER.size :]
-        payload = self._buf[HEADER.size : HEADER.size + length]
-        del self._buf[: HEADER.size + length]
-        return ftype, memoryview(payload)
+        ftype, length = decode_header(bytes(await self._read_exact(HEADER.size, what)),
+                                      self.max_frame)
+        return ftype, memoryview(await self._read_exact(length, what))
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

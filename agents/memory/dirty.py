@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import xxhash
 
+from agents.digest import hash_units
 from agents.memory.layout import Layout
 
 # --- uapi constants (linux/userfaultfd.h, linux/fs.h) --------------------------------------
@@ -211,8 +212,9 @@ class SoftDirtyTracker(Tracker):
 class HashTracker(Tracker):
     """Compare xxh3_64 of every page with the hash of what was last sent for it.
 
-    Comparing with what was *sent* (``note_sent``), not with the previous scan, keeps a page
-    that changed and changed back between two scans from being missed (the ABA case).
+    Comparing with what was *sent*, not with the previous scan, keeps a page that changed
+    and changed back between two scans from being missed (the ABA case). The sender's own
+    per-page hash array can be shared (``share``): then nothing is hashed twice.
     """
 
     mechanism = "page-hash"
@@ -220,15 +222,18 @@ class HashTracker(Tracker):
     def __init__(self, read_all: Callable[[], memoryview], page_size: int) -> None:
         self._read_all, self.page_size = read_all, page_size
         self._sent: array | None = None
+        self._shared = False
 
     def _hash(self) -> array:
-        mv = self._read_all()
-        h = xxhash.xxh3_64_intdigest
-        ps = self.page_size
-        return array("Q", (h(mv[o : o + ps]) for o in range(0, len(mv), ps)))
+        return array("Q", hash_units(self._read_all(), self.page_size))
+
+    def share(self, sent: array) -> None:
+        """Use ``sent`` (kept up to date by the sender) as the hashes of what was sent."""
+        self._sent, self._shared = sent, True
 
     def reset(self) -> None:
-        self._sent = self._hash()
+        if not self._shared:
+            self._sent = self._hash()
 
     def note_sent(self, page: int, data: memoryview) -> None:
         if self._sent is not None:

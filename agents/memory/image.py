@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,10 +117,12 @@ class ImageMemory(MemorySource):
                 pages.add(p)
         return sorted(pages)
 
-    def read_pages(self, pages: list[int]) -> Iterator[tuple[int, memoryview]]:
+    def read_runs(self, pages: list[int], scratch: bytearray
+                  ) -> list[tuple[int, int, memoryview]]:
+        """Views of the image itself: the model only writes inside ``dirty``."""
         mv = memoryview(self.buf)
-        for p in pages:
-            yield p, mv[p * PAGE : (p + 1) * PAGE]
+        return [(first, n, mv[addr : addr + n * PAGE])
+                for first, n, addr in self.layout.runs(pages)]
 
     def read_all(self) -> memoryview:
         return memoryview(self.buf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import signal
 import time
@@ -71,7 +72,7 @@ class ProcessMemory(MemorySource):
         self.layout = Layout(PAGE, regions)
         self.can_resume = bool(self.info)
         self._fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
-        self._buf = bytearray(self.layout.nbytes)
+        self._all: mmap.mmap | None = None  # whole-image buffer, only for page-hash tracking
         self._stopped_by_us = False
         self.unreadable_reads = 0
         self.tracker = self._choose_tracker(tracking)
@@ -90,8 +91,7 @@ class ProcessMemory(MemorySource):
         return HashTracker(self.read_all, PAGE)
 
     # --- reading -------------------------------------------------------------------------
-    def _read_run(self, first: int, count: int, addr: int) -> memoryview:
-        view = memoryview(self._buf)[first * PAGE : (first + count) * PAGE]
+    def _read_run(self, view: memoryview, addr: int) -> memoryview:
         done = 0
         while done < len(view):
             try:
@@ -108,19 +108,25 @@ class ProcessMemory(MemorySource):
             done += n
         return view
 
-    def read_pages(self, pages: list[int]) -> Iterator[tuple[int, memoryview]]:
+    def read_runs(self, pages: list[int], scratch: bytearray
+                  ) -> list[tuple[int, int, memoryview]]:
+        """One preadv of /proc/PID/mem per contiguous run, into ``scratch``."""
+        out, off, mv = [], 0, memoryview(scratch)
         for first, count, addr in self.layout.runs(pages):
-            view = self._read_run(first, count, addr)
-            for i in range(count):
-                yield first + i, view[i * PAGE : (i + 1) * PAGE]
+            out.append((first, count, self._read_run(mv[off : off + count * PAGE], addr)))
+            off += count * PAGE
+        return out
 
     def read_all(self) -> memoryview:
+        if self._all is None:
+            self._all = mmap.mmap(-1, max(self.layout.nbytes, PAGE))
+        mv = memoryview(self._all)[: self.layout.nbytes]
         first = 0
         for r in self.layout.regions:
             if r.npages:
-                self._read_run(first, r.npages, r.start)
+                self._read_run(mv[first * PAGE : (first + r.npages) * PAGE], r.start)
             first += r.npages
-        return memoryview(self._buf)
+        return mv
 
     # --- tracking and control -----------------------------------------------------------
     def start_tracking(self) -> None:

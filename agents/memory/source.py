@@ -12,8 +12,10 @@ class MemorySource:
     """Base of the memory sources (a live process, an image file with a dirty model).
 
     ``pause``/``cont`` stun and release the guest (also used as a throttle duty cycle);
-    ``dirty`` returns the pages written since the previous call; ``read_pages`` yields
-    (page, data) for sorted pages; ``read_all`` gives the whole image for the digest.
+    ``dirty`` returns the pages written since the previous call; ``read_runs`` gives
+    (first page, count, view) for the contiguous runs of sorted pages, read into ``scratch``
+    (at least len(pages) pages) unless the source can hand out views of its own memory;
+    ``read_all`` gives the whole image (page-hash tracking, tests).
     """
 
     layout: Layout
@@ -23,7 +25,8 @@ class MemorySource:
 
     def start_tracking(self) -> None: ...
     def dirty(self) -> list[int]: raise NotImplementedError
-    def read_pages(self, pages: list[int]) -> Iterator[tuple[int, memoryview]]:
+    def read_runs(self, pages: list[int], scratch: bytearray
+                  ) -> list[tuple[int, int, memoryview]]:
         raise NotImplementedError
     def read_all(self) -> memoryview: raise NotImplementedError
     def pause(self) -> None: ...

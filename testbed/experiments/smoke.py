@@ -39,6 +39,6 @@ def run(spec: SmokeSpec, progress: Progress) -> dict[str, Any]:
         "iperf3_mbps": tput["iperf3_mbps"], "qdisc_drops": sum(drops.values()),
     }
     progress(f"{spec.name}: RTT p50 {rtt.get('rtt_p50_ms')} ms (configured {2 * p.delay_ms:g}),"
-             f" iperf3 {tput['iperf3_mbps']} Mbit/s (configured {p.bw_mbps}), bottleneck-queue drops "
-             f"{sum(drops.values())}")
+             f" iperf3 {tput['iperf3_mbps']} Mbit/s (configured {p.bw_mbps}), "
+             f"bottleneck-queue drops {sum(drops.values())}")
     return out
