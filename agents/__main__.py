@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--duration", type=float)
     w.add_argument("--no-uffd", action="store_true", help="do not register for PAGEMAP_SCAN")
     w.add_argument("--seed", type=int, default=1)
+    w.add_argument("--disk", metavar="PATH", help="the guest's disk image (it writes blocks)")
+    w.add_argument("--disk-rate", type=float, default=0.0, help="MB/s of disk blocks written")
 
     s = sub.add_parser("source", help="migrate a process, an image or a new guest")
     what = s.add_mutually_exclusive_group(required=True)
@@ -51,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--image", metavar="PATH")
     what.add_argument("--workload", type=parse_size, metavar="SIZE")
     s.add_argument("--to", type=hostport, required=True, metavar="HOST:PORT")
+    s.add_argument("--bind", metavar="ADDR",
+                   help="source address of the migration (selects its function stack)")
     s.add_argument("--streams", type=int, default=1)
     s.add_argument("--compress", action="store_true", help="zstd per batch")
     s.add_argument("--bandwidth-cap", type=float, metavar="MBIT", help="Mbit/s for the migration")
@@ -61,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preflight", choices=["off", "warn", "refuse"], default="warn")
     s.add_argument("--tracking", choices=["auto", "pagemap-scan", "soft-dirty", "page-hash"],
                    default="auto")
+    s.add_argument("--throttle", choices=["auto", "cgroup", "duty-cycle"], default="auto",
+                   help="convergence assist: cgroup CPU quota or SIGSTOP/SIGCONT duty cycles")
+    s.add_argument("--disk", metavar="PATH", help="also migrate this disk image (block level)")
+    s.add_argument("--disk-rate", type=float, default=0.0,
+                   help="MB/s of disk blocks a new guest (--workload) writes")
+    s.add_argument("--replicated", action="store_true",
+                   help="the destination holds a synchronous replica of --disk: verify its "
+                        "digest instead of sending blocks")
+    s.add_argument("--batch-pages", type=int, default=1024)
     s.add_argument("--service", type=hostport, help="guest UDP service for the client probe")
     s.add_argument("--dirty-rate", type=float, default=20.0,
                    help="MB/s: the new guest's (--workload) or the image model's (--image)")
@@ -78,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--resume-host")
     d.add_argument("--resume-port", type=int, default=0)
     d.add_argument("--save-image", metavar="PATH")
+    d.add_argument("--disk-dest", metavar="PATH",
+                   help="where a migrated disk is written (or the replica, --replicated)")
     d.add_argument("--idle-timeout", type=float, default=30.0)
     d.add_argument("--keep-serving", action="store_true")
     d.add_argument("--json", action="store_true")
@@ -89,7 +104,8 @@ def spawn_workload(args: argparse.Namespace) -> tuple[subprocess.Popen, dict]:
                                                strict=True))
     proc = subprocess.Popen(
         [sys.executable, "-m", "agents", "workload", "--size", str(args.workload),
-         "--dirty-rate", str(args.dirty_rate), "--mix", mix],
+         "--dirty-rate", str(args.dirty_rate), "--mix", mix,
+         *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else [])],
         stdout=subprocess.PIPE, start_new_session=True)
     line = proc.stdout.readline()
     proc.stdout.close()
@@ -101,6 +117,10 @@ def spawn_workload(args: argparse.Namespace) -> tuple[subprocess.Popen, dict]:
 def cmd_source(args: argparse.Namespace) -> int:
     import trio
 
+    if args.replicated and not args.disk:
+        raise SystemExit("--replicated needs --disk")
+
+    from agents.disk import DiskSource
     from agents.memory.image import DirtyModel, ImageMemory, load_trace
     from agents.memory.process import ProcessMemory
     from agents.precopy import PrecopyPolicy
@@ -112,7 +132,10 @@ def cmd_source(args: argparse.Namespace) -> int:
     cfg = SourceConfig(args.to[0], args.to[1], streams=args.streams, compress=args.compress,
                        bandwidth_cap_bps=args.bandwidth_cap * 1e6 if args.bandwidth_cap else None,
                        policy=policy, preflight=args.preflight, idle_timeout=args.idle_timeout,
-                       service=args.service)
+                       service=args.service, throttle=args.throttle, bind=args.bind,
+                       batch_pages=args.batch_pages)
+    disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
+        if args.disk else None
     source_pid = None
     if args.image:
         trace = load_trace(args.trace) if args.trace else None
@@ -134,7 +157,7 @@ def cmd_source(args: argparse.Namespace) -> int:
 
     async def run() -> MigrationResult:
         with trio.move_on_after(args.timeout) as scope:
-            return await migrate(src, cfg, kind=kind)
+            return await migrate(src, cfg, kind=kind, disk=disk)
         assert scope.cancelled_caught
         src.cont()
         return MigrationResult(source_kind=kind, error=f"timed out after {args.timeout} s")
@@ -143,6 +166,8 @@ def cmd_source(args: argparse.Namespace) -> int:
         res = trio.run(run)
     finally:
         src.close()
+        if disk is not None:
+            disk.close()
     out = json.loads(res.to_json())
     out["source_pid"] = source_pid
     print(json.dumps(out), flush=True)
@@ -156,7 +181,8 @@ def cmd_destination(args: argparse.Namespace) -> int:
 
     cfg = DestinationConfig(args.listen[0], args.listen[1], resume=not args.no_resume,
                             resume_host=args.resume_host, resume_port=args.resume_port,
-                            save_image=args.save_image, idle_timeout=args.idle_timeout)
+                            save_image=args.save_image, idle_timeout=args.idle_timeout,
+                            disk_dest=args.disk_dest)
     dest = Destination(cfg)
 
     async def run() -> list[dict]:
@@ -178,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return workload.main(args.size, args.mix, args.dirty_rate, args.hot_fraction,
                              args.hot_share, args.host, args.port, args.resume, args.service_fd,
-                             args.duration, not args.no_uffd, args.seed, args.wait_go)
+                             args.duration, not args.no_uffd, args.seed, args.wait_go,
+                             args.disk, args.disk_rate)
     if args.cmd == "source":
         return cmd_source(args)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(1))

@@ -54,6 +54,7 @@ class SourceConfig:
     commit_timeout: float = 60.0
     service: tuple[str, int] | None = None  # the guest's UDP service, for the client probe
     throttle: str = "auto"  # auto | cgroup | duty-cycle
+    bind: str | None = None  # source address of every connection (the migration stack's)
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -119,7 +120,7 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
                           compression="zstd" if cfg.compress else "none",
                           bandwidth_cap_mbps=(cfg.bandwidth_cap_bps / 1e6
                                               if cfg.bandwidth_cap_bps else None))
-    transport = transport or TcpTransport()
+    transport = transport or TcpTransport(local_address=cfg.bind)
     res.transport, res.encrypted = transport.name, transport.encrypted
     if disk is not None:
         res.disk_bytes, res.disk_mode = disk.nbytes, disk.mode

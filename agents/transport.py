@@ -43,7 +43,8 @@ class TcpTransport(Transport):
     name = "tcp"
 
     def __init__(self, connect_timeout: float = 10.0, sndbuf: int | None = None,
-                 notsent_lowat: int = 256 * 1024) -> None:
+                 notsent_lowat: int = 256 * 1024, local_address: str | None = None) -> None:
+        self.local_address = local_address  # source address: selects a function stack
         self.connect_timeout = connect_timeout
         self.sndbuf = sndbuf
         self.notsent_lowat = notsent_lowat
@@ -57,7 +58,8 @@ class TcpTransport(Transport):
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         try:
             with trio.fail_after(self.connect_timeout):
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await trio.open_tcp_stream(host, port,
+                                                    local_address=self.local_address)
         except trio.TooSlowError:
             raise ConnectionError(f"connect to {host}:{port} timed out after "
                                   f"{self.connect_timeout} s") from None
@@ -98,6 +100,7 @@ class FramedStream:
         self.max_frame = max_frame
         self.limiter = limiter
         self._buf = bytearray()
+        self._rbuf = bytearray()
         # a plain TCP stream is read with recv_into (no intermediate copies)
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.bytes_sent = 0
@@ -135,10 +138,12 @@ class FramedStream:
             raise ConnectionError(f"connection lost while waiting for {what}: {exc}") \
                 from None
 
-    async def _read_exact(self, n: int, what: str) -> bytearray:
-        """Exactly ``n`` bytes: buffered leftovers first, then reads into one buffer."""
-        out = bytearray(n)
-        view = memoryview(out)
+    async def _read_exact(self, n: int, what: str) -> memoryview:
+        """Exactly ``n`` bytes: buffered leftovers first, then reads into the receive buffer
+        (reused: the view is valid until the next receive)."""
+        if len(self._rbuf) < n:
+            self._rbuf = bytearray(max(n, 1 << 16))  # never resized: old views stay valid
+        view = memoryview(self._rbuf)[:n]
         got = min(n, len(self._buf))
         if got:
             view[:got] = self._buf[:got]
@@ -157,19 +162,21 @@ class FramedStream:
             if not chunk:
                 raise ConnectionError(f"peer closed the connection (waiting for {what}, "
                                       f"{got} of {n} bytes)")
-            assert isinstance(chunk, bytes)
+            assert not isinstance(chunk, int)
             self.bytes_received += len(chunk)
             take = min(len(chunk), n - got)
             view[got : got + take] = chunk[:take]
             self._buf += chunk[take:]
             got += take
-        return out
+        return view
 
     async def receive(self, what: str = "a frame") -> tuple[FrameType, memoryview]:
-        """Next whole frame; ProtocolError for anything malformed, PeerStalled on silence."""
+        """Next whole frame; ProtocolError for anything malformed, PeerStalled on silence.
+
+        The payload view is only valid until the next ``receive`` on this stream."""
         ftype, length = decode_header(bytes(await self._read_exact(HEADER.size, what)),
                                       self.max_frame)
-        return ftype, memoryview(await self._read_exact(length, what))
+        return ftype, await self._read_exact(length, what)
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

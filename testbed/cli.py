@@ -19,8 +19,16 @@ from .spec import SpecError
 console = Console(stderr=True)
 
 
+_MAIN_PID = os.getpid()
+
+
 def _terminate_gracefully(signum: int, _frame: object) -> None:
-    """SIGTERM/SIGHUP act like Ctrl-C, so labs are torn down by their context managers."""
+    """SIGTERM/SIGHUP act like Ctrl-C, so labs are torn down by their context managers.
+
+    Forked helpers (pyroute2 forks one per namespace socket) just exit.
+    """
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -37,7 +37,8 @@ def ping(lab: Lab, src: str, dst_ip: str, count: int = 20,
 
 
 def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 5.0,
-           streams: int = 1, window: str | None = None) -> dict[str, Any]:
+           streams: int = 1, window: str | None = None,
+           bind: str | None = None) -> dict[str, Any]:
     """Throughput (Mbit/s) of an iperf3 TCP test from ``client`` to ``server``."""
     srv = lab.popen(server, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -47,6 +48,8 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
                "-P", str(streams)]
         if window:
             cmd += ["-w", window]
+        if bind:
+            cmd += ["-B", bind]
         proc = lab.run(client, cmd, check=False, timeout=seconds + 60)
         doc = json.loads(proc.stdout or "{}")
         if "error" in doc or proc.returncode != 0:

@@ -39,6 +39,7 @@ class MigrationJob:
     max_rounds: int = 30
     timeout_s: float = 600.0
     extra_args: tuple[str, ...] = ()
+    bind: str | None = None
     label: str = ""
 
     def source_argv(self) -> list[str]:
@@ -51,6 +52,8 @@ class MigrationJob:
             argv.append("--compress")
         if self.bandwidth_cap_mbps:
             argv += ["--bandwidth-cap", str(self.bandwidth_cap_mbps)]
+        if self.bind:
+            argv += ["--bind", self.bind]
         return argv + list(self.extra_args)
 
     def destination_argv(self) -> list[str]:

@@ -105,7 +105,7 @@ def main_table_leaks(net: Network, node: str, stacks: list[FunctionStack]) -> li
     that subnet in the main table to reach its gateway, as in policy mode.
     """
     gateways = {hop for r in net.routes if r.node == node and r.table is None for hop in r.via}
-    return [["ip", "route", "replace", st.subnet, "dev", st.dev, "src", st.ip]
+    return [["ip", "route", "replace", st.subnet, "dev", st.dev]
             for st in stacks if st.gateway in gateways]
 
 

@@ -99,6 +99,7 @@ class CoreLoadSpec(Common):
     migration_cap_mbps: float = Field(40.0, gt=0, description="cap of the 'capped' path")
     probe_interval_ms: float = Field(20.0, ge=1, le=1000)
     background_flow: bool = True
+    background_mbps: float = Field(30.0, gt=0, description="the tenant flow's offered rate")
     sample_hz: float = Field(10.0, ge=1, le=100)
     migration: MigrationParams = MigrationParams(workload_mib=16, dirty_rate_mbs=2.0)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/run/testbed"))
+_SAVE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -29,10 +31,11 @@ class RunState:
         return STATE_DIR / f"{self.run_id}.json"
 
     def save(self) -> None:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        tmp.replace(self.path)
+        with _SAVE_LOCK:  # labs start processes from several threads at once
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self)))
+            tmp.replace(self.path)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

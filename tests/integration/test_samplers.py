@@ -27,3 +27,8 @@ def test_sampler_series_matches_shaped_rate():
     assert series["tx_bytes_total"] >= res["iperf3_mbps"] * 1e6 / 8 * 3 * 0.9
     summary = utilisation_summary(series)
     assert summary["peak_util"] is not None and summary["peak_util"] <= 1.3
+    # the fast counters agree with netlink's IFLA_STATS64 over the same run
+    assert series["netlink_tx_bytes_total"] is not None
+    assert series["tx_bytes_total"] <= series["netlink_tx_bytes_total"]
+    assert series["tx_bytes_total"] >= 0.9 * series["netlink_tx_bytes_total"]
+    assert sampler.dropped <= len(series["t_s"]) // 10
