@@ -173,3 +173,50 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _RESULTS = pytest.StashKey[dict]()
+
+
+# -- fixtures for users' own integration tests -------------------------------------------------
+@pytest.fixture
+def testbed_lab() -> Any:
+    """Factory: ``testbed_lab("spine_leaf", spines=2)`` (or a Network) -> a running Lab.
+
+    Every lab made is torn down at the end of the test, whatever happens.
+    """
+    from topologies import build
+
+    from .lab import Lab
+
+    labs: list[Lab] = []
+
+    def make(topology: Any, **params: Any) -> Lab:
+        net = build(topology, **params) if isinstance(topology, str) else topology
+        lab = Lab(net)
+        lab.__enter__()
+        labs.append(lab)
+        return lab
+
+    yield make
+    for lab in reversed(labs):
+        lab.stop()
+
+
+@pytest.fixture
+def testbed_migrate() -> Any:
+    """``testbed_migrate(lab, "h1-1", "h2-1", workload_mib=32)`` -> the source's result dict.
+
+    Uses the hosts' migration stacks when the topology has them (source bound to its
+    migration address, destination listening on its own), else their first addresses.
+    """
+    from .migration import MigrationJob, migrate
+
+    def run(lab: Any, src: str, dst: str, **job: Any) -> dict[str, Any]:
+        net = lab.network
+        src_stack = net.stacks_of(src).get("migration")
+        dst_stack = net.stacks_of(dst).get("migration")
+        dst_ip = dst_stack.ip if dst_stack else net.address(dst)
+        bind = src_stack.ip if src_stack else None
+        result = migrate(lab, MigrationJob(src, dst, dst_ip, bind=bind, **job)).result
+        result["_source_address"] = bind
+        return result
+
+    return run
