@@ -54,6 +54,8 @@ def _f(x: Any, fmt: str = ".1f") -> str:
         return "-"
     if isinstance(x, bool):
         return "yes" if x else "no"
+    if isinstance(x, int) and fmt.endswith("f"):
+        return str(x)
     if isinstance(x, int | float):
         return format(x, fmt)
     return str(x)
