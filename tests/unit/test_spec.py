@@ -5,7 +5,7 @@ from testbed import spec
 
 def test_default_suite_is_valid():
     suite = spec.default_suite()
-    assert suite and {s.kind for s in suite} >= {"smoke"}
+    assert suite and {s.kind for s in suite} >= {"core-load", "long-distance"}
     assert all("netns" in s.needs for s in suite)
 
 
