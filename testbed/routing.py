@@ -22,7 +22,12 @@ if TYPE_CHECKING:
     from .lab import Lab
 
 RULE_PREF_BASE = 100
-VRF_SYSCTLS = (("net.ipv4.tcp_l3mdev_accept", "1"), ("net.ipv4.udp_l3mdev_accept", "1"))
+# l3mdev_accept: listeners bound to no VRF serve every VRF. ip_nonlocal_bind: an address on a
+# VRF slave is not in the local table, so bind() to it fails (EADDRNOTAVAIL) unless the socket
+# is bound to the VRF device first; with it, binding the stack's address is enough in both
+# modes (the ``from <addr>`` rule then selects the VRF's table).
+VRF_SYSCTLS = (("net.ipv4.tcp_l3mdev_accept", "1"), ("net.ipv4.udp_l3mdev_accept", "1"),
+               ("net.ipv4.ip_nonlocal_bind", "1"))
 
 
 def vrf_available(pid: int | None) -> bool:
@@ -118,5 +123,9 @@ def apply_caps(lab: Lab) -> None:
         if st.rate_mbps is not None and spec.needs_netem:
             raise RuntimeError(f"{st.node}:{st.dev}: a stack rate cap on a link with netem "
                                f"impairments is not supported; cap the link's bw_mbps instead")
-        for cmd in cap_commands(st, spec.bw_mbps):
+        cmds = cap_commands(st, spec.bw_mbps)
+        if cmds:  # a different root kind (the link's tbf) cannot be "replaced": remove it
+            lab.run(st.node, ["tc", "qdisc", "del", "dev", st.dev, "root"], check=False)
+            lab.qdisc_plans.pop((st.node, st.dev), None)
+        for cmd in cmds:
             lab.run(st.node, cmd)

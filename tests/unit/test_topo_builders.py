@@ -26,6 +26,8 @@ def test_registry_names_and_aliases():
     assert set(topologies.REGISTRY) == {"pair", "spine_leaf", "wan", "cloud"}
     assert build("spine-leaf").name == build("spine_leaf").name == "spine_leaf"
     assert "rtt_ms" in topologies.parameters("wan")
+    for name in topologies.REGISTRY:
+        json.dumps(build(name).describe())
 
 
 @pytest.mark.parametrize(("name", "params", "needle"), [
