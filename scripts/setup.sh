@@ -23,7 +23,7 @@ fi
 . /etc/os-release
 PKGS=(
     mininet openvswitch-switch iperf3 libiperf0 iproute2 iputils-ping ethtool
-    tcpdump libpcap0.8 stress-ng procps psmisc kmod nftables file
+    tcpdump libpcap0.8 stress-ng procps psmisc kmod nftables file bridge-utils
     python3 python3-venv python3-dev gcc
     shellcheck
 )

@@ -145,13 +145,13 @@ def remove_named_namespaces(report: CleanReport) -> None:
 
 
 def remove_root_links(report: CleanReport) -> None:
-    out = subprocess.run(["ip", "-j", "link", "show", "type", "veth"], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True, text=True).stdout
     recorded = {name for st in state.load_all() if not _alive(st.owner_pid)
                 for name in st.root_links}
     for link in json.loads(out or "[]"):
         name = link.get("ifname", "")
-        ours = MININET_LINK.match(name) or name in recorded
+        kind = (link.get("linkinfo") or {}).get("info_kind")
+        ours = name in recorded or (MININET_LINK.match(name) and kind == "veth")
         if ours and subprocess.run(["ip", "link", "del", name],
                                    capture_output=True).returncode == 0:
             report.links.append(name)

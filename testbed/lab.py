@@ -18,7 +18,7 @@ from typing import Any
 
 from topologies.model import Network, Route
 
-from . import firewall, routing, shaping, state
+from . import firewall, routing, services, shaping, state
 from .nsexec import ns_prefix, run
 
 
@@ -57,16 +57,31 @@ class Lab:
         from mininet.net import Mininet
 
         setLogLevel(os.environ.get("TESTBED_MININET_LOG", "warning"))
+        switches = [n for n in self.network.nodes.values() if n.role == "switch"]
+        if any(n.kind == "ovs" for n in switches):
+            services.ensure_ovs()  # only when the topology uses Open vSwitch
+        # switches live in the root namespace: recorded by name, never by namespace
+        self.state.ovs_bridges = [n.name for n in switches if n.kind == "ovs"]
+        self.state.root_links = [n.name for n in switches if n.kind == "bridge"] + [
+            end.name for li in self.network.links for end in (li.a, li.b)
+            if end.node in {n.name for n in switches}]
         self.state.save()
         net = Mininet(controller=None, build=False, autoSetMacs=False, waitConnected=False)
         self._net = net
         for node in self.network.nodes.values():
-            net.addHost(node.name, ip=None)
+            if node.role == "switch":
+                net.addSwitch(node.name, **_switch_params(node.kind))
+            else:
+                net.addHost(node.name, ip=None)
         for link in self.network.links:
             net.addLink(link.a.node, link.b.node, cls=MnLink, intfName1=link.a.name,
                         intfName2=link.b.name, addr1=link.a.mac, addr2=link.b.mac)
         net.build()
-        for name in self.network.nodes:
+        for sw in switches:
+            net[sw.name].start([])
+        for name, node in self.network.nodes.items():
+            if node.role == "switch":
+                continue
             pid = net[name].pid
             self.state.node_pids[name] = pid
             self.state.netns_inodes[name] = state.netns_inode(pid) or 0
@@ -99,6 +114,8 @@ class Lab:
     def _configure(self) -> None:
         rtt = _path_rtt_guess(self.network)
         for node in self.network.nodes.values():
+            if node.role == "switch":
+                continue  # the root namespace: never touch its sysctls
             self.run(node.name, ["ip", "link", "set", "lo", "up"])
             fwd = "1" if node.forwarding else "0"
             self.run(node.name, ["sysctl", "-qw", f"net.ipv4.ip_forward={fwd}"])
@@ -124,7 +141,10 @@ class Lab:
                 self.run(node, cmd)
 
     # -- use ---------------------------------------------------------------------------------
-    def pid(self, node: str) -> int:
+    def pid(self, node: str) -> int | None:
+        """The PID whose network namespace is ``node``'s (None: a switch, root namespace)."""
+        if node in self.network.nodes and self.network.nodes[node].role == "switch":
+            return None
         try:
             return self.state.node_pids[node]
         except KeyError:
@@ -150,6 +170,16 @@ class Lab:
             out.append({"node": node, "dev": dev, "asked": shaping.describe(qplan),
                         "kernel": shaping.readback(dev, self.pid(node))})
         return out
+
+
+def _switch_params(kind: str | None) -> dict[str, Any]:
+    if kind == "ovs":
+        from mininet.node import OVSSwitch
+
+        return {"cls": OVSSwitch, "failMode": "standalone", "inNamespace": False}
+    from mininet.nodelib import LinuxBridge
+
+    return {"cls": LinuxBridge, "inNamespace": False}
 
 
 def route_command(route: Route) -> list[str]:

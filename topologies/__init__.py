@@ -18,6 +18,7 @@ from typing import Any
 
 from .cloud import cloud
 from .fabric import PlanError
+from .lan import lan
 from .model import Network
 from .pair import pair
 from .spine_leaf import spine_leaf
@@ -28,6 +29,7 @@ REGISTRY: dict[str, Callable[..., Network]] = {
     "spine_leaf": spine_leaf,
     "wan": wan,
     "cloud": cloud,
+    "lan": lan,
 }
 
 

@@ -86,10 +86,14 @@ class Route:
 
 @dataclass(frozen=True)
 class Node:
+    """A network node. A ``switch`` is a virtual switch (``kind`` "ovs" or "bridge") in the
+    root namespace; every other role is a network namespace of its own."""
+
     name: str
     role: NodeRole = "host"
     forwarding: bool = False
     sysctls: tuple[tuple[str, str], ...] = ()
+    kind: str | None = None
 
 
 StackMode = Literal["auto", "vrf", "policy"]
@@ -168,10 +172,13 @@ class Network:
     gateways: list[GatewayPolicy] = field(default_factory=list)
 
     def add_node(self, name: str, role: NodeRole = "host", forwarding: bool = False,
-                 sysctls: tuple[tuple[str, str], ...] = ()) -> Node:
+                 sysctls: tuple[tuple[str, str], ...] = (), kind: str | None = None) -> Node:
         if name in self.nodes:
             raise ValueError(f"node {name!r} defined twice")
-        node = Node(name, role, forwarding or role in ("router", "gateway"), tuple(sysctls))
+        if role == "switch" and kind not in ("ovs", "bridge"):
+            raise ValueError(f"switch {name!r}: kind must be 'ovs' or 'bridge' (got {kind!r})")
+        node = Node(name, role, forwarding or role in ("router", "gateway"), tuple(sysctls),
+                    kind)
         self.nodes[name] = node
         return node
 
