@@ -1,0 +1,81 @@
+"""`testbed run` end to end on small specs: the results hold real measurements."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _run(tmp_path: Path, toml: str) -> tuple[dict, Path]:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(toml)
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "testbed", "--vm", "never", "run", str(spec),
+                          "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    name = spec.read_text().split('name = "')[1].split('"')[0]
+    doc = json.loads((out / f"{name}.json").read_text())
+    assert doc["status"] == "completed"
+    assert (out / "report.md").exists() and list(out.glob("*.png"))
+    rows = list(csv.DictReader((out / f"{name}.csv").read_text().splitlines()))
+    assert rows
+    return doc, out
+
+
+def test_core_load_reports_spine_load_balance_and_management_impact(tmp_path):
+    doc, out = _run(tmp_path, '''
+name = "cl"
+kind = "core-load"
+concurrency = [2]
+paths = ["own-stack", "shared-management"]
+background_mbps = 20
+[migration]
+workload_mib = 8
+dirty_rate_mbs = 1
+''')
+    (variant,) = doc["variants"]
+    for path in variant["paths"]:
+        (burst,) = path["bursts"]
+        assert all(m["integrity_ok"] for m in burst["migrations"])
+        assert len(burst["migrations"]) == 2
+        # the migrations crossed the spines: their counters moved during the burst
+        moved = sum(s["bytes"] for s in burst["spines"].values())
+        image = sum(m["image_bytes"] for m in burst["migrations"])
+        assert moved >= 0.5 * image, (moved, image)
+        assert burst["ecmp_jain"] is not None and 0.5 <= burst["ecmp_jain"] <= 1.0
+        mgmt = burst["management"]
+        assert mgmt["idle"]["received"] > 0 and mgmt["burst"]["received"] > 0
+        assert mgmt["burst"]["rtt_p50_ms"] > 0
+        assert burst["background"]["idle_mbps"] > 5
+        assert path["sampler_error"] is None
+    shared = next(p for p in variant["paths"] if p["path"] == "shared-management")
+    assert shared["function"] == "management"
+    assert "core-load" in (out / "report.md").read_text()
+
+
+@pytest.mark.needs("netem")
+def test_long_distance_measures_the_configured_rtt_and_migrates(tmp_path):
+    doc, out = _run(tmp_path, '''
+name = "ld"
+kind = "long-distance"
+rtt_ms = [50]
+bw_mbps = 50
+transports = ["bdp-buffers"]
+iperf_seconds = 3
+[migration]
+workload_mib = 8
+dirty_rate_mbs = 1
+''')
+    (point,) = doc["variants"][0]["points"]
+    assert 47.5 <= point["ping"]["rtt_p50_ms"] <= 55.0
+    assert 0.8 * 50 <= point["iperf3"]["iperf3_mbps"] <= 50 * 1.05
+    (mig,) = point["migrations"]
+    assert mig["integrity_ok"] and mig["completed"]
+    assert 0 < mig["goodput_mbps"] <= 50 * 1.1
+    assert mig["rtt_measured_ms"] == point["ping"]["rtt_p50_ms"]
+    assert "analytical pre-copy prediction" in (out / "report.md").read_text()
