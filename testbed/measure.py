@@ -37,14 +37,21 @@ def ping(lab: Lab, src: str, dst_ip: str, count: int = 20,
 
 
 def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 5.0,
-           streams: int = 1, window: str | None = None,
-           bind: str | None = None) -> dict[str, Any]:
-    """Throughput (Mbit/s) of an iperf3 TCP test from ``client`` to ``server``."""
-    srv = lab.popen(server, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
+           streams: int = 1, window: str | None = None, bind: str | None = None,
+           port: int = IPERF_PORT, server_bind: str | None = None,
+           server_port: int | None = None) -> dict[str, Any]:
+    """Throughput (Mbit/s) of an iperf3 TCP test from ``client`` to ``server``.
+
+    ``server_ip``/``port``: where the client connects; ``server_bind``/``server_port``: where
+    the server listens (they differ behind a NAT gateway's published port).
+    """
+    listen = server_port or port
+    srv = lab.popen(server, ["iperf3", "-s", "-1", "-p", str(listen),
+                             *(["-B", server_bind] if server_bind else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_listening(lab, server, IPERF_PORT)
-        cmd = ["iperf3", "-c", server_ip, "-p", str(IPERF_PORT), "-J", "-t", str(seconds),
+        _wait_listening(lab, server, listen)
+        cmd = ["iperf3", "-c", server_ip, "-p", str(port), "-J", "-t", str(seconds),
                "-P", str(streams)]
         if window:
             cmd += ["-w", window]

@@ -41,10 +41,14 @@ class MigrationJob:
     extra_args: tuple[str, ...] = ()
     bind: str | None = None
     label: str = ""
+    connect_addr: str | None = None  # where the source connects (e.g. a gateway's public
+    connect_port: int | None = None  # address and port); default: dst_addr and port
+    destination_args: tuple[str, ...] = ()
 
     def source_argv(self) -> list[str]:
         argv = [*AGENTS, "source", "--workload", f"{self.workload_mib}M",
-                "--to", f"{self.dst_addr}:{self.port}", "--json",
+                "--to", f"{self.connect_addr or self.dst_addr}:{self.connect_port or self.port}",
+                "--json",
                 "--dirty-rate", str(self.dirty_rate_mbs), "--streams", str(self.streams),
                 "--downtime-ms", str(self.downtime_ms), "--max-rounds", str(self.max_rounds),
                 "--timeout", str(self.timeout_s)]
@@ -57,7 +61,8 @@ class MigrationJob:
         return argv + list(self.extra_args)
 
     def destination_argv(self) -> list[str]:
-        return [*AGENTS, "destination", "--listen", f"{self.dst_addr}:{self.port}", "--json"]
+        return [*AGENTS, "destination", "--listen", f"{self.dst_addr}:{self.port}", "--json",
+                *self.destination_args]
 
 
 @dataclass

@@ -136,6 +136,11 @@ class CloudSpec(Common):
     wire_check: bool = True
     migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        base = ("netns", "veth", "tbf")
+        return (*base, "netem") if self.rtt_ms else base
+
 
 KINDS: dict[str, type[Common]] = {
     "smoke": SmokeSpec, "core-load": CoreLoadSpec, "long-distance": LongDistanceSpec,
