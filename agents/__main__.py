@@ -14,7 +14,23 @@ import subprocess
 import sys
 import time
 
+from agents.locator import (
+    add_credentials_parser,
+    add_destination_args,
+    add_source_args,
+    cmd_credentials,
+    destination_transport,
+    source_transport,
+)
 from agents.workload import parse_mix, parse_size
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this agent process so far (not its guest's)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return round(ru.ru_utime + ru.ru_stime, 3)
 
 
 def hostport(text: str) -> tuple[str, int]:
@@ -46,15 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=1)
     w.add_argument("--disk", metavar="PATH", help="the guest's disk image (it writes blocks)")
     w.add_argument("--disk-rate", type=float, default=0.0, help="MB/s of disk blocks written")
+    w.add_argument("--markers", type=int, default=0,
+                   help="plant N plaintext marker strings in the arena (agents/markers.py)")
 
     s = sub.add_parser("source", help="migrate a process, an image or a new guest")
     what = s.add_mutually_exclusive_group(required=True)
     what.add_argument("--pid", type=int)
     what.add_argument("--image", metavar="PATH")
     what.add_argument("--workload", type=parse_size, metavar="SIZE")
-    s.add_argument("--to", type=hostport, required=True, metavar="HOST:PORT")
+    s.add_argument("--to", type=hostport, metavar="HOST:PORT", help="or from --locator")
+    add_source_args(s)
+    s.add_argument("--markers", type=int, default=0, help="--workload: plant N markers")
     s.add_argument("--bind", metavar="ADDR",
                    help="source address of the migration (selects its function stack)")
+    s.add_argument("--socket-buffers", choices=["bdp", "default"], default="bdp",
+                   help="bdp: sized from the measured bandwidth-delay product (sysctls raised "
+                        "as needed); default: the OS's autotuning as configured")
     s.add_argument("--streams", type=int, default=1)
     s.add_argument("--compress", action="store_true", help="zstd per batch")
     s.add_argument("--bandwidth-cap", type=float, metavar="MBIT", help="Mbit/s for the migration")
@@ -96,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--idle-timeout", type=float, default=30.0)
     d.add_argument("--keep-serving", action="store_true")
     d.add_argument("--json", action="store_true")
+    add_destination_args(d)
+    add_credentials_parser(sub)
     return ap
 
 
@@ -105,7 +130,8 @@ def spawn_workload(args: argparse.Namespace) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "agents", "workload", "--size", str(args.workload),
          "--dirty-rate", str(args.dirty_rate), "--mix", mix,
-         *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else [])],
+         *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else []),
+         *(["--markers", str(args.markers)] if args.markers else [])],
         stdout=subprocess.PIPE, start_new_session=True)
     line = proc.stdout.readline()
     proc.stdout.close()
@@ -127,12 +153,14 @@ def cmd_source(args: argparse.Namespace) -> int:
     from agents.result import MigrationResult
     from agents.source import SourceConfig, migrate
 
+    transport = source_transport(args)  # resolves --locator into args.to
     policy = PrecopyPolicy(downtime_limit_s=args.downtime_ms / 1e3, max_rounds=args.max_rounds,
                            max_bytes=args.max_bytes, auto_converge=not args.no_auto_converge)
     cfg = SourceConfig(args.to[0], args.to[1], streams=args.streams, compress=args.compress,
                        bandwidth_cap_bps=args.bandwidth_cap * 1e6 if args.bandwidth_cap else None,
                        policy=policy, preflight=args.preflight, idle_timeout=args.idle_timeout,
                        service=args.service, throttle=args.throttle, bind=args.bind,
+                       socket_buffers=args.socket_buffers,
                        batch_pages=args.batch_pages)
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
         if args.disk else None
@@ -157,7 +185,7 @@ def cmd_source(args: argparse.Namespace) -> int:
 
     async def run() -> MigrationResult:
         with trio.move_on_after(args.timeout) as scope:
-            return await migrate(src, cfg, kind=kind, disk=disk)
+            return await migrate(src, cfg, transport, kind=kind, disk=disk)
         assert scope.cancelled_caught
         src.cont()
         return MigrationResult(source_kind=kind, error=f"timed out after {args.timeout} s")
@@ -169,6 +197,7 @@ def cmd_source(args: argparse.Namespace) -> int:
         if disk is not None:
             disk.close()
     out = json.loads(res.to_json())
+    out["cpu_s"] = cpu_seconds()
     out["source_pid"] = source_pid
     print(json.dumps(out), flush=True)
     return 0 if res.completed else 1
@@ -183,7 +212,8 @@ def cmd_destination(args: argparse.Namespace) -> int:
                             resume_host=args.resume_host, resume_port=args.resume_port,
                             save_image=args.save_image, idle_timeout=args.idle_timeout,
                             disk_dest=args.disk_dest)
-    dest = Destination(cfg)
+    dest = Destination(cfg, destination_transport(args))
+    dest.on_reject = lambda msg: print(json.dumps({"rejected": msg}), flush=True)
 
     async def run() -> list[dict]:
         async with trio.open_nursery() as nursery:
@@ -193,7 +223,7 @@ def cmd_destination(args: argparse.Namespace) -> int:
 
     outcomes = trio.run(run)
     for o in outcomes:
-        print(json.dumps(o), flush=True)
+        print(json.dumps(o | {"cpu_s": cpu_seconds()}), flush=True)
     return 0 if outcomes and all(o.get("ok") for o in outcomes) else 1
 
 
@@ -205,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         return workload.main(args.size, args.mix, args.dirty_rate, args.hot_fraction,
                              args.hot_share, args.host, args.port, args.resume, args.service_fd,
                              args.duration, not args.no_uffd, args.seed, args.wait_go,
-                             args.disk, args.disk_rate)
+                             args.disk, args.disk_rate, args.markers)
+    if args.cmd == "credentials":
+        return cmd_credentials(args)
     if args.cmd == "source":
         return cmd_source(args)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(1))

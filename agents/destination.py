@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,16 @@ class Session:
         self.changed = trio.Event()
 
 
+# the image's page faults are paid at HELLO, not while pages stream in
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_PRIVATE_POPULATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _POPULATE
+_SHARED_POPULATE = mmap.MAP_SHARED | _POPULATE
+
+
+class DestinationBusy(P.ProtocolError):
+    """A HELLO while another migration is in progress: refused, the other one goes on."""
+
+
 class Destination:
     """Serves migrations on a listener; ``once`` stops after the first one (the default)."""
 
@@ -69,6 +80,7 @@ class Destination:
         self.session: Session | None = None
         self.outcomes: list[dict] = []
         self.rejected: list[str] = []
+        self.on_reject: Callable[[str], None] | None = None  # e.g. print it as it happens
         self.port: int | None = None
         self._done = trio.Event()
 
@@ -92,7 +104,13 @@ class Destination:
                 nursery.start_soon(self._handle, stream)
 
     async def _handle(self, raw: trio.SocketStream) -> None:
-        stream = FramedStream(await self.transport.wrap_accepted(raw), self.cfg.idle_timeout)
+        try:  # TLS: handshake and authentication; a refused peer never reaches a session
+            wrapped = await self.transport.wrap_accepted(raw)
+        except (P.ProtocolError, ConnectionError, OSError) as exc:
+            self._reject(f"{type(exc).__name__}: {exc}")
+            await raw.aclose()
+            return
+        stream = FramedStream(wrapped, self.cfg.idle_timeout)
         kind = None
         try:
             ftype, payload = await stream.receive("HELLO")
@@ -111,14 +129,20 @@ class Destination:
                 s.failed = msg
                 if s.scope is not None:
                     s.scope.cancel()
-            if kind is None:
-                self.rejected.append(msg)  # a stray peer does not end a waiting destination
+            busy = isinstance(exc, DestinationBusy)
+            if kind is None or busy:
+                self._reject(msg)  # a stray peer does not end a waiting destination
             with contextlib.suppress(Exception), trio.move_on_after(1):
                 await stream.send(P.encode_json(P.FrameType.ERROR, {"error": msg}))
-            if kind == P.FrameType.HELLO:
+            if kind == P.FrameType.HELLO and not busy:
                 self._finish({"ok": False, "error": msg})
         finally:
             await stream.aclose()
+
+    def _reject(self, msg: str) -> None:
+        self.rejected.append(msg)
+        if self.on_reject is not None:
+            self.on_reject(msg)
 
     def _finish(self, outcome: dict) -> None:
         self.outcomes.append(outcome)
@@ -165,7 +189,7 @@ class Destination:
     # --- control stream --------------------------------------------------------------------
     async def _control(self, ctl: FramedStream, hello: dict) -> None:
         if self.session is not None:
-            raise P.ProtocolError("destination busy with another migration")
+            raise DestinationBusy("destination busy with another migration")
         if hello.get("version") != P.VERSION:
             raise P.ProtocolError(f"unsupported protocol version {hello.get('version')}")
         try:
@@ -188,7 +212,7 @@ class Destination:
             service_sock.bind((self.cfg.resume_host or self.cfg.host, self.cfg.resume_port))
             image, standby = self._standby(layout.nbytes, service_sock, disk_mode is not None)
         else:
-            image, standby = bytearray(layout.nbytes), None
+            image, standby = mmap.mmap(-1, max(layout.nbytes, 1), flags=_PRIVATE_POPULATE), None
         stores[P.SPACE_MEMORY] = ImageStore(image, layout.page_size)
         s = Session(str(hello.get("migration")), layout, streams, stores, limits, disk_mode,
                     standby=standby)
@@ -241,7 +265,7 @@ class Destination:
         mfd = os.memfd_create("agents-image")
         try:
             os.ftruncate(mfd, nbytes)
-            image = mmap.mmap(mfd, nbytes)
+            image = mmap.mmap(mfd, nbytes, flags=_SHARED_POPULATE)
             disk = ["--disk", self.cfg.disk_dest] if with_disk and self.cfg.disk_dest else []
             proc = subprocess.Popen(
                 [sys.executable, "-m", "agents", "workload", "--wait-go",
@@ -300,8 +324,6 @@ class Destination:
         verify_ms = round((time.monotonic() - t0) * 1e3, 2)
         if errors:
             return {"ok": False, "verify_ms": verify_ms, "error": "; ".join(errors)}
-        if disk is not None:
-            disk.buf.flush()
         if self.cfg.save_image:
             Path(self.cfg.save_image).write_bytes(mem.buf)
         ack = {"ok": True, "verify_ms": verify_ms, "digest": digest, "resumed": False}

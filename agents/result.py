@@ -30,10 +30,12 @@ class MigrationResult:
     throttle_max: float = 0.0
     transport: str = "tcp"
     encrypted: bool = False
+    cipher: str | None = None  # TLS cipher suite when encrypted
     streams: int = 1
     compression: str = "none"
     bandwidth_cap_mbps: float | None = None
     socket_buffer_bytes: int | None = None
+    socket_buffers: str = "bdp"
     sysctls_raised: list[str] = field(default_factory=list)
     preflight: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
@@ -43,6 +45,8 @@ class MigrationResult:
     counter_first_at_destination: int | None = None
     counter_continuity_ok: bool | None = None
     verify_ms: float | None = None
+    source_verified: bool | None = None  # the paused original == what was sent
+    source_verify_ms: float | None = None
     disk_mode: str | None = None  # transfer | replicated (None: no disk)
     disk_bytes: int = 0
     disk_bytes_on_wire: int = 0  # part of bytes_on_wire

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 import uuid
+from array import array
 from dataclasses import dataclass, field
 
 import trio
 
 from agents import protocol as P
-from agents.digest import image_digest
+from agents.digest import image_digest, page_hashes
 from agents.disk import DiskSource
 from agents.memory.source import MemorySource
 from agents.precopy import PrecopyPolicy
@@ -55,6 +57,7 @@ class SourceConfig:
     service: tuple[str, int] | None = None  # the guest's UDP service, for the client probe
     throttle: str = "auto"  # auto | cgroup | duty-cycle
     bind: str | None = None  # source address of every connection (the migration stack's)
+    socket_buffers: str = "bdp"  # bdp: sized from the measured BDP | default: the OS's own
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -159,6 +162,25 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
 EXPECTED = (MigrationFailed, P.ProtocolError, ConnectionError, OSError)
 
 
+def _verify_source(src: MemorySource, sent: array, res: MigrationResult) -> None:
+    """End-to-end check of the dirty tracking: the paused original must equal what was sent.
+
+    The destination's digest proves it holds exactly what was sent; this proves that what was
+    sent is the source's memory at the switchover (a tracker that missed a write fails here).
+    The original is still paused, so this adds nothing to the downtime.
+    """
+    t0 = time.perf_counter()
+    now = page_hashes(src.read_all(), src.layout.page_size)
+    differ = [i for i, (a, b) in enumerate(zip(now, sent, strict=True)) if a != b]
+    res.source_verify_ms = round((time.perf_counter() - t0) * 1e3, 2)
+    res.source_verified = not differ
+    if differ:
+        res.integrity_ok = False
+        res.warnings.append(f"source memory at the switchover differs from what was sent in "
+                            f"{len(differ)} page(s) (first {differ[0]}): the dirty tracking "
+                            f"({res.dirty_tracking}) missed writes")
+
+
 def _first_leaf(exc: BaseException) -> BaseException:
     """The first real error inside (nested) exception groups from the stream nurseries."""
     while isinstance(exc, BaseExceptionGroup):
@@ -183,6 +205,9 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
     mid = uuid.uuid4().hex
     ctl = FramedStream(await transport.connect(cfg.host, cfg.port), cfg.idle_timeout,
                        limiter=limiter)
+    # opportunistic encryption is decided by the first connection
+    res.transport, res.encrypted = transport.name, transport.encrypted
+    res.cipher = getattr(transport, "cipher", None) if transport.encrypted else None
     data: list[FramedStream] = []
     try:
         await ctl.send(P.encode_json(P.FrameType.HELLO, {
@@ -197,11 +222,13 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
         if cfg.preflight != "off":
             bw = await preflight(ctl, cfg, res)
             rtt = res.preflight["rtt_ms"] / 1e3
-            size = buffer_for_bdp(bw, rtt)
-            res.socket_buffer_bytes = size
-            res.sysctls_raised = raise_buffer_sysctls(size)
-            if isinstance(transport, TcpTransport) and 2 * bw / 8 * rtt > (4 << 20):
-                transport.sndbuf = size
+            if cfg.socket_buffers == "bdp":
+                size = buffer_for_bdp(bw, rtt)
+                res.socket_buffer_bytes = size
+                res.sysctls_raised = raise_buffer_sysctls(size)
+                if isinstance(transport, TcpTransport) and 2 * bw / 8 * rtt > (4 << 20):
+                    transport.sndbuf = size
+        res.socket_buffers = cfg.socket_buffers
         for i in range(cfg.streams):
             s = FramedStream(await transport.connect(cfg.host, cfg.port), cfg.idle_timeout,
                              limiter=limiter)
@@ -315,6 +342,7 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
         raise MigrationFailed(f"destination rejected the image: {ack.get('error')}")
     res.integrity_ok = True
     res.downtime_ms = round((t_ack - t_pause) * 1e3, 2)
+    _verify_source(src, mem.hashes, res)  # after the ACK: costs no downtime
     res.resumed = bool(ack.get("resumed"))
     res.destination_pid = ack.get("pid")
     res.destination_service = ack.get("service")

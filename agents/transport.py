@@ -115,14 +115,34 @@ class FramedStream:
         if self.limiter:
             await self.limiter.acquire(total)
         try:
-            for part in parts:
-                with trio.fail_after(self.idle_timeout):
-                    await self.stream.send_all(part)
+            if self._sock is not None and len(parts) > 1:
+                await self._sendmsg_all(parts)
+            else:
+                for part in parts:
+                    with trio.fail_after(self.idle_timeout):
+                        await self.stream.send_all(part)
         except trio.TooSlowError:
             raise PeerStalled(f"peer accepted no data for {self.idle_timeout} s") from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ConnectionError(f"connection lost while sending: {exc}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise ConnectionError(f"connection lost while sending: {_why(exc)}") from None
         self.bytes_sent += total
+
+    async def _sendmsg_all(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        """Gather-write the parts with sendmsg (no join copy), resuming after partial sends;
+        each wait for the socket is bounded by the idle timeout."""
+        assert self._sock is not None
+        bufs = [memoryview(p).cast("B") for p in parts if len(p)]
+        i = 0
+        while i < len(bufs):
+            with trio.fail_after(self.idle_timeout):
+                n = await self._sock.sendmsg(bufs[i : i + 512])
+            while n and i < len(bufs):
+                if n >= len(bufs[i]):
+                    n -= len(bufs[i])
+                    i += 1
+                else:
+                    bufs[i] = bufs[i][n:]
+                    n = 0
 
     async def _chunk(self, n: int, what: str, into: memoryview | None) -> int | bytes:
         """One read from the stream: straight into ``into`` for a plain socket."""
@@ -135,7 +155,7 @@ class FramedStream:
             raise PeerStalled(f"peer sent nothing for {self.idle_timeout} s "
                               f"(waiting for {what})") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise ConnectionError(f"connection lost while waiting for {what}: {exc}") \
+            raise ConnectionError(f"connection lost while waiting for {what}: {_why(exc)}") \
                 from None
 
     async def _read_exact(self, n: int, what: str) -> memoryview:
@@ -181,6 +201,14 @@ class FramedStream:
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self.stream.aclose()
+
+
+def _why(exc: BaseException) -> str:
+    """trio's BrokenResourceError often says nothing; its cause (e.g. a TLS error) does."""
+    text, cause = str(exc), str(exc.__cause__ or "")
+    if cause and cause not in text:
+        return f"{text} ({cause})" if text else cause
+    return text or type(exc).__name__
 
 
 def read_sysctl(name: str) -> str | None:

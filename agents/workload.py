@@ -49,6 +49,7 @@ class Config:
     hot_share: float = 0.9
     mix: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)  # zero text comp random
     seed: int = 1
+    disk_rate_mbps: float = 0.0  # blocks written to the guest's disk file (if it has one)
 
 
 def parse_size(text: str) -> int:
@@ -94,8 +95,10 @@ class Guest:
     """A running guest over an arena (fresh or resumed)."""
 
     def __init__(self, arena: mmap.mmap, cfg: Config, sock: socket.socket,
-                 use_uffd: bool = True) -> None:
+                 use_uffd: bool = True, disk: str | None = None) -> None:
         self.arena, self.cfg, self.sock = arena, cfg, sock
+        self.disk_fd = os.open(disk, os.O_RDWR) if disk else -1
+        self.disk_blocks = os.fstat(self.disk_fd).st_size // PAGE if disk else 0
         self.addr = ctypes.addressof(ctypes.c_char.from_buffer(arena))
         self.uffd = -1
         if use_uffd:
@@ -148,14 +151,16 @@ class Guest:
         rng = random.Random(cfg.seed ^ self.counter)
         hot = max(1, int((npages - 1) * cfg.hot_fraction))
         per_s = cfg.dirty_rate_mbps * 1e6 / PAGE
+        disk_per_s = cfg.disk_rate_mbps * 1e6 / PAGE if self.disk_blocks else 0.0
         start = last = time.monotonic()
-        carry = 0.0
+        carry = disk_carry = 0.0
         rnd = rng.random
         while not self.stop.is_set():
             now = time.monotonic()
             if duration is not None and now - start >= duration:
                 break
             want = (now - last) * per_s + carry
+            disk_want = min((now - last) * disk_per_s + disk_carry, disk_per_s * 0.01 + 1)
             last = now
             n = int(want)
             carry = want - n
@@ -169,10 +174,17 @@ class Guest:
                 p = 1 + int(rnd() * span)
                 o = p * PAGE + (int(rnd() * 512) << 3)
                 arena[o : o + 8] = stamp
+            nd = int(disk_want)
+            disk_carry = disk_want - nd
+            for _ in range(nd):  # the guest's block writes: whole blocks stamped with c
+                os.pwrite(self.disk_fd, stamp * (PAGE // 8), int(rnd() * self.disk_blocks) * PAGE)
             time.sleep(0.001)
 
     def close(self) -> None:
         self.stop.set()
+        if self.disk_fd >= 0:
+            os.close(self.disk_fd)
+            self.disk_fd = -1
         with contextlib.suppress(OSError):
             self.info_path.unlink()
 
@@ -200,7 +212,8 @@ def read_header(image: bytes | mmap.mmap) -> tuple[Config, int]:
 
 def main(size: int | None, mix: tuple, rate: float, hot_fraction: float, hot_share: float,
          host: str, port: int, resume: str | None, service_fd: int | None,
-         duration: float | None, use_uffd: bool, seed: int, wait_go: bool = False) -> int:
+         duration: float | None, use_uffd: bool, seed: int, wait_go: bool = False,
+         disk: str | None = None, disk_rate: float = 0.0, markers: int = 0) -> int:
     """Start (or resume) the guest; runs until SIGTERM/SIGINT or ``duration``.
 
     With ``wait_go`` the process is a warm standby (like an incoming QEMU): it is started
@@ -226,16 +239,20 @@ def main(size: int | None, mix: tuple, rate: float, hot_fraction: float, hot_sha
     else:
         if not size:
             raise SystemExit("workload: --size is required unless --resume")
-        cfg = Config(size, rate, hot_fraction, hot_share, mix, seed)
+        cfg = Config(size, rate, hot_fraction, hot_share, mix, seed, disk_rate)
         arena = new_arena(size)
         fill_arena(arena, cfg)
         write_header(arena, cfg)
+        if markers:
+            from agents.markers import plant
+
+            plant(arena, markers, PAGE)
     if service_fd is not None:
         sock = socket.socket(fileno=service_fd)
     else:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((host, port))
-    guest = Guest(arena, cfg, sock, use_uffd)
+    guest = Guest(arena, cfg, sock, use_uffd, disk)
 
     def on_signal(signum, frame):
         guest.stop.set()

@@ -1,11 +1,12 @@
 """Migration figures on a veth between two namespaces this script creates (root; prints JSON).
 
-    python benchmarks/agents_bench.py [--size 256M] [--rates 1gbit,unshaped]
+    python benchmarks/agents_bench.py [--size 256M] [--rates 1gbit,10gbit,unshaped]
 
 For each path (tbf-shaped or unshaped): iperf3 -J goodput, then migrations of the built-in
-workload (plain, zstd), the page-stream rate divided by iperf3's, bytes on the wire divided by
-the image size; and a foreign ``stress-ng --vm 1 --vm-bytes 256M`` migrated with its digest
-verified. Namespaces are named ``tbt-bench-*`` and always removed.
+workload (plain, zstd, 2 and 4 streams, and a 64M one for downtime), the page-stream rate
+divided by iperf3's, bytes on the wire divided by the image size; and a foreign
+``stress-ng --vm 1 --vm-bytes 256M`` migrated with its digest verified.
+Namespaces are named ``tbt-bench-*`` and always removed.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def summary(res: dict, iperf_mbps: float) -> dict:
     return {k: res.get(k) for k in (
         "completed", "integrity_ok", "rounds", "downtime_ms", "client_downtime_ms",
         "migration_time_s", "goodput_mbps", "stream_rate_mbps", "dirty_tracking",
-        "compression", "error")} | {
+        "compression", "verify_ms", "throttle_mechanism", "error")} | {
         "stream_rate_over_iperf3": round((res.get("stream_rate_mbps") or 0) / iperf_mbps, 3),
         "wire_over_image": round(res.get("bytes_on_wire", 0) / max(res.get("image_bytes", 1), 1),
                                  3)}
@@ -115,16 +116,19 @@ def stress_ng_case(a: str, b: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="256M")
-    ap.add_argument("--rates", default="1gbit,unshaped")
+    ap.add_argument("--rates", default="1gbit,10gbit,unshaped")
     args = ap.parse_args()
     report: dict = {}
     for rate in args.rates.split(","):
         with veth_pair(None if rate == "unshaped" else rate) as (a, b):
             ip3 = iperf3(a, b)
             entry: dict = {"iperf3_mbps": round(ip3, 1)}
-            for name, extra in (("plain", []), ("zstd", ["--compress"]),
-                                ("plain_4_streams", ["--streams", "4"])):
-                res = migrate(a, b, "--workload", args.size, "--dirty-rate", "20", *extra)
+            for name, size, extra in (("plain", args.size, []),
+                                      ("zstd", args.size, ["--compress"]),
+                                      ("plain_2_streams", args.size, ["--streams", "2"]),
+                                      ("plain_4_streams", args.size, ["--streams", "4"]),
+                                      ("plain_64M", "64M", [])):
+                res = migrate(a, b, "--workload", size, "--dirty-rate", "20", *extra)
                 entry[name] = summary(res, ip3)
             if rate == args.rates.split(",")[0]:
                 entry["stress_ng_256M"] = stress_ng_case(a, b)

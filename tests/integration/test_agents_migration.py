@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import trio
 
+import agents.source
 from agents.destination import Destination, DestinationConfig
-from agents.memory.dirty import Tracker
 from agents.memory.process import ProcessMemory, process_state
+from agents.sender import Sender
 from agents.source import SourceConfig, migrate
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,7 @@ def test_workload_live_migration_resumes_at_destination():
         try:
             assert rc == 0, res["error"]
             assert res["completed"] and res["integrity_ok"] and res["resumed"]
+            assert res["source_verified"] is True
             assert res["rounds"] >= 2 and len(res["pages_sent_per_round"]) == res["rounds"]
             assert res["pages_sent_per_round"][0] == 48 * 256
             assert res["dirty_tracking"] in ("uffd-wp-async+pagemap-scan", "soft-dirty",
@@ -119,21 +121,21 @@ def test_destination_killed_midway_leaves_workload_running():
         assert c1 is not None and counter_of(info["service"]) > c1
 
 
-class MissesEverything(Tracker):
-    """A broken tracker (it never reports a dirty page): the digest check must catch it."""
+class MiscountingSender(Sender):
+    """A sender whose record of one page disagrees with what it put on the wire (each batch
+    still passes its checksum): only the whole-image digest check can catch it."""
 
-    mechanism = "broken"
+    def build(self, round_no, chunk, scratch):
+        out = super().build(round_no, chunk, scratch)
+        if self.space == 0 and 5 in chunk:
+            self.hashes[5] ^= 1
+        return out
 
-    def reset(self) -> None: ...
 
-    def collect(self) -> list[int]:
-        return []
-
-
-def test_mismatched_digest_is_refused_and_source_keeps_running():
+def test_mismatched_digest_is_refused_and_source_keeps_running(monkeypatch):
+    monkeypatch.setattr(agents.source, "Sender", MiscountingSender)
     with workload("--size", "16M", "--dirty-rate", "20") as (wproc, info):
         src = ProcessMemory(info["pid"])
-        src.tracker, src.mechanism = MissesEverything(), "broken"
 
         async def main():
             dest = Destination(DestinationConfig("127.0.0.1", 0, idle_timeout=10))
@@ -146,7 +148,7 @@ def test_mismatched_digest_is_refused_and_source_keeps_running():
         res, outcomes = trio.run(main)
         src.close()
         assert not res.completed and not res.integrity_ok
-        assert "digest mismatch" in res.error
+        assert "image digest mismatch: 1 pages differ, first 5" in res.error
         assert outcomes[0]["ok"] is False and "resumed" not in outcomes[0]
         assert process_state(info["pid"]) not in "tTZ"
         c1 = counter_of(info["service"])
@@ -240,3 +242,33 @@ def test_image_migration_between_namespaces_with_cap_and_streams(tmp_path):
     finally:
         for ns in (a, b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class BlindTracker(ProcessMemory):
+    """Sees no dirty page after round 0: the writes of a running guest are missed."""
+
+    def dirty(self):
+        super().dirty()
+        return []
+
+
+def test_tracker_that_misses_writes_is_caught_by_the_source_check():
+    with workload("--size", "16M", "--dirty-rate", "20") as (wproc, info):
+        src = BlindTracker(info["pid"])
+
+        async def main():
+            dest = Destination(DestinationConfig("127.0.0.1", 0, idle_timeout=10))
+            async with trio.open_nursery() as n:
+                port = await n.start(dest.serve, True)
+                cfg = SourceConfig("127.0.0.1", port, preflight="off")
+                return await migrate(src, cfg, kind="pid")
+
+        res = trio.run(main)
+        src.close()
+        try:
+            # the destination holds exactly what was sent, but that was not the guest's memory
+            assert res.source_verified is False and not res.integrity_ok
+            assert not res.completed
+            assert any("missed writes" in w for w in res.warnings)
+        finally:
+            kill(res.destination_pid)

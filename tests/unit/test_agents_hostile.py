@@ -51,7 +51,7 @@ def test_out_of_range_page_fails_the_migration_without_writing():
             assert ftype == P.FrameType.HELLO_OK
             data = FramedStream(await TcpTransport().connect("127.0.0.1", port), 5)
             await data.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": "m1"}))
-            image = d.session.image
+            image = d.session.stores[0].buf
             await data.send(P.encode_batch(0, 0, [(3, b"\x01" * 4096), (16, b"\x02" * 4096)],
                                            4096))
             ftype, payload = await ctl.receive()

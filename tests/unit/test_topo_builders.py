@@ -23,7 +23,7 @@ def addr_of(net, node, intf):
 
 
 def test_registry_names_and_aliases():
-    assert set(topologies.REGISTRY) == {"pair", "spine_leaf", "wan", "cloud"}
+    assert set(topologies.REGISTRY) == {"pair", "spine_leaf", "wan", "cloud", "lan"}
     assert build("spine-leaf").name == build("spine_leaf").name == "spine_leaf"
     assert "rtt_ms" in topologies.parameters("wan")
     for name in topologies.REGISTRY:
@@ -31,7 +31,7 @@ def test_registry_names_and_aliases():
 
 
 @pytest.mark.parametrize(("name", "params", "needle"), [
-    ("mesh", {}, "unknown topology 'mesh'; known: cloud, pair, spine_leaf, wan"),
+    ("mesh", {}, "unknown topology 'mesh'; known: cloud, lan, pair, spine_leaf, wan"),
     ("wan", {"rtt": 10}, "unknown parameter(s) rtt; known: sites"),
     ("wan", {"sites": 1}, "sites must be an integer in 2..26"),
     ("wan", {"rtt_ms": 10, "delay_ms": 5}, "rtt_ms or delay_ms, not both"),
@@ -174,3 +174,11 @@ def test_to_mininet_topo_has_all_nodes_and_links():
     topo = net.to_mininet_topo()
     assert sorted(topo.nodes()) == sorted(net.nodes)
     assert len(topo.links()) == len(net.links)
+
+
+def test_lan_switch_kinds():
+    net = build("lan", hosts=3, switch="ovs")
+    assert net.nodes["s1"].role == "switch" and net.nodes["s1"].kind == "ovs"
+    assert [net.address(f"h{i}") for i in (1, 2, 3)] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    with pytest.raises(TopologyError, match="switch must be"):
+        build("lan", switch="hub")
