@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -74,7 +75,20 @@ def run_in_vm(argv: Sequence[str], kernel: str, accelerator: str = "tcg",
     memory = memory or os.environ.get("TESTBED_VM_MEMORY", "4G")
     for d in rwdirs:
         d.mkdir(parents=True, exist_ok=True)
-    inner = guest_command(argv, guest_env(extra_env))
+    # The command goes in a script file the guest reads from the host's filesystem: vng passes
+    # --exec on the kernel command line, which the kernel cuts at 2048 bytes (a long pytest
+    # node list made the guest hang silently).
+    fd, script = tempfile.mkstemp(prefix="testbed-vm-", suffix=".sh", dir="/tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(guest_command(argv, guest_env(extra_env)) + "\n")
+    try:
+        return _run(kernel, accelerator, f"sh {script}", rwdirs, timeout_s, cpus, memory)
+    finally:
+        os.unlink(script)
+
+
+def _run(kernel: str, accelerator: str, inner: str, rwdirs: Sequence[Path],
+         timeout_s: float | None, cpus: int, memory: str) -> int:
     cmd = vng_command(kernel, accelerator, inner, [d.resolve() for d in rwdirs], cpus, memory)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"

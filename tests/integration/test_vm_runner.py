@@ -22,10 +22,13 @@ def _kernel() -> str:
 
 
 def test_exit_status_output_and_rwdir_come_back(tmp_path):
+    long_word = "x" * 3000  # longer than the kernel command line vng would pass it on
     cmd = [sys.executable, "-m", "testbed", "vm-exec", "--rwdir", str(tmp_path), "--",
-           "sh", "-c", f"uname -r; echo written > {tmp_path}/from-guest; exit 7"]
+           "sh", "-c", f"uname -r; echo {long_word} | wc -c; echo written > "
+                       f"{tmp_path}/from-guest; exit 7"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 7, res.stderr
+    assert "3001" in res.stdout.split(), res.stdout
     assert os.path.basename(_kernel()).removeprefix("vmlinuz-") in res.stdout
     assert (tmp_path / "from-guest").read_text().strip() == "written"
 
