@@ -18,7 +18,7 @@ from typing import Any
 
 from topologies.model import Network, Route
 
-from . import firewall, routing, services, shaping, state
+from . import batch, firewall, routing, services, shaping, state
 from .nsexec import ns_prefix, run
 
 
@@ -112,33 +112,38 @@ class Lab:
 
     # -- configuration -----------------------------------------------------------------------
     def _configure(self) -> None:
+        """Every node's setup, batched per node (few processes: see ``testbed.batch``)."""
         rtt = _path_rtt_guess(self.network)
+        base: dict[str, list[list[str]]] = {name: [] for name in self.network.nodes}
         for node in self.network.nodes.values():
             if node.role == "switch":
                 continue  # the root namespace: never touch its sysctls
-            self.run(node.name, ["ip", "link", "set", "lo", "up"])
             fwd = "1" if node.forwarding else "0"
-            self.run(node.name, ["sysctl", "-qw", f"net.ipv4.ip_forward={fwd}"])
-            for key, value in node.sysctls:
-                self.run(node.name, ["sysctl", "-qw", f"{key}={value}"])
+            base[node.name] += [["ip", "link", "set", "lo", "up"],
+                                ["sysctl", "-qw", f"net.ipv4.ip_forward={fwd}"]]
+            base[node.name] += [["sysctl", "-qw", f"{k}={v}"] for k, v in node.sysctls]
         for link in self.network.links:
             for end in (link.a, link.b):
-                for addr in end.addrs:
-                    self.run(end.node, ["ip", "addr", "add", addr, "dev", end.name])
-                self.run(end.node, ["ip", "link", "set", end.name, "up"])
+                cmds = base[end.node]
+                cmds += [["ip", "addr", "add", addr, "dev", end.name] for addr in end.addrs]
+                cmds.append(["ip", "link", "set", end.name, "up"])
                 spec = link.spec_from(end.node)
-                if spec.shaped:
+                if spec.shaped:  # a new veth has no root qdisc: skip the plan's "del"
                     qplan = shaping.plan(end.name, spec, rtt_ms=rtt)
-                    shaping.apply(qplan, self.pid(end.node))
+                    cmds += [list(c) for c in qplan.commands[1:]]
                     self.qdisc_plans[(end.node, end.name)] = qplan
+        for node, cmds in base.items():
+            self.run_many(node, cmds)
         self.stack_mode = routing.setup_stacks(self)  # VRFs/rules before their routes
+        routes: dict[str, list[list[str]]] = {}
         for route in self.network.routes:
-            self.run(route.node, route_command(route))
+            routes.setdefault(route.node, []).append(route_command(route))
+        for node, cmds in routes.items():
+            self.run_many(node, cmds)
         routing.apply_caps(self)
         firewall.apply(self)
         for node, cmds in self.network.commands.items():
-            for cmd in cmds:
-                self.run(node, cmd)
+            self.run_many(node, cmds)
 
     # -- use ---------------------------------------------------------------------------------
     def pid(self, node: str) -> int | None:
@@ -154,6 +159,10 @@ class Lab:
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run a command in ``node``'s network namespace and wait for it."""
         return run(argv, self.pid(node), check=check, timeout=timeout)
+
+    def run_many(self, node: str, cmds: Sequence[Sequence[str]]) -> None:
+        """Run configuration commands in ``node`` with as few processes as possible."""
+        batch.run_many(cmds, self.pid(node))
 
     def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """Start a process in ``node``'s namespace; it is killed when the lab stops."""

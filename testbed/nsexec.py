@@ -15,10 +15,10 @@ def ns_prefix(pid: int | None) -> list[str]:
 
 
 def run(cmd: Sequence[str], pid: int | None = None, check: bool = True,
-        timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` in the network namespace of ``pid`` (the caller's own when None)."""
     full = ns_prefix(pid) + list(cmd)
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input)
     if check and proc.returncode != 0:
         where = f" in netns of pid {pid}" if pid is not None else ""
         raise CommandError(

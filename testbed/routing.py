@@ -94,11 +94,10 @@ def setup_stacks(lab: Lab) -> str | None:
     for st in net.stacks:
         by_node.setdefault(st.node, []).append(st)
     for node, stacks in by_node.items():
-        for cmd in stack_commands(stacks, mode):
-            lab.run(node, cmd)
+        cmds = stack_commands(stacks, mode)
         if mode == "vrf":
-            for cmd in main_table_leaks(net, node, stacks):
-                lab.run(node, cmd)
+            cmds += main_table_leaks(net, node, stacks)
+        lab.run_many(node, cmds)
     return mode
 
 
