@@ -87,7 +87,7 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def start_destination(lab: Lab, job: MigrationJob,
-                      wait_s: float = 30.0) -> subprocess.Popen[str]:
+                      wait_s: float = 180.0) -> subprocess.Popen[str]:
     """Start the destination agent in ``job.dst`` and wait until it listens."""
     proc = lab.popen(job.dst, job.destination_argv(), stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True)

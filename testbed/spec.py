@@ -97,6 +97,9 @@ class CoreLoadSpec(Common):
     paths: list[Literal["own-stack", "shared-management", "capped"]] = Field(
         default_factory=lambda: ["own-stack", "shared-management", "capped"], min_length=1)
     migration_cap_mbps: float = Field(40.0, gt=0, description="cap of the 'capped' path")
+    compare_paths_at: list[int] | None = Field(
+        None, description="burst sizes at which the paths after the first are run "
+                          "(default: every size in `concurrency`)")
     probe_interval_ms: float = Field(20.0, ge=1, le=1000)
     background_flow: bool = True
     background_mbps: float = Field(30.0, gt=0, description="the tenant flow's offered rate")
@@ -120,6 +123,9 @@ class LongDistanceSpec(Common):
     transports: list[Literal["default-buffers", "bdp-buffers", "streams"]] = Field(
         default_factory=lambda: ["default-buffers", "bdp-buffers", "streams"], min_length=1)
     streams: int = Field(4, ge=2, le=64)
+    compare_transports_at: list[float] | None = Field(
+        None, description="RTTs at which the transports after the first are run "
+                          "(default: every RTT)")
     iperf_seconds: float = Field(5.0, gt=0, le=110)
     mark_rtt_ms: float = 150.0
     migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)

@@ -84,7 +84,9 @@ def _run_path(spec: CoreLoadSpec, path: str, progress: Progress,
         sampler.start()
         base_t = time.monotonic()
         try:
-            for c in spec.concurrency:
+            sizes = spec.concurrency if path == spec.paths[0] or spec.compare_paths_at is None \
+                else [c for c in spec.concurrency if c in spec.compare_paths_at]
+            for c in sizes:
                 time.sleep(IDLE_S)  # idle window before each burst
                 idle = (time.monotonic() - IDLE_S, time.monotonic())
                 jobs = []

@@ -57,7 +57,9 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
         progress(f"{spec.name}: RTT {rtt:g} ms (measured p50 {point['ping'].get('rtt_p50_ms')}"
                  f"), iperf3 {point['iperf3']['iperf3_mbps']} Mbit/s; lab up "
                  f"{time.monotonic() - t0:.0f} s ago")
-        for i, transport in enumerate(spec.transports):
+        transports = spec.transports if spec.compare_transports_at is None or \
+            rtt in spec.compare_transports_at else spec.transports[:1]
+        for i, transport in enumerate(transports):
             run = migrate(lab, _job(spec, transport, dst_ip, 7800 + i))
             mig = dict(run.result) | {
                 "case": f"{transport} @ {rtt:g} ms", "transport_choice": transport,
