@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,6 +43,7 @@ class MigrationJob:
     extra_args: tuple[str, ...] = ()
     bind: str | None = None
     label: str = ""
+    keep_guest: bool = False  # leave the resumed guest running after the migration
     connect_addr: str | None = None  # where the source connects (e.g. a gateway's public
     connect_port: int | None = None  # address and port); default: dst_addr and port
     destination_args: tuple[str, ...] = ()
@@ -130,6 +133,11 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
         dest.kill()
         dout, _ = dest.communicate()
     run.destination = _json_lines(dout)
+    guest = run.result.get("destination_pid")
+    if guest and not job.keep_guest:
+        # measured: stop the resumed guest, so bursts do not pile up running guests
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(guest), signal.SIGKILL)
     return run
 
 
