@@ -2,7 +2,8 @@
 
     python benchmarks/agents_tls_bench.py [--size 384M] [--rate 1gbit] [--streams 1,4] [--reps 2]
 
-Two namespaces this script creates (``tbt-tls-*``, always removed) joined by a veth with tbf
+Two namespaces this script creates (``tbt-bench-*``, always removed, made by
+``agents_bench.veth_pair``) joined by a veth with tbf
 at ``--rate`` on both ends. Plaintext and encrypted migrations of the built-in workload
 alternate (so drift in the machine hits both alike); for each: goodput (bytes on the wire over
 the migration time) and CPU seconds per GB on the wire, source and destination processes
@@ -23,34 +24,10 @@ import sys
 import tempfile
 import uuid
 
+from agents_bench import B_IP, sh, veth_pair  # same directory: run as a script
+
 PY = [sys.executable, "-m", "agents"]
-A_IP, B_IP = "10.79.0.1", "10.79.0.2"
 IDENTITY = "bench.destination"
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
-
-
-@contextlib.contextmanager
-def shaped_veth(rate: str):
-    tag = uuid.uuid4().hex[:5]
-    a, b = f"tbt-tls-a{tag}", f"tbt-tls-b{tag}"
-    try:
-        sh("ip", "netns", "add", a)
-        sh("ip", "netns", "add", b)
-        sh("ip", "link", "add", "ta" + tag, "netns", a, "type", "veth", "peer", "name",
-           "tb" + tag, "netns", b)
-        for ns, dev, ip in ((a, "ta" + tag, A_IP), (b, "tb" + tag, B_IP)):
-            sh("ip", "-n", ns, "addr", "add", ip + "/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-               "rate", rate, "burst", "1mb", "latency", "20ms")
-        yield a, b
-    finally:
-        for ns in (a, b):
-            sh("ip", "netns", "del", ns, check=False)
 
 
 def cpu_of(pid: int) -> float:
@@ -107,7 +84,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
     runs: list[dict] = []
-    with shaped_veth(args.rate) as (a, b), tempfile.TemporaryDirectory() as tmp:
+    with veth_pair(args.rate) as (a, b), tempfile.TemporaryDirectory() as tmp:
         for streams in (int(s) for s in args.streams.split(",")):
             for _ in range(args.reps):
                 for mode in ("disabled", "required"):  # alternate: same path, same run
