@@ -72,15 +72,22 @@ def _all_pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def leftover_namespaces() -> dict[int, str]:
-    """Network namespace inodes of testbed nodes whose run is gone: inode -> label."""
-    me = os.getpid()
-    protected: set[int] = set()
-    found: dict[int, str] = {}
+def split_runs() -> tuple[list[state.RunState], list[state.RunState]]:
+    """The recorded runs as (dead, live): a run is dead when its owner process is gone (or
+    is this very process, which is cleaning up after itself)."""
+    dead, live = [], []
     for st in state.load_all():
-        if _alive(st.owner_pid) and st.owner_pid != me:
-            protected.update(st.netns_inodes.values())
-            continue
+        owner_gone = not _alive(st.owner_pid) or st.owner_pid == os.getpid()
+        (dead if owner_gone else live).append(st)
+    return dead, live
+
+
+def leftover_namespaces(dead: list[state.RunState],
+                        live: list[state.RunState]) -> dict[int, str]:
+    """Network namespace inodes of testbed nodes whose run is gone: inode -> label."""
+    protected = {ino for st in live for ino in st.netns_inodes.values()}
+    found: dict[int, str] = {}
+    for st in dead:
         for node, ino in st.netns_inodes.items():
             if ino:
                 found[ino] = f"{st.run_id}:{node}"
@@ -113,10 +120,8 @@ def kill_namespaces(inodes: dict[int, str], report: CleanReport,
         time.sleep(0.2)
 
 
-def kill_recorded_processes(report: CleanReport) -> None:
-    for st in state.load_all():
-        if _alive(st.owner_pid) and st.owner_pid != os.getpid():
-            continue
+def kill_recorded_processes(dead: list[state.RunState], report: CleanReport) -> None:
+    for st in dead:
         for pid in st.processes:
             cmd = _cmdline(pid)
             if cmd and ("nsenter" in cmd or "testbed" in cmd or "agents" in cmd
@@ -144,10 +149,9 @@ def remove_named_namespaces(report: CleanReport) -> None:
             report.namespaces.append(name)
 
 
-def remove_root_links(report: CleanReport) -> None:
+def remove_root_links(dead: list[state.RunState], report: CleanReport) -> None:
     out = subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True, text=True).stdout
-    recorded = {name for st in state.load_all() if not _alive(st.owner_pid)
-                for name in st.root_links}
+    recorded = {name for st in dead for name in st.root_links}
     for link in json.loads(out or "[]"):
         name = link.get("ifname", "")
         kind = (link.get("linkinfo") or {}).get("info_kind")
@@ -157,11 +161,10 @@ def remove_root_links(report: CleanReport) -> None:
             report.links.append(name)
 
 
-def remove_ovs_bridges(report: CleanReport) -> None:
+def remove_ovs_bridges(dead: list[state.RunState], report: CleanReport) -> None:
     if not shutil.which("ovs-vsctl"):
         return
-    recorded = {br for st in state.load_all() if not _alive(st.owner_pid)
-                for br in st.ovs_bridges}
+    recorded = {br for st in dead for br in st.ovs_bridges}
     if not recorded:
         return
     probe = subprocess.run(["ovs-vsctl", "--timeout=3", "list-br"], capture_output=True,
@@ -176,13 +179,13 @@ def remove_ovs_bridges(report: CleanReport) -> None:
 def clean() -> CleanReport:
     """Remove every leftover of dead runs; say what was removed."""
     report = CleanReport()
-    kill_recorded_processes(report)
-    kill_namespaces(leftover_namespaces(), report)
+    dead, live = split_runs()
+    kill_recorded_processes(dead, report)
+    kill_namespaces(leftover_namespaces(dead, live), report)
     remove_named_namespaces(report)
-    remove_ovs_bridges(report)
-    remove_root_links(report)
-    for st in state.load_all():
-        if not _alive(st.owner_pid) or st.owner_pid == os.getpid():
-            st.remove()
-            report.registry.append(st.run_id)
+    remove_ovs_bridges(dead, report)
+    remove_root_links(dead, report)
+    for st in dead:
+        st.remove()
+        report.registry.append(st.run_id)
     return report
