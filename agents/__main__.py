@@ -7,6 +7,7 @@ destination prints ``{"listening": [host, port]}`` first, then one JSON outcome 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from agents.forking import PIPE, ChildProcess, fork_call
 from agents.locator import (
     add_credentials_parser,
     add_destination_args,
@@ -124,15 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def spawn_workload(args: argparse.Namespace) -> tuple[subprocess.Popen, dict]:
+def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
+    """Start the new guest in its own session (it outlives this agent if the migration fails),
+    forked from this interpreter: no second start-up and import bill."""
     mix = ",".join(f"{k}={v}" for k, v in zip(("zero", "text", "comp", "random"), args.mix,
                                                strict=True))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agents", "workload", "--size", str(args.workload),
-         "--dirty-rate", str(args.dirty_rate), "--mix", mix,
-         *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else []),
-         *(["--markers", str(args.markers)] if args.markers else [])],
-        stdout=subprocess.PIPE, start_new_session=True)
+    argv = ["workload", "--size", str(args.workload), "--dirty-rate", str(args.dirty_rate),
+            "--mix", mix,
+            *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else []),
+            *(["--markers", str(args.markers)] if args.markers else [])]
+    proc = fork_call(lambda: main(argv), stdout=PIPE, new_session=True, args=argv)
+    assert proc.stdout is not None
     line = proc.stdout.readline()
     proc.stdout.close()
     if not line:
@@ -165,13 +169,14 @@ def cmd_source(args: argparse.Namespace) -> int:
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
         if args.disk else None
     source_pid = None
+    guest: ChildProcess | None = None
     if args.image:
         trace = load_trace(args.trace) if args.trace else None
         src = ImageMemory(args.image, DirtyModel(args.dirty_rate, args.wss), trace)
         kind = "image"
     else:
         if args.workload:
-            _proc, info = spawn_workload(args)
+            guest, info = spawn_workload(args)
             source_pid = info["pid"]
             cfg.service = cfg.service or tuple(info["service"])
             time.sleep(args.warmup)
@@ -196,6 +201,9 @@ def cmd_source(args: argparse.Namespace) -> int:
         src.close()
         if disk is not None:
             disk.close()
+    if guest is not None and res.resumed:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            guest.wait(timeout=5)  # ended after the ACK: reap it, leave no zombie behind
     out = json.loads(res.to_json())
     out["cpu_s"] = cpu_seconds()
     out["source_pid"] = source_pid

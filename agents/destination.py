@@ -10,8 +10,6 @@ import contextlib
 import mmap
 import os
 import socket
-import subprocess
-import sys
 import time
 from array import array
 from collections.abc import Callable
@@ -22,6 +20,7 @@ import trio
 
 from agents import protocol as P
 from agents.digest import image_digest
+from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
 from agents.imagestore import ImageStore, open_disk_store
 from agents.memory.layout import Layout
 from agents.transport import FramedStream, PeerStalled, TcpTransport, Transport
@@ -53,7 +52,7 @@ class Session:
     failed: str | None = None
     resumed: bool = False
     scope: trio.CancelScope | None = None
-    standby: subprocess.Popen | None = None
+    standby: ChildProcess | None = None
     changed: trio.Event = field(default_factory=trio.Event)
 
     def notify(self) -> None:
@@ -260,18 +259,21 @@ class Destination:
         return disk["mode"]
 
     def _standby(self, nbytes: int, sock: socket.socket, with_disk: bool = False
-                 ) -> tuple[mmap.mmap, subprocess.Popen]:
-        """Receive into a memfd and start the guest process now, waiting for its image."""
+                 ) -> tuple[mmap.mmap, ChildProcess]:
+        """Receive into a memfd and start the guest process now (forked from this warm
+        interpreter, like an incoming QEMU), waiting for its image."""
+        from agents.__main__ import main
+
         mfd = os.memfd_create("agents-image")
         try:
             os.ftruncate(mfd, nbytes)
             image = mmap.mmap(mfd, nbytes, flags=_SHARED_POPULATE)
             disk = ["--disk", self.cfg.disk_dest] if with_disk and self.cfg.disk_dest else []
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "agents", "workload", "--wait-go",
-                 "--resume", f"/dev/fd/{mfd}", "--service-fd", str(sock.fileno()), *disk],
-                pass_fds=[sock.fileno(), mfd], start_new_session=True,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            argv = ["workload", "--wait-go", "--resume", f"/dev/fd/{mfd}",
+                    "--service-fd", str(sock.fileno()), *disk]
+            proc = fork_call(lambda: main(argv), keep_fds=[sock.fileno(), mfd],
+                             new_session=True, stdin=PIPE, stdout=PIPE, stderr=DEVNULL,
+                             args=argv)
         finally:
             os.close(mfd)
         return image, proc

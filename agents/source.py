@@ -79,7 +79,9 @@ async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
 async def preflight(ctl: FramedStream, cfg: SourceConfig, res: MigrationResult) -> float:
     """Measure RTT and bandwidth on the control stream; warn or refuse by policy.
 
-    Returns the bandwidth estimate in bit/s (the probe is capped like the migration)."""
+    The bandwidth probe sends ``preflight_bytes``, but at most a quarter of the image (at
+    least 1 MiB): a small guest's migration is not mostly probe. Returns the bandwidth
+    estimate in bit/s (the probe is capped like the migration)."""
     rtts = []
     for i in range(5):
         t0 = trio.current_time()
@@ -88,9 +90,10 @@ async def preflight(ctl: FramedStream, cfg: SourceConfig, res: MigrationResult) 
         rtts.append(trio.current_time() - t0)
     rtt = statistics.median(rtts)
     filler = P.encode_header(P.FrameType.FILLER, 1 << 20) + bytes(1 << 20)
+    budget = min(cfg.preflight_bytes, max(1 << 20, res.image_bytes // 4))  # never the bulk
     sent = 0
     t0 = trio.current_time()
-    while sent < cfg.preflight_bytes:
+    while sent < budget:
         await ctl.send(filler)
         sent += len(filler)
     await ctl.send(P.encode_json(P.FrameType.PING, {"seq": "bw"}))

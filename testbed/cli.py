@@ -152,7 +152,10 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None) -> No
     sys.argv = [a if not (a.endswith(".toml") and os.path.exists(a)) else os.path.abspath(a)
                 for a in sys.argv]
     _maybe_reexec_in_vm(ctx, needs, [out])
+    from . import zygote
     from .runner import run_spec
+
+    zygote.shared()  # the agents' fork server imports them while the first lab comes up
 
     failed = []
     for spec in loaded:

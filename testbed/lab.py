@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -18,8 +19,10 @@ from typing import Any
 
 from topologies.model import Network, Route
 
-from . import batch, firewall, routing, services, shaping, state
+from . import batch, firewall, routing, services, shaping, state, zygote
 from .nsexec import ns_prefix, run
+
+AGENTS = [sys.executable, "-m", "agents"]
 
 
 class LabError(RuntimeError):
@@ -36,7 +39,7 @@ class Lab:
         self.qdisc_plans: dict[tuple[str, str], shaping.QdiscPlan] = {}
         self.stack_mode: str | None = None  # "vrf" or "policy" once stacks are set up
         self._net: Any = None
-        self._procs: list[subprocess.Popen[Any]] = []
+        self._procs: list[subprocess.Popen[Any] | zygote.ZygoteChild] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -167,6 +170,23 @@ class Lab:
     def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """Start a process in ``node``'s namespace; it is killed when the lab stops."""
         proc = subprocess.Popen(ns_prefix(self.pid(node)) + list(argv), **kw)
+        self._procs.append(proc)
+        self.state.processes.append(proc.pid)
+        self.state.save()
+        return proc
+
+    def spawn_agent(self, node: str, args: Sequence[str], *, stdin: int | None = None,
+                    stdout: int | None = None, stderr: int | None = None,
+                    text: bool = False) -> subprocess.Popen[Any] | zygote.ZygoteChild:
+        """Start ``python -m agents ARGS`` in ``node``'s namespace, forked from the warm
+        agent fork server (``testbed.zygote``) when there is one; killed when the lab stops."""
+        zyg = zygote.shared()
+        if zyg is None:
+            return self.popen(node, [*AGENTS, *args], stdin=stdin, stdout=stdout,
+                              stderr=stderr, text=text)
+        proc = zyg.spawn(list(args), self.pid(node),
+                         stdin=subprocess.DEVNULL if stdin is None else stdin,
+                         stdout=stdout, stderr=stderr, text=text)
         self._procs.append(proc)
         self.state.processes.append(proc.pid)
         self.state.save()

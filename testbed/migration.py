@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .lab import Lab
-
-AGENTS = [sys.executable, "-m", "agents"]
-
 
 @dataclass(frozen=True)
 class MigrationJob:
@@ -48,8 +44,9 @@ class MigrationJob:
     connect_port: int | None = None  # address and port); default: dst_addr and port
     destination_args: tuple[str, ...] = ()
 
-    def source_argv(self) -> list[str]:
-        argv = [*AGENTS, "source", "--workload", f"{self.workload_mib}M",
+    def source_command(self) -> list[str]:
+        """The source agent's arguments (``python -m agents ...``)."""
+        argv = ["source", "--workload", f"{self.workload_mib}M",
                 "--to", f"{self.connect_addr or self.dst_addr}:{self.connect_port or self.port}",
                 "--json",
                 "--dirty-rate", str(self.dirty_rate_mbs), "--streams", str(self.streams),
@@ -63,8 +60,9 @@ class MigrationJob:
             argv += ["--bind", self.bind]
         return argv + list(self.extra_args)
 
-    def destination_argv(self) -> list[str]:
-        return [*AGENTS, "destination", "--listen", f"{self.dst_addr}:{self.port}", "--json",
+    def destination_command(self) -> list[str]:
+        """The destination agent's arguments (``python -m agents ...``)."""
+        return ["destination", "--listen", f"{self.dst_addr}:{self.port}", "--json",
                 *self.destination_args]
 
 
@@ -90,10 +88,10 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def start_destination(lab: Lab, job: MigrationJob,
-                      wait_s: float = 180.0) -> subprocess.Popen[str]:
+                      wait_s: float = 180.0) -> Any:
     """Start the destination agent in ``job.dst`` and wait until it listens."""
-    proc = lab.popen(job.dst, job.destination_argv(), stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE, text=True)
+    proc = lab.spawn_agent(job.dst, job.destination_command(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     ready: list[str] = []
     reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
@@ -113,8 +111,8 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
     base = t0 if t0 is not None else time.monotonic()
     dest = start_destination(lab, job)
     run.started_s = time.monotonic() - base
-    src = lab.popen(job.src, job.source_argv(), stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE, text=True)
+    src = lab.spawn_agent(job.src, job.source_command(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
     try:
         out, err = src.communicate(timeout=job.timeout_s + 60)
     except subprocess.TimeoutExpired:

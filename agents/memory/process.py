@@ -21,10 +21,10 @@ from agents.memory.dirty import (
 )
 from agents.memory.layout import Layout, Region
 from agents.memory.source import MemorySource
+from agents.workload import INFO_DIR, start_ticks
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SKIP = ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]")
-INFO_DIR = Path("/tmp/agents-workload")
 
 
 def writable_private_regions(pid: int) -> list[Region]:
@@ -46,10 +46,10 @@ def workload_info(pid: int) -> dict | None:
     path = INFO_DIR / f"{pid}.json"
     try:
         info = json.loads(path.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        started = start_ticks(pid)
     except (OSError, ValueError):
         return None
-    if info.get("pid") != pid or b"agents" not in cmdline or b"workload" not in cmdline:
+    if info.get("pid") != pid or info.get("start_ticks") != started:
         return None  # stale file of a killed guest whose PID was reused
     return info
 
