@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--disk-rate", type=float, default=0.0, help="MB/s of disk blocks written")
     w.add_argument("--markers", type=int, default=0,
                    help="plant N plaintext marker strings in the arena (agents/markers.py)")
+    w.add_argument("--netns", metavar="PATH", help="run in this network namespace (the "
+                   "guest's own, e.g. /run/netns/NAME)")
+    w.add_argument("--announce-on", metavar="DEV",
+                   help="once running, announce the guest from DEV (see --announce)")
+    w.add_argument("--announce", metavar="SPEC", default="rounds=5,initial=50,max=550,step=100",
+                   help="gratuitous ARP + RARP rounds and spacing in ms (QEMU's defaults); "
+                        "'none' for no announcement")
 
     s = sub.add_parser("source", help="migrate a process, an image or a new guest")
     what = s.add_mutually_exclusive_group(required=True)
@@ -99,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the destination holds a synchronous replica of --disk: verify its "
                         "digest instead of sending blocks")
     s.add_argument("--batch-pages", type=int, default=1024)
-    s.add_argument("--service", type=hostport, help="guest UDP service for the client probe")
+    s.add_argument("--service", type=hostport,
+                   help="guest UDP service for the client probe (--workload: where it binds)")
+    s.add_argument("--guest-netns", metavar="PATH",
+                   help="--workload: the new guest runs in this network namespace")
+    s.add_argument("--guest-port", metavar="DEV",
+                   help="the guest's vSwitch port here: disconnected once the original ended")
+    s.add_argument("--on-end", metavar="CMD",
+                   help="shell command once the original guest has ended (after the ACK)")
     s.add_argument("--dirty-rate", type=float, default=20.0,
                    help="MB/s: the new guest's (--workload) or the image model's (--image)")
     s.add_argument("--mix", type=parse_mix, default=(0.25, 0.25, 0.25, 0.25))
@@ -110,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=float, default=30.0)
     s.add_argument("--json", action="store_true", help="print the result as JSON (default)")
 
+    sub.add_parser("probe", add_help=False,
+                   help="a client of a guest's service: outage, loss, where answers come from "
+                        "(python -m agents probe --help)")
+
     d = sub.add_parser("destination", help="receive migrations")
     d.add_argument("--listen", type=hostport, required=True, metavar="HOST:PORT")
     d.add_argument("--no-resume", action="store_true", help="verify only, never start a guest")
@@ -119,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--disk-dest", metavar="PATH",
                    help="where a migrated disk is written (or the replica, --replicated)")
     d.add_argument("--idle-timeout", type=float, default=30.0)
+    d.add_argument("--guest-netns", metavar="PATH",
+                   help="resume the guest in this network namespace (its identity: interface "
+                        "down until it resumes, then up and announced); its service binds "
+                        "--resume-host:--resume-port there")
+    d.add_argument("--guest-dev", default="eth0", help="the guest's interface in --guest-netns")
+    d.add_argument("--guest-port", metavar="DEV",
+                   help="the guest's vSwitch port here: connected (up) when the guest resumes")
+    d.add_argument("--announce", metavar="SPEC", default="rounds=5,initial=50,max=550,step=100",
+                   help="announcement rounds and spacing in ms after resume, or 'none'")
+    d.add_argument("--on-resume", metavar="CMD",
+                   help="shell command once the guest has resumed, before the ACK (e.g. move "
+                        "its host route)")
     d.add_argument("--keep-serving", action="store_true")
     d.add_argument("--json", action="store_true")
     add_destination_args(d)
@@ -133,6 +163,9 @@ def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
                                                strict=True))
     argv = ["workload", "--size", str(args.workload), "--dirty-rate", str(args.dirty_rate),
             "--mix", mix,
+            *(["--host", args.service[0], "--port", str(args.service[1])]
+              if args.service else []),
+            *(["--netns", args.guest_netns] if args.guest_netns else []),
             *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else []),
             *(["--markers", str(args.markers)] if args.markers else [])]
     proc = fork_call(lambda: main(argv), stdout=PIPE, new_session=True, args=argv)
@@ -164,7 +197,8 @@ def cmd_source(args: argparse.Namespace) -> int:
                        bandwidth_cap_bps=args.bandwidth_cap * 1e6 if args.bandwidth_cap else None,
                        policy=policy, preflight=args.preflight, idle_timeout=args.idle_timeout,
                        service=args.service, throttle=args.throttle, bind=args.bind,
-                       socket_buffers=args.socket_buffers,
+                       socket_buffers=args.socket_buffers, on_end=args.on_end,
+                       guest_port=args.guest_port,
                        batch_pages=args.batch_pages)
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
         if args.disk else None
@@ -219,7 +253,10 @@ def cmd_destination(args: argparse.Namespace) -> int:
     cfg = DestinationConfig(args.listen[0], args.listen[1], resume=not args.no_resume,
                             resume_host=args.resume_host, resume_port=args.resume_port,
                             save_image=args.save_image, idle_timeout=args.idle_timeout,
-                            disk_dest=args.disk_dest)
+                            disk_dest=args.disk_dest, guest_netns=args.guest_netns,
+                            guest_dev=args.guest_dev, guest_port=args.guest_port,
+                            on_resume=args.on_resume,
+                            announce=None if args.announce == "none" else args.announce)
     dest = Destination(cfg, destination_transport(args))
     dest.on_reject = lambda msg: print(json.dumps({"rejected": msg}), flush=True)
 
@@ -236,6 +273,11 @@ def cmd_destination(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["probe"]:  # the client's view of a guest (agents/clientprobe.py)
+        from agents.clientprobe import main as probe_main
+
+        return probe_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.cmd == "workload":
         from agents import workload
@@ -243,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         return workload.main(args.size, args.mix, args.dirty_rate, args.hot_fraction,
                              args.hot_share, args.host, args.port, args.resume, args.service_fd,
                              args.duration, not args.no_uffd, args.seed, args.wait_go,
-                             args.disk, args.disk_rate, args.markers)
+                             args.disk, args.disk_rate, args.markers, args.netns,
+                             args.announce_on,
+                             None if args.announce == "none" else args.announce)
     if args.cmd == "credentials":
         return cmd_credentials(args)
     if args.cmd == "source":

@@ -21,6 +21,7 @@ import trio
 from agents import protocol as P
 from agents.digest import image_digest
 from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
+from agents.identity import run_hook, set_link
 from agents.imagestore import ImageStore, open_disk_store
 from agents.memory.layout import Layout
 from agents.transport import FramedStream, PeerStalled, TcpTransport, Transport
@@ -37,6 +38,11 @@ class DestinationConfig:
     disk_dest: str | None = None  # where a migrated disk goes / the synchronous replica is
     idle_timeout: float = 30.0
     max_image_bytes: int = 8 << 30
+    guest_netns: str | None = None  # the guest's own namespace (its network identity)
+    guest_dev: str = "eth0"
+    guest_port: str | None = None  # its vSwitch port in this namespace, up at resume
+    announce: str | None = None  # after resume (agents.announce schedule), None: silent
+    on_resume: str | None = None  # hook once the guest runs here, before the ACK
 
 
 @dataclass
@@ -205,11 +211,21 @@ class Destination:
         stores: dict[int, ImageStore] = {}
         disk_mode = self._open_disk(hello.get("disk"), batch_pages, limits, stores)
         can_resume = bool(hello.get("can_resume")) and self.cfg.resume
-        service_sock = None
-        if can_resume:
+        service_sock, service = None, None
+        if can_resume and self.cfg.guest_netns:  # the guest binds its service in its netns
+            service = (self.cfg.resume_host or self.cfg.host, self.cfg.resume_port)
+            guest_args = ["--netns", self.cfg.guest_netns, "--host", service[0],
+                          "--port", str(service[1]), "--announce-on", self.cfg.guest_dev,
+                          "--announce", self.cfg.announce or "none"]
+            image, standby = self._standby(layout.nbytes, guest_args, [],
+                                           disk_mode is not None)
+        elif can_resume:
             service_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             service_sock.bind((self.cfg.resume_host or self.cfg.host, self.cfg.resume_port))
-            image, standby = self._standby(layout.nbytes, service_sock, disk_mode is not None)
+            service = service_sock.getsockname()
+            image, standby = self._standby(layout.nbytes,
+                                           ["--service-fd", str(service_sock.fileno())],
+                                           [service_sock.fileno()], disk_mode is not None)
         else:
             image, standby = mmap.mmap(-1, max(layout.nbytes, 1), flags=_PRIVATE_POPULATE), None
         stores[P.SPACE_MEMORY] = ImageStore(image, layout.page_size)
@@ -218,10 +234,10 @@ class Destination:
         self.session = s
         try:
             await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
-                "resume_service": list(service_sock.getsockname()) if service_sock else None}))
+                "resume_service": list(service) if service else None}))
             with trio.CancelScope() as scope:
                 s.scope = scope
-                outcome = await self._control_loop(ctl, s, service_sock)
+                outcome = await self._control_loop(ctl, s, service)
             if scope.cancelled_caught:
                 raise P.ProtocolError(f"data stream failed: {s.failed}")
         finally:
@@ -230,6 +246,9 @@ class Destination:
             if s.standby and not s.resumed:
                 s.standby.kill()
                 s.standby.wait()
+                if self.cfg.guest_port:  # the guest stays at the source: disconnected here
+                    with contextlib.suppress(OSError):
+                        set_link(self.cfg.guest_port, False)
             disk = s.stores.get(P.SPACE_DISK)
             if disk is not None:
                 disk.close()
@@ -258,8 +277,8 @@ class Destination:
             limits[P.SPACE_DISK] = P.BatchLimits(unit, nbytes // unit, batch_pages)
         return disk["mode"]
 
-    def _standby(self, nbytes: int, sock: socket.socket, with_disk: bool = False
-                 ) -> tuple[mmap.mmap, ChildProcess]:
+    def _standby(self, nbytes: int, service_args: list[str], keep_fds: list[int],
+                 with_disk: bool = False) -> tuple[mmap.mmap, ChildProcess]:
         """Receive into a memfd and start the guest process now (forked from this warm
         interpreter, like an incoming QEMU), waiting for its image."""
         from agents.__main__ import main
@@ -269,9 +288,9 @@ class Destination:
             os.ftruncate(mfd, nbytes)
             image = mmap.mmap(mfd, nbytes, flags=_SHARED_POPULATE)
             disk = ["--disk", self.cfg.disk_dest] if with_disk and self.cfg.disk_dest else []
-            argv = ["workload", "--wait-go", "--resume", f"/dev/fd/{mfd}",
-                    "--service-fd", str(sock.fileno()), *disk]
-            proc = fork_call(lambda: main(argv), keep_fds=[sock.fileno(), mfd],
+            argv = ["workload", "--wait-go", "--resume", f"/dev/fd/{mfd}", *service_args,
+                    *disk]
+            proc = fork_call(lambda: main(argv), keep_fds=[*keep_fds, mfd],
                              new_session=True, stdin=PIPE, stdout=PIPE, stderr=DEVNULL,
                              args=argv)
         finally:
@@ -279,7 +298,7 @@ class Destination:
         return image, proc
 
     async def _control_loop(self, ctl: FramedStream, s: Session,
-                            service_sock: socket.socket | None) -> dict:
+                            service: tuple[str, int] | None) -> dict:
         final_round = None
         while True:
             ftype, payload = await ctl.receive("control frame")
@@ -299,14 +318,14 @@ class Destination:
                 if final_round is None:
                     raise P.ProtocolError("COMMIT before the final round")
                 info, hashes = P.decode_commit(payload, s.layout.npages)
-                ack = await self._commit(s, info, hashes, service_sock)
+                ack = await self._commit(s, info, hashes, service)
                 await ctl.send(P.encode_json(P.FrameType.ACK, ack))
                 return ack
             else:
                 raise P.ProtocolError(f"unexpected {ftype.name} on the control stream")
 
     async def _commit(self, s: Session, info: dict, hashes: bytes,
-                      service_sock: socket.socket | None) -> dict:
+                      service: tuple[str, int] | None) -> dict:
         """Compare this side's digests (kept current as batches arrived) with the source's."""
         t0 = time.monotonic()
         mem = s.stores[P.SPACE_MEMORY]
@@ -329,15 +348,21 @@ class Destination:
         if self.cfg.save_image:
             Path(self.cfg.save_image).write_bytes(mem.buf)
         ack = {"ok": True, "verify_ms": verify_ms, "digest": digest, "resumed": False}
-        if service_sock is not None:
-            ack.update(await self._resume(s, service_sock))
+        if service is not None:
+            ack.update(await self._resume(s, service))
         return ack
 
-    async def _resume(self, s: Session, sock: socket.socket) -> dict:
-        """Tell the standby guest to go; wait until its service is up."""
+    async def _resume(self, s: Session, service: tuple[str, int]) -> dict:
+        """Tell the standby guest to go; wait until its service is up; run the on-resume
+        hook (its time is part of the downtime, like a route's convergence)."""
         t0 = time.monotonic()
         proc = s.standby
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        if self.cfg.guest_port:
+            try:
+                set_link(self.cfg.guest_port, True)  # the guest is connected here now
+            except OSError as exc:
+                raise P.ProtocolError(f"cannot connect the guest: {exc}") from None
         try:
             proc.stdin.write(b"go\n")
             proc.stdin.close()
@@ -352,8 +377,11 @@ class Destination:
             raise P.ProtocolError(f"resumed guest exited (status {proc.wait()})")
         proc.stdout.close()
         s.resumed = True
-        return {"resumed": True, "pid": proc.pid, "service": list(sock.getsockname()),
-                "resume_ms": round((time.monotonic() - t0) * 1e3, 2)}
+        out = {"resumed": True, "pid": proc.pid, "service": list(service),
+               "resume_ms": round((time.monotonic() - t0) * 1e3, 2)}
+        if self.cfg.on_resume:
+            out["on_resume"] = await trio.to_thread.run_sync(run_hook, self.cfg.on_resume)
+        return out
 
 
 async def run_destination(cfg: DestinationConfig, once: bool = True) -> list[dict]:

@@ -11,6 +11,7 @@ the parent's code (``os._exit`` with the function's return value).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -22,6 +23,23 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
+CLONE_NEWNET = 0x40000000
+
+
+def setns(path: str) -> None:
+    """Move the calling (single-threaded) process into the network namespace at ``path``
+    (``/proc/PID/ns/net`` or a named one, ``/run/netns/NAME``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if hasattr(os, "setns"):  # Python >= 3.12
+            os.setns(fd, CLONE_NEWNET)
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 class ChildProcess:

@@ -36,7 +36,7 @@ class ProbeLog:
         return None
 
 
-async def probe(targets: list[tuple[str, int]], log: ProbeLog, interval_s: float = 0.002) -> None:
+async def probe(targets: list[tuple[str, int]], log: ProbeLog, interval_s: float = 0.005) -> None:
     """Ask every target for its counter each ``interval_s`` until cancelled.
 
     Several targets let a loopback test see the service move from the source's guest to

@@ -52,6 +52,8 @@ class MigrationResult:
     disk_bytes_on_wire: int = 0  # part of bytes_on_wire
     disk_blocks_per_round: list[int] = field(default_factory=list)
     throttle_mechanism: str = ""  # cgroup2-cpu.max | cgroup1-cfs-quota | sigstop-duty-cycle
+    resume_ms: float | None = None  # destination: "go" -> resumed guest serving (link up)
+    hooks: dict[str, Any] = field(default_factory=dict)  # on_resume / on_end: rc, ms
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 

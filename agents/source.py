@@ -18,6 +18,7 @@ import trio
 from agents import protocol as P
 from agents.digest import image_digest, page_hashes
 from agents.disk import DiskSource
+from agents.identity import run_hook, set_link
 from agents.memory.source import MemorySource
 from agents.precopy import PrecopyPolicy
 from agents.probe import ProbeLog, probe
@@ -58,6 +59,8 @@ class SourceConfig:
     throttle: str = "auto"  # auto | cgroup | duty-cycle
     bind: str | None = None  # source address of every connection (the migration stack's)
     socket_buffers: str = "bdp"  # bdp: sized from the measured BDP | default: the OS's own
+    guest_port: str | None = None  # the guest's vSwitch port: down once the original ended
+    on_end: str | None = None  # hook run once the original has ended
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -349,8 +352,18 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     res.resumed = bool(ack.get("resumed"))
     res.destination_pid = ack.get("pid")
     res.destination_service = ack.get("service")
+    res.resume_ms = ack.get("resume_ms")
+    if ack.get("on_resume"):
+        res.hooks["on_resume"] = ack["on_resume"]
     if res.resumed:
         src.end()  # the guest lives on at the destination
+        if cfg.guest_port:
+            try:
+                set_link(cfg.guest_port, False)
+            except OSError as exc:
+                res.warnings.append(f"could not disconnect the original guest: {exc}")
+        if cfg.on_end:
+            res.hooks["on_end"] = await trio.to_thread.run_sync(run_hook, cfg.on_end)
     else:
         src.cont()  # verified copy only (foreign process, image): the original carries on
     return True

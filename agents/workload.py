@@ -29,6 +29,7 @@ from agents.memory.dirty import register_uffd_wp_async
 
 PAGE = mmap.PAGESIZE
 MAGIC = b"AGWL0001"
+TICK_S = 0.005  # the dirtier's period: each tick bumps the counter and writes its share
 HDR = struct.Struct("<8sQQ")  # magic, counter, config length
 COUNTER_OFF = 8
 CONFIG_OFF = HDR.size
@@ -167,12 +168,13 @@ class Guest:
             if duration is not None and now - start >= duration:
                 break
             want = (now - last) * per_s + carry
-            disk_want = min((now - last) * disk_per_s + disk_carry, disk_per_s * 0.01 + 1)
+            disk_want = min((now - last) * disk_per_s + disk_carry,
+                            disk_per_s * 2 * TICK_S + 1)
             last = now
             n = int(want)
             carry = want - n
-            if n > per_s * 0.01 + 1:  # after a stop: no catch-up burst
-                n, carry = int(per_s * 0.01) + 1, 0.0
+            if n > per_s * 2 * TICK_S + 1:  # after a stop: no catch-up burst
+                n, carry = int(per_s * 2 * TICK_S) + 1, 0.0
             c = self.counter + 1
             struct.pack_into("<Q", arena, COUNTER_OFF, c)
             stamp = struct.pack("<Q", c)
@@ -185,7 +187,7 @@ class Guest:
             disk_carry = disk_want - nd
             for _ in range(nd):  # the guest's block writes: whole blocks stamped with c
                 os.pwrite(self.disk_fd, stamp * (PAGE // 8), int(rnd() * self.disk_blocks) * PAGE)
-            time.sleep(0.001)
+            time.sleep(TICK_S)
 
     def close(self) -> None:
         self.stop.set()
@@ -220,12 +222,25 @@ def read_header(image: bytes | mmap.mmap) -> tuple[Config, int]:
 def main(size: int | None, mix: tuple, rate: float, hot_fraction: float, hot_share: float,
          host: str, port: int, resume: str | None, service_fd: int | None,
          duration: float | None, use_uffd: bool, seed: int, wait_go: bool = False,
-         disk: str | None = None, disk_rate: float = 0.0, markers: int = 0) -> int:
+         disk: str | None = None, disk_rate: float = 0.0, markers: int = 0,
+         netns: str | None = None, announce_on: str | None = None,
+         announce: str | None = None) -> int:
     """Start (or resume) the guest; runs until SIGTERM/SIGINT or ``duration``.
 
     With ``wait_go`` the process is a warm standby (like an incoming QEMU): it is started
-    before the image is complete and reads it only when told to go."""
+    before the image is complete and reads it only when told to go. ``netns``: the guest's
+    own network namespace (its service is bound there); ``announce_on``: once running,
+    announce the guest from that interface (``announce`` schedule; see agents.identity)."""
     sys.setswitchinterval(0.0005)
+    if netns:
+        from agents.forking import setns
+
+        setns(netns)
+    if service_fd is not None:
+        sock = socket.socket(fileno=service_fd)
+    else:  # bound before any image arrives: nothing of this is paid in the downtime
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host, port))
     if resume:
         fd = os.open(resume, os.O_RDONLY)
         try:
@@ -254,11 +269,10 @@ def main(size: int | None, mix: tuple, rate: float, hot_fraction: float, hot_sha
             from agents.markers import plant
 
             plant(arena, markers, PAGE)
-    if service_fd is not None:
-        sock = socket.socket(fileno=service_fd)
-    else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((host, port))
+    if announce_on:
+        from agents.identity import announce_from
+
+        announce_from(announce_on, announce)
     guest = Guest(arena, cfg, sock, use_uffd, disk)
 
     def on_signal(signum, frame):

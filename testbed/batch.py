@@ -31,7 +31,8 @@ def groups(cmds: Sequence[Sequence[str]]) -> list[tuple[str, list[list[str]]]]:
     return out
 
 
-def run_many(cmds: Sequence[Sequence[str]], pid: int | None, timeout: float = 120.0) -> None:
+def run_many(cmds: Sequence[Sequence[str]], pid: int | str | None,
+             timeout: float = 120.0) -> None:
     """Run ``cmds`` in the network namespace of ``pid``; raise on the first failure."""
     for kind, group in groups(cmds):
         if kind == "single" or len(group) == 1:

@@ -133,11 +133,16 @@ def kill_recorded_processes(dead: list[state.RunState], report: CleanReport) -> 
                     pass
 
 
-def remove_named_namespaces(report: CleanReport) -> None:
+def remove_named_namespaces(report: CleanReport, spare: set[str] | None = None,
+                            only: set[str] | None = None) -> None:
+    """Kill what runs in our named namespaces and delete them (but ``spare``: a live run's;
+    with ``only``, just those)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith(NETNS_PREFIXES):
+        if only is not None and name not in only:
+            continue
+        if name.startswith(NETNS_PREFIXES) and name not in (spare or set()):
             for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
                                       text=True).stdout.split():
                 try:
@@ -182,7 +187,7 @@ def clean() -> CleanReport:
     dead, live = split_runs()
     kill_recorded_processes(dead, report)
     kill_namespaces(leftover_namespaces(dead, live), report)
-    remove_named_namespaces(report)
+    remove_named_namespaces(report, spare={n for st in live for n in st.named_netns})
     remove_ovs_bridges(dead, report)
     remove_root_links(dead, report)
     for st in dead:

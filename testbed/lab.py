@@ -99,10 +99,12 @@ class Lab:
                 proc.wait(timeout=5)
         self._procs.clear()
         # Anything else started in the nodes (a resumed guest, a detached helper) goes too.
-        from .clean import CleanReport, kill_namespaces
+        from .clean import CleanReport, kill_namespaces, remove_named_namespaces
 
         inodes = {ino: name for name, ino in self.state.netns_inodes.items() if ino}
         kill_namespaces(inodes, CleanReport(), spare={p for p in self.state.node_pids.values()})
+        if self.state.named_netns:
+            remove_named_namespaces(CleanReport(), only=set(self.state.named_netns))
         if self._net is not None:
             from mininet.log import setLogLevel
 
@@ -147,6 +149,37 @@ class Lab:
         firewall.apply(self)
         for node, cmds in self.network.commands.items():
             self.run_many(node, cmds)
+        if self.network.guests is not None:
+            self._make_guest_slots()
+
+    def _make_guest_slots(self) -> None:
+        """Each guest slot: a named namespace, its ``eth0`` joined to port ``vm<N>`` of the
+        host's vSwitch (up at the guest's home, down where it may be migrated to)."""
+        from topologies.guests import GUEST_DEV, VSWITCH
+
+        plan = self.network.guests
+        per_host: dict[str, list[list[str]]] = {}
+        for slot in plan.slots:
+            ns = self.slot_netns(slot.guest, slot.host)
+            run(["ip", "netns", "add", ns])
+            self.state.named_netns.append(ns)
+            self.state.save()
+            port = slot.vswitch_port
+            per_host.setdefault(slot.host, []).extend([
+                ["ip", "link", "add", port, "type", "veth", "peer", "name", GUEST_DEV,
+                 "netns", ns],
+                ["ip", "link", "set", port, "master", VSWITCH],
+                ["ip", "link", "set", port, "up" if slot.home else "down"]])
+        for host, cmds in per_host.items():
+            self.run_many(host, cmds)
+        for slot in plan.slots:
+            batch.run_many(plan.guest_commands(slot),
+                           f"/run/netns/{self.slot_netns(slot.guest, slot.host)}")
+
+    def slot_netns(self, guest: str, host: str) -> str:
+        """The named namespace of ``guest``'s slot on ``host``."""
+        slot = self.network.guests.slot(guest, host)
+        return f"tb-{self.run_id.rsplit('-', 1)[-1]}-g{slot.index}"
 
     # -- use ---------------------------------------------------------------------------------
     def pid(self, node: str) -> int | None:
@@ -157,6 +190,12 @@ class Lab:
             return self.state.node_pids[node]
         except KeyError:
             raise LabError(f"no node {node!r} in topology {self.network.name!r}") from None
+
+    def netns(self, where: str) -> int | str | None:
+        """A node's namespace (its PID) or a guest slot's (its path)."""
+        if where in self.state.named_netns:
+            return f"/run/netns/{where}"
+        return self.pid(where)
 
     def run(self, node: str, argv: Sequence[str], check: bool = True,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -178,15 +217,18 @@ class Lab:
     def spawn_agent(self, node: str, args: Sequence[str], *, stdin: int | None = None,
                     stdout: int | None = None, stderr: int | None = None,
                     text: bool = False) -> subprocess.Popen[Any] | zygote.ZygoteChild:
-        """Start ``python -m agents ARGS`` in ``node``'s namespace, forked from the warm
-        agent fork server (``testbed.zygote``) when there is one; killed when the lab stops."""
+        """Start ``python -m agents ARGS`` in ``node``'s namespace (a node, or a guest slot's
+        namespace name), forked from the warm agent fork server (``testbed.zygote``) when
+        there is one; killed when the lab stops."""
+        ns = self.netns(node)
         zyg = zygote.shared()
         if zyg is None:
-            return self.popen(node, [*AGENTS, *args], stdin=stdin, stdout=stdout,
-                              stderr=stderr, text=text)
-        proc = zyg.spawn(list(args), self.pid(node),
-                         stdin=subprocess.DEVNULL if stdin is None else stdin,
-                         stdout=stdout, stderr=stderr, text=text)
+            proc: Any = subprocess.Popen(ns_prefix(ns) + [*AGENTS, *args], stdin=stdin,
+                                         stdout=stdout, stderr=stderr, text=text)
+        else:
+            proc = zyg.spawn(list(args), ns,
+                             stdin=subprocess.DEVNULL if stdin is None else stdin,
+                             stdout=stdout, stderr=stderr, text=text)
         self._procs.append(proc)
         self.state.processes.append(proc.pid)
         self.state.save()

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class MigrationJob:
     connect_addr: str | None = None  # where the source connects (e.g. a gateway's public
     connect_port: int | None = None  # address and port); default: dst_addr and port
     destination_args: tuple[str, ...] = ()
+    guest: str | None = None  # a guest with a network identity (topologies.guests) moves
+    client_probe_ms: float = 1.0  # the client's request interval, for such a guest
 
     def source_command(self) -> list[str]:
         """The source agent's arguments (``python -m agents ...``)."""
@@ -109,10 +111,19 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
     """Run one migration to completion (or failure) and return both agents' JSON."""
     run = MigrationRun(job)
     base = t0 if t0 is not None else time.monotonic()
+    src_args: list[str] = []
+    client = None
+    if job.guest is not None:
+        from .guestnet import agent_args, start_client_probe
+
+        src_args, dst_args = agent_args(lab, job.guest, job.src, job.dst)
+        job = replace(job, destination_args=(*job.destination_args, *dst_args))
     dest = start_destination(lab, job)
     run.started_s = time.monotonic() - base
-    src = lab.spawn_agent(job.src, job.source_command(), stdout=subprocess.PIPE,
+    src = lab.spawn_agent(job.src, [*job.source_command(), *src_args], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
+    if job.guest is not None:  # the client asks from before the guest is up to the end
+        client = start_client_probe(lab, job.guest, job.client_probe_ms)
     try:
         out, err = src.communicate(timeout=job.timeout_s + 60)
     except subprocess.TimeoutExpired:
@@ -131,6 +142,12 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
         dest.kill()
         dout, _ = dest.communicate()
     run.destination = _json_lines(dout)
+    if client is not None:
+        from .guestnet import PROBE_TAIL_S, stop_client_probe
+
+        time.sleep(PROBE_TAIL_S)
+        run.result["client"] = stop_client_probe(client)
+        run.result["client_outage_ms"] = run.result["client"].get("outage_ms")
     guest = run.result.get("destination_pid")
     if guest and not job.keep_guest:
         # measured: stop the resumed guest, so bursts do not pile up running guests

@@ -10,11 +10,16 @@ class CommandError(RuntimeError):
     """A command in a namespace failed; the message says which and why."""
 
 
-def ns_prefix(pid: int | None) -> list[str]:
-    return [] if pid is None else ["nsenter", f"--net=/proc/{pid}/ns/net", "--"]
+def ns_prefix(pid: int | str | None) -> list[str]:
+    """``nsenter`` into the namespace of process ``pid``, or at path ``pid`` (a named one,
+    ``/run/netns/NAME``); nothing for None (the caller's own)."""
+    if pid is None:
+        return []
+    path = pid if isinstance(pid, str) else f"/proc/{pid}/ns/net"
+    return ["nsenter", f"--net={path}", "--"]
 
 
-def run(cmd: Sequence[str], pid: int | None = None, check: bool = True,
+def run(cmd: Sequence[str], pid: int | str | None = None, check: bool = True,
         timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` in the network namespace of ``pid`` (the caller's own when None)."""
     full = ns_prefix(pid) + list(cmd)

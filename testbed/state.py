@@ -25,6 +25,7 @@ class RunState:
     processes: list[int] = field(default_factory=list)
     root_links: list[str] = field(default_factory=list)
     ovs_bridges: list[str] = field(default_factory=list)
+    named_netns: list[str] = field(default_factory=list)  # guest slots (ip netns add)
 
     @property
     def path(self) -> Path:

@@ -20,7 +20,6 @@ the lab's to stop (they live in its namespaces and are in its run registry).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import os
@@ -33,28 +32,12 @@ import sys
 import threading
 from typing import IO, Any
 
-from agents.forking import ChildProcess, become_child, open_streams, run_and_exit
+from agents.forking import ChildProcess, become_child, open_streams, run_and_exit, setns
 
 PRELOAD = ("agents.__main__", "agents.source", "agents.destination", "agents.workload",
            "agents.memory.process", "agents.memory.image", "agents.disk", "agents.tls",
            "agents.credentials")
-CLONE_NEWNET = 0x40000000
 START_TIMEOUT_S = 180.0  # the imports take ~10 s of CPU under TCG, more on a loaded guest
-
-
-def setns(path: str) -> None:
-    """Move the calling (single-threaded) process into the network namespace at ``path``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if hasattr(os, "setns"):  # Python >= 3.12
-            os.setns(fd, CLONE_NEWNET)
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -191,10 +174,10 @@ class Zygote:
                 raise ZygoteError(f"agent fork server not ready after {timeout:.0f} s "
                                   f"(status {self.proc.poll()})")
 
-    def spawn(self, argv: list[str], netns_pid: int | None = None, *,
+    def spawn(self, argv: list[str], netns: int | str | None = None, *,
               stdin: int | None = subprocess.DEVNULL, stdout: int | None = None,
               stderr: int | None = None, text: bool = False) -> ZygoteChild:
-        """Fork ``python -m agents ARGV`` in the namespace of ``netns_pid``."""
+        """Fork ``python -m agents ARGV`` in a namespace: a process's (PID) or at a path."""
         self.wait_ready()
         inherit = [0, 1, 2]
         child_fds, files, to_close = open_streams(stdin, stdout, stderr, text)
@@ -203,7 +186,8 @@ class Zygote:
         try:
             conn.connect("\0" + self.name)
             req = {"argv": argv, "cwd": os.getcwd(),
-                   "netns": f"/proc/{netns_pid}/ns/net" if netns_pid else None}
+                   "netns": netns if isinstance(netns, str) or netns is None
+                   else f"/proc/{netns}/ns/net"}
             socket.send_fds(conn, [json.dumps(req).encode()], fds)
             conn.settimeout(30)
             reply = json.loads(conn.recv(4096) or b"{}")

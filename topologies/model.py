@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 NodeRole = Literal["host", "router", "gateway", "switch"]
 
@@ -170,6 +170,7 @@ class Network:
     stacks: list[FunctionStack] = field(default_factory=list)
     stack_mode: StackMode = "auto"
     gateways: list[GatewayPolicy] = field(default_factory=list)
+    guests: Any = None  # a topologies.guests.GuestPlan when the guests have an identity
 
     def add_node(self, name: str, role: NodeRole = "host", forwarding: bool = False,
                  sysctls: tuple[tuple[str, str], ...] = (), kind: str | None = None) -> Node:

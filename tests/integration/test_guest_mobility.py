@@ -1,0 +1,78 @@
+"""The guest keeps its MAC and IP when it moves, and its clients keep reaching it.
+
+One guest moves from a hypervisor on leaf 1 to one on leaf 2 of a spine-leaf fabric while a
+client on leaf 1 asks it for its counter every millisecond: across vSwitches over a
+stretched VLAN (l2), over a VXLAN segment across the routed fabric (vxlan), and with its /32
+host route moved at switchover (hostroute).
+"""
+
+import subprocess
+
+import pytest
+
+from testbed.lab import Lab
+from testbed.migration import MigrationJob, migrate
+from topologies.guests import add_guests
+from topologies.spine_leaf import spine_leaf
+
+pytestmark = pytest.mark.integration
+
+
+def fabric_with_guest(mode):
+    net = spine_leaf(spines=2, leaves=2, hosts_per_leaf=2, stacks=["management", "migration"])
+    add_guests(net, mode, {"g1": "h1-1"}, ["h2-1"], client_on="h1-2")
+    return net
+
+
+@pytest.mark.parametrize("mode", ["l2", "vxlan", "hostroute"])
+def test_guest_identity_moves_and_the_client_sees_the_outage(mode):
+    net = fabric_with_guest(mode)
+    src, dst = (net.stacks_of(h)["migration"] for h in ("h1-1", "h2-1"))
+    with Lab(net) as lab:
+        old_port = net.guests.slot("g1", "h1-1").vswitch_port
+        new_port = net.guests.slot("g1", "h2-1").vswitch_port
+        job = MigrationJob("h1-1", "h2-1", dst.ip, bind=src.ip, workload_mib=8,
+                           dirty_rate_mbs=2, guest="g1", client_probe_ms=1.0)
+        run = migrate(lab, job)
+        res, client = run.result, run.result.get("client", {})
+        assert run.exit_code == 0, (run.source_stderr, res.get("error"))
+        assert res["completed"] and res["integrity_ok"] and res["resumed"], res
+        # the identity moved: the source's port is disconnected, the destination's connected
+        assert "state DOWN" in lab.run("h1-1", ["ip", "link", "show", old_port]).stdout
+        assert "DOWN" not in lab.run("h2-1", ["ip", "link", "show", new_port]).stdout.split(
+            "state ")[1][:5]
+    assert "error" not in client, client
+    # the client reached the original, then the resumed guest, at the same address
+    assert len(client["locations"]) == 2, client
+    assert client["locations"][-1] == res["destination_pid"]
+    assert client["counter_continuity_ok"] is True, client
+    assert client["answers_from_old_after_switch"] == 0, client
+    # an outage the client saw, measured, and no shorter than the agents' own pause
+    assert client["outage_ms"] is not None and client["outage_resolved"], client
+    assert 0 < client["outage_ms"] < 10_000
+    assert client["outage_ms"] >= 0.5 * res["downtime_ms"], (client["outage_ms"],
+                                                             res["downtime_ms"])
+    assert res["client_outage_ms"] == client["outage_ms"]
+    print(mode, {k: client[k] for k in ("outage_ms", "loss_pct", "locations", "switch_at_s",
+                                         "counter_before", "counter_after", "requests",
+                                         "achieved_interval_ms")}, res["downtime_ms"])
+
+
+def test_without_announcement_the_l2_network_keeps_the_old_location():
+    """The announcement is what moves the guest on the L2 segment: without it the leaf's
+    switch keeps sending to the old port (here, until the probe gives up)."""
+    net = fabric_with_guest("l2")
+    src, dst = (net.stacks_of(h)["migration"] for h in ("h1-1", "h2-1"))
+    with Lab(net) as lab:
+        job = MigrationJob("h1-1", "h2-1", dst.ip, bind=src.ip, workload_mib=4,
+                           dirty_rate_mbs=1, guest="g1", client_probe_ms=2.0,
+                           destination_args=("--announce", "none"))
+        run = migrate(lab, job)
+        fdb = subprocess.run(["bridge", "fdb", "show", "br", "vl1"], capture_output=True,
+                             text=True).stdout
+    res, client = run.result, run.result["client"]
+    assert res["completed"], res
+    mac = net.guests.slot("g1", "h1-1").mac
+    # the switch of leaf 1 still sends the guest's MAC to hypervisor h1-1's port
+    assert any(mac in line and "vl1-h1-1" in line for line in fdb.splitlines()), fdb
+    assert len(client["locations"]) == 1, client  # the resumed guest was never reached
