@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from agents.forking import PIPE, ChildProcess, fork_call
+from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
 from agents.locator import (
     add_credentials_parser,
     add_destination_args,
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-pages", type=int, default=1024)
     s.add_argument("--service", type=hostport,
                    help="guest UDP service for the client probe (--workload: where it binds)")
+    s.add_argument("--probe-interval-ms", type=float, default=5.0,
+                   help="this agent's own probe of the guest's service (client-side downtime "
+                        "as seen from here); 0: none (e.g. a separate client probes it)")
     s.add_argument("--guest-netns", metavar="PATH",
                    help="--workload: the new guest runs in this network namespace")
     s.add_argument("--guest-port", metavar="DEV",
@@ -168,7 +171,9 @@ def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
             *(["--netns", args.guest_netns] if args.guest_netns else []),
             *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else []),
             *(["--markers", str(args.markers)] if args.markers else [])]
-    proc = fork_call(lambda: main(argv), stdout=PIPE, new_session=True, args=argv)
+    # not the agent's stderr: a guest that outlives a failed migration must not hold it open
+    proc = fork_call(lambda: main(argv), stdout=PIPE, stderr=DEVNULL, new_session=True,
+                     args=argv)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     proc.stdout.close()
@@ -199,6 +204,7 @@ def cmd_source(args: argparse.Namespace) -> int:
                        service=args.service, throttle=args.throttle, bind=args.bind,
                        socket_buffers=args.socket_buffers, on_end=args.on_end,
                        guest_port=args.guest_port,
+                       probe_interval_s=args.probe_interval_ms / 1e3,
                        batch_pages=args.batch_pages)
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
         if args.disk else None

@@ -61,6 +61,7 @@ class SourceConfig:
     socket_buffers: str = "bdp"  # bdp: sized from the measured BDP | default: the OS's own
     guest_port: str | None = None  # the guest's vSwitch port: down once the original ended
     on_end: str | None = None  # hook run once the original has ended
+    probe_interval_s: float = 0.005  # the agent's own probe of the guest's service (0: none)
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -138,11 +139,12 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
         cfg.policy.max_bytes = 3 * moved
     committed = False
     log = ProbeLog()
-    targets: list[tuple[str, int]] = [cfg.service] if cfg.service else []
+    targets: list[tuple[str, int]] = [cfg.service] \
+        if cfg.service and cfg.probe_interval_s > 0 else []
     try:
         async with trio.open_nursery() as nursery:
             if targets:
-                nursery.start_soon(probe, targets, log)
+                nursery.start_soon(probe, targets, log, cfg.probe_interval_s)
                 await trio.sleep(0.05)
             try:
                 committed = await _run(src, disk, cfg, transport, res, targets, nursery)

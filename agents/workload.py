@@ -29,7 +29,7 @@ from agents.memory.dirty import register_uffd_wp_async
 
 PAGE = mmap.PAGESIZE
 MAGIC = b"AGWL0001"
-TICK_S = 0.005  # the dirtier's period: each tick bumps the counter and writes its share
+TICK_S = 0.01  # the dirtier's period: each tick bumps the counter and writes its share
 HDR = struct.Struct("<8sQQ")  # magic, counter, config length
 COUNTER_OFF = 8
 CONFIG_OFF = HDR.size

@@ -47,7 +47,7 @@ def agent_args(lab: Lab, guest: str, src: str, dst: str) -> tuple[list[str], lis
     on_resume, on_end = plan.move_commands(lab.network, guest, src, dst)
     service = f"{s.ip}:{plan.service_port}"
     src_args = ["--guest-netns", slot_path(lab, guest, src), "--service", service,
-                "--guest-port", s.vswitch_port]
+                "--guest-port", s.vswitch_port, "--probe-interval-ms", "0"]  # the client's
     dst_args = ["--guest-netns", slot_path(lab, guest, dst), "--resume-host", d.ip,
                 "--resume-port", str(plan.service_port), "--guest-port", d.vswitch_port,
                 "--guest-dev", "eth0"]

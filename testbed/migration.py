@@ -128,8 +128,11 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
         out, err = src.communicate(timeout=job.timeout_s + 60)
     except subprocess.TimeoutExpired:
         src.kill()
-        out, err = src.communicate()
-        err += f"\nsource agent killed after {job.timeout_s + 60:.0f} s"
+        try:
+            out, err = src.communicate(timeout=15)
+        except subprocess.TimeoutExpired:  # something else holds its pipes
+            out, err = "", ""
+        err = (err or "") + f"\nsource agent killed after {job.timeout_s + 60:.0f} s"
     run.ended_s = time.monotonic() - base
     run.exit_code = src.returncode
     run.source_stderr = err[-2000:]
@@ -140,7 +143,10 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
         dout, _ = dest.communicate(timeout=15)
     except subprocess.TimeoutExpired:
         dest.kill()
-        dout, _ = dest.communicate()
+        try:
+            dout, _ = dest.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            dout = ""
     run.destination = _json_lines(dout)
     if client is not None:
         from .guestnet import PROBE_TAIL_S, stop_client_probe

@@ -65,6 +65,16 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:+.0f} %"
 
 
+def client_outage(m: dict[str, Any]) -> str:
+    """The outage a client saw: from the client's own probe when the guest has a network
+    identity, else the gap the source agent's probe heard (marked so)."""
+    if m.get("client_outage_ms") is not None:
+        return f"{m['client_outage_ms']:.0f}"
+    if m.get("client_downtime_ms") is not None:
+        return f"{m['client_downtime_ms']:.0f} (agent's probe)"
+    return "-"
+
+
 def migration_table(doc: dict[str, Any]) -> list[str]:
     migs = migrations(doc)
     if not migs:
@@ -84,7 +94,7 @@ def migration_table(doc: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {case} | {_f((m.get('image_bytes') or 0) / MIB, '.0f')} | {_f(m.get('rounds'))}"
             f" | {_f(m.get('migration_time_s'))}{t_pred} | {_f(m.get('downtime_ms'), '.0f')}"
-            f"{d_pred} | {_f(m.get('client_downtime_ms'), '.0f')} | "
+            f"{d_pred} | {client_outage(m)} | "
             f"{_f(m.get('goodput_mbps'))} / {_f(m.get('iperf3_mbps'))} | "
             f"{_f(m.get('encrypted'))} | {_f(m.get('integrity_ok'))} | "
             f"{m.get('dirty_tracking', '-')} | {flag} |")

@@ -17,8 +17,8 @@ from .spec import Common, variants
 
 MIGRATION_COLUMNS = (
     "image_bytes", "bytes_on_wire", "rounds", "migration_time_s", "downtime_ms",
-    "client_downtime_ms", "goodput_mbps", "iperf3_mbps", "encrypted", "integrity_ok",
-    "dirty_tracking", "streams", "completed", "switchover_reason",
+    "client_downtime_ms", "client_outage_ms", "goodput_mbps", "iperf3_mbps", "encrypted",
+    "integrity_ok", "dirty_tracking", "streams", "completed", "switchover_reason",
 )
 
 

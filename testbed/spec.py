@@ -36,6 +36,11 @@ class MigrationParams(Strict):
     max_rounds: int = Field(30, ge=1, le=1000)
     bandwidth_cap_mbps: float | None = Field(None, gt=0)
     timeout_s: float = Field(600.0, gt=0, le=86_400)
+    guest_network: Literal["none", "l2", "vxlan", "hostroute"] = Field(
+        "none", description="the guests' network identity and how it moves (none: guests "
+                            "without one; see topologies/guests.py)")
+    client_probe_ms: float = Field(1.0, ge=0.2, le=1000,
+                                   description="the client's request interval to each guest")
 
 
 class Common(Strict):
@@ -129,6 +134,14 @@ class LongDistanceSpec(Common):
     iperf_seconds: float = Field(5.0, gt=0, le=110)
     mark_rtt_ms: float = 150.0
     migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
+
+    @model_validator(mode="after")
+    def _no_vlan_around_the_wan(self) -> LongDistanceSpec:
+        if self.migration.guest_network == "l2":
+            raise ValueError("migration.guest_network = 'l2' would join the sites' VM "
+                             "networks by a link around the WAN (unshaped); use 'vxlan' or "
+                             "'hostroute'")
+        return self
 
 
 class CloudSpec(Common):

@@ -133,18 +133,20 @@ def _mac(index: int) -> str:
     return f"52:54:00:00:{index // 256:02x}:{index % 256:02x}"
 
 
-def add_guests(net: Network, mode: str, guests: dict[str, str], slots_on: list[str],
-               client_on: str | None = None, leaf_of: dict[str, str] | None = None) -> GuestPlan:
+def add_guests(net: Network, mode: str, guests: dict[str, str],
+               slots_on: list[str] | dict[str, list[str]], client_on: str | None = None,
+               leaf_of: dict[str, str] | None = None) -> GuestPlan:
     """Give ``net``'s hosts a VM network and the guests slots.
 
-    ``guests``: guest name -> home host; every guest gets a slot on every host of
-    ``slots_on`` (where it may be migrated to). ``client_on``: the host of the ``client``
-    slot. ``leaf_of``: host -> its leaf (default: the router it is linked to).
+    ``guests``: guest name -> home host. ``slots_on``: the hosts where every guest may be
+    migrated to (a slot each), or guest name -> such hosts. ``client_on``: the host of the
+    ``client`` slot. ``leaf_of``: host -> its leaf (default: the router it is linked to).
     """
     if mode not in MODES:
         raise ValueError(f"guest network mode must be one of {', '.join(MODES)} (got {mode!r})")
-    hosts = list(dict.fromkeys([*guests.values(), *slots_on, *([client_on] if client_on
-                                                                 else [])]))
+    targets = slots_on if isinstance(slots_on, dict) else {g: list(slots_on) for g in guests}
+    hosts = list(dict.fromkeys([*guests.values(), *(h for hs in targets.values() for h in hs),
+                                *([client_on] if client_on else [])]))
     for h in hosts:
         if h not in net.nodes or net.nodes[h].role != "host":
             raise ValueError(f"guests: {h!r} is not a host of topology {net.name!r}")
@@ -161,7 +163,8 @@ def add_guests(net: Network, mode: str, guests: dict[str, str], slots_on: list[s
         ip = subnet.network_address + 10 + n
         addr = f"{ip}/32" if mode == "hostroute" else f"{ip}/{subnet.prefixlen}"
         home = guests.get(guest, client_on)
-        where = [home] if guest == "client" else list(dict.fromkeys([home, *slots_on]))
+        where = [home] if guest == "client" else list(dict.fromkeys(
+            [home, *targets.get(guest, [])]))
         for h in where:
             index += 1
             plan.slots.append(GuestSlot(guest, h, index, _mac(n), addr, h == home, mtu))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from topologies.guests import add_guests
 from topologies.spine_leaf import spine_leaf
 
 from ..lab import Lab
@@ -56,6 +57,16 @@ def _run_path(spec: CoreLoadSpec, path: str, progress: Progress,
     dst_hosts = [f"h{spec.leaves}-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
     spines = [f"s{i}" for i in range(1, spec.spines + 1)]
     result: dict[str, Any] = {"path": path, "function": func, "bursts": []}
+    sizes = spec.concurrency if path == spec.paths[0] or spec.compare_paths_at is None \
+        else [c for c in spec.concurrency if c in spec.compare_paths_at]
+    m = spec.migration
+    if m.guest_network != "none":  # a fresh guest per migration, a client on leaf 1
+        homes = {f"g{c}-{i + 1}": src_hosts[i % len(src_hosts)] for c in sizes
+                 for i in range(c)}
+        moves = {f"g{c}-{i + 1}": [dst_hosts[i % len(dst_hosts)]] for c in sizes
+                 for i in range(c)}
+        add_guests(net, m.guest_network, homes, moves, client_on=src_hosts[0])
+    result["guest_network"] = m.guest_network
     t0 = time.monotonic()
     with Lab(net) as lab:
         result["stack_mode"] = lab.stack_mode
@@ -84,8 +95,6 @@ def _run_path(spec: CoreLoadSpec, path: str, progress: Progress,
         sampler.start()
         base_t = time.monotonic()
         try:
-            sizes = spec.concurrency if path == spec.paths[0] or spec.compare_paths_at is None \
-                else [c for c in spec.concurrency if c in spec.compare_paths_at]
             for c in sizes:
                 time.sleep(IDLE_S)  # idle window before each burst
                 idle = (time.monotonic() - IDLE_S, time.monotonic())
@@ -93,13 +102,14 @@ def _run_path(spec: CoreLoadSpec, path: str, progress: Progress,
                 for i in range(c):
                     s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
                     ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
-                    m = spec.migration
                     jobs.append(MigrationJob(
                         s, d, ds.ip, port=BASE_PORT + i, workload_mib=m.workload_mib,
                         dirty_rate_mbs=m.dirty_rate_mbs, streams=m.streams,
                         compress=m.compress, downtime_ms=m.downtime_ms,
                         bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
-                        timeout_s=m.timeout_s, bind=ss.ip, label=f"{path} x{c} #{i + 1}"))
+                        timeout_s=m.timeout_s, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
+                        guest=f"g{c}-{i + 1}" if m.guest_network != "none" else None,
+                        client_probe_ms=m.client_probe_ms))
                 progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
                 start = time.monotonic()
                 runs = migrate_concurrently(lab, jobs)
@@ -206,7 +216,8 @@ def _burst_summary(spec: CoreLoadSpec, c: int, runs: list[Any], sampler: Counter
 def report_section(doc: dict[str, Any]) -> list[str]:
     lines = ["| path | burst | duration s | spine peak util | spine mean util | ECMP balance "
              "(Jain) | mgmt RTT p50/p99 ms idle -> burst | mgmt loss % burst | background "
-             "Mbit/s idle -> burst | verified |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Mbit/s idle -> burst | downtime ms max | client outage ms max | verified |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in doc["variants"]:
         for p in v.get("paths", []):
             for b in p["bursts"]:
@@ -216,13 +227,18 @@ def report_section(doc: dict[str, Any]) -> list[str]:
                 mi, mb = b["management"]["idle"], b["management"]["burst"]
                 bg = b.get("background") or {}
                 ok = sum(bool(m.get("integrity_ok")) for m in b["migrations"])
+                down = max((m.get("downtime_ms") or 0 for m in b["migrations"]), default=None)
+                outages = [m["client_outage_ms"] for m in b["migrations"]
+                           if m.get("client_outage_ms") is not None]
                 lines.append(
                     f"| {p['path']} | {b['concurrency']} | {b['duration_s']:.1f} | {peak:.0%} | "
                     f"{mean:.0%} | {_fmt(b['ecmp_jain'], '.2f')} | "
                     f"{_fmt(mi.get('rtt_p50_ms'))}/{_fmt(mi.get('rtt_p99_ms'))} -> "
                     f"{_fmt(mb.get('rtt_p50_ms'))}/{_fmt(mb.get('rtt_p99_ms'))} | "
                     f"{_fmt(mb.get('loss_pct'))} | {_fmt(bg.get('idle_mbps'), '.0f')} -> "
-                    f"{_fmt(bg.get('burst_mbps'), '.0f')} | {ok}/{len(b['migrations'])} |")
+                    f"{_fmt(bg.get('burst_mbps'), '.0f')} | {_fmt(down, '.0f')} | "
+                    f"{_fmt(max(outages) if outages else None, '.0f')} | "
+                    f"{ok}/{len(b['migrations'])} |")
     return lines
 
 

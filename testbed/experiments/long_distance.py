@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from topologies.guests import add_guests
 from topologies.wan import wan
 
 from .. import shaping
 from ..lab import Lab
 from ..measure import iperf3, ping
 from ..migration import MigrationJob, migrate
+from ..report import client_outage
 from ..spec import LongDistanceSpec
 from . import Progress
 
@@ -30,7 +32,8 @@ def run(spec: LongDistanceSpec, progress: Progress) -> dict[str, Any]:
     return out
 
 
-def _job(spec: LongDistanceSpec, transport: str, dst_ip: str, port: int) -> MigrationJob:
+def _job(spec: LongDistanceSpec, transport: str, dst_ip: str, port: int,
+         guest: str | None) -> MigrationJob:
     m = spec.migration
     streams = spec.streams if transport == "streams" else m.streams
     extra = ("--socket-buffers", "default" if transport == "default-buffers" else "bdp")
@@ -38,14 +41,22 @@ def _job(spec: LongDistanceSpec, transport: str, dst_ip: str, port: int) -> Migr
                         dirty_rate_mbs=m.dirty_rate_mbs, streams=streams, compress=m.compress,
                         downtime_ms=m.downtime_ms, bandwidth_cap_mbps=m.bandwidth_cap_mbps,
                         max_rounds=m.max_rounds, timeout_s=m.timeout_s, extra_args=extra,
-                        label=transport)
+                        label=transport, guest=guest, client_probe_ms=m.client_probe_ms)
 
 
 def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
            all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
     net = wan(sites=2, hosts_per_leaf=1, rtt_ms=rtt, bw_mbps=spec.bw_mbps,
               loss_pct=spec.loss_pct, jitter_ms=spec.jitter_ms)
-    point: dict[str, Any] = {"rtt_ms": rtt, "bw_mbps": spec.bw_mbps, "migrations": []}
+    point: dict[str, Any] = {"rtt_ms": rtt, "bw_mbps": spec.bw_mbps, "migrations": [],
+                             "guest_network": spec.migration.guest_network}
+    transports = spec.transports if spec.compare_transports_at is None or \
+        rtt in spec.compare_transports_at else spec.transports[:1]
+    guests = [None] * len(transports)
+    if spec.migration.guest_network != "none":  # a guest per migration; its client at b
+        guests = [f"g{i + 1}" for i in range(len(transports))]
+        add_guests(net, spec.migration.guest_network, dict.fromkeys(guests, SRC), [DST],
+                   client_on=DST)
     t0 = time.monotonic()
     with Lab(net) as lab:
         dst_ip = net.address(DST)
@@ -57,10 +68,8 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
         progress(f"{spec.name}: RTT {rtt:g} ms (measured p50 {point['ping'].get('rtt_p50_ms')}"
                  f"), iperf3 {point['iperf3']['iperf3_mbps']} Mbit/s; lab up "
                  f"{time.monotonic() - t0:.0f} s ago")
-        transports = spec.transports if spec.compare_transports_at is None or \
-            rtt in spec.compare_transports_at else spec.transports[:1]
         for i, transport in enumerate(transports):
-            run = migrate(lab, _job(spec, transport, dst_ip, 7800 + i))
+            run = migrate(lab, _job(spec, transport, dst_ip, 7800 + i, guests[i]))
             mig = dict(run.result) | {
                 "case": f"{transport} @ {rtt:g} ms", "transport_choice": transport,
                 "rtt_ms": rtt, "rtt_measured_ms": point["ping"].get("rtt_p50_ms"),
@@ -73,7 +82,8 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
             progress(f"{spec.name}: {transport} @ {rtt:g} ms: "
                      f"{'ok' if mig.get('integrity_ok') else 'FAILED'}, "
                      f"{mig.get('migration_time_s', 0):.1f} s, {mig.get('rounds')} rounds, "
-                     f"downtime {mig.get('downtime_ms') or 0:.0f} ms, goodput "
+                     f"downtime {mig.get('downtime_ms') or 0:.0f} ms, client outage "
+                     f"{client_outage(mig)}, goodput "
                      f"{mig.get('goodput_mbps', 0):.0f} Mbit/s")
         point["qdisc_drops"] = {f"{n}:{d}": shaping.qdisc_drops(d, lab.pid(n))
                                 for n, d in lab.qdisc_plans}
@@ -103,7 +113,7 @@ def report_section(doc: dict[str, Any]) -> list[str]:
                     f"{p['iperf3']['iperf3_mbps']:.1f} | {m['transport_choice']} | "
                     f"{m.get('migration_time_s') or 0:.1f} | {m.get('rounds')} | "
                     f"{m.get('downtime_ms') or 0:.0f} | "
-                    f"{m.get('client_downtime_ms') or 0:.0f} | "
+                    f"{client_outage(m)} | "
                     f"{m.get('goodput_mbps') or 0:.1f} | "
                     f"{'-' if ratio is None else f'{ratio:.2f}'} | "
                     f"{'yes' if m.get('converged') else 'no'} |")
