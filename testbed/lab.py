@@ -158,12 +158,12 @@ class Lab:
         from topologies.guests import GUEST_DEV, VSWITCH
 
         plan = self.network.guests
+        names = [self.slot_netns(slot.guest, slot.host) for slot in plan.slots]
+        self.state.named_netns.extend(names)
+        self.state.save()  # recorded first: a crash from here on leaves nothing `clean` misses
+        batch.run_many([["ip", "netns", "add", ns] for ns in names], None)
         per_host: dict[str, list[list[str]]] = {}
-        for slot in plan.slots:
-            ns = self.slot_netns(slot.guest, slot.host)
-            run(["ip", "netns", "add", ns])
-            self.state.named_netns.append(ns)
-            self.state.save()
+        for slot, ns in zip(plan.slots, names, strict=True):
             port = slot.vswitch_port
             per_host.setdefault(slot.host, []).extend([
                 ["ip", "link", "add", port, "type", "veth", "peer", "name", GUEST_DEV,
@@ -172,9 +172,8 @@ class Lab:
                 ["ip", "link", "set", port, "up" if slot.home else "down"]])
         for host, cmds in per_host.items():
             self.run_many(host, cmds)
-        for slot in plan.slots:
-            batch.run_many(plan.guest_commands(slot),
-                           f"/run/netns/{self.slot_netns(slot.guest, slot.host)}")
+        for slot, ns in zip(plan.slots, names, strict=True):
+            batch.run_many(plan.guest_commands(slot), f"/run/netns/{ns}")
 
     def slot_netns(self, guest: str, host: str) -> str:
         """The named namespace of ``guest``'s slot on ``host``."""

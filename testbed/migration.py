@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .lab import Lab
 
+
 @dataclass(frozen=True)
 class MigrationJob:
     """One migration: a fresh guest of ``workload_mib`` on ``src`` moves to ``dst``."""
