@@ -12,6 +12,7 @@ Optional per-stack egress caps are HTB classes; DSCP marks are nftables rules
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from topologies.model import FunctionStack, Network
@@ -113,9 +114,19 @@ def main_table_leaks(net: Network, node: str, stacks: list[FunctionStack]) -> li
             for st in stacks if st.gateway in gateways]
 
 
-def apply_caps(lab: Lab) -> None:
+def cap_function(lab: Lab, function: str, mbps: float) -> None:
+    """Cap every ``function`` stack of a running lab at ``mbps`` (HTB, as if the topology had
+    asked for it from the start)."""
+    lab.network.stacks = [replace(st, rate_mbps=mbps) if st.function == function else st
+                          for st in lab.network.stacks]
+    apply_caps(lab, function)
+
+
+def apply_caps(lab: Lab, function: str | None = None) -> None:
     """Rate caps (HTB) of the stacks; they replace a plain link shaper on that interface."""
     for st in lab.network.stacks:
+        if function is not None and st.function != function:
+            continue
         link = next(li for li in lab.network.links
                     if (st.node, st.dev) in ((li.a.node, li.a.name), (li.b.node, li.b.name)))
         spec = link.spec_from(st.node)

@@ -91,6 +91,7 @@ class GuestPlan:
                 ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
                 ["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
                 ["sysctl", "-qw", f"net.ipv6.conf.{GUEST_DEV}.disable_ipv6=1"],
+                ["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"],
                 ["ip", "link", "set", GUEST_DEV, "address", slot.mac, "mtu", str(slot.mtu)],
                 ["ip", "addr", "add", slot.addr, "dev", GUEST_DEV],
                 ["ip", "link", "set", GUEST_DEV, "up"]]
@@ -243,6 +244,10 @@ def _vswitch_commands(plan: GuestPlan, host: str, hosts: list[str]) -> list[list
         cmds += [["ip", "link", "set", VSWITCH, "address", ANYCAST_MAC],
                  ["ip", "addr", "add", f"{ANYCAST_GW}/32", "dev", VSWITCH],
                  ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                 # two guests on one host talk through it: no ICMP redirect may send one
+                 # straight to the other (it would keep going there after a move)
+                 ["sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0"],
+                 ["sysctl", "-qw", f"net.ipv4.conf.{VSWITCH}.send_redirects=0"],
                  ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
                  ["sysctl", "-qw", f"net.ipv4.conf.{VSWITCH}.rp_filter=0"]]
     return cmds

@@ -15,6 +15,7 @@ from typing import Any
 from topologies.guests import add_guests
 from topologies.spine_leaf import spine_leaf
 
+from .. import routing
 from ..lab import Lab
 from ..measure import iperf3
 from ..migration import MigrationJob, migrate_concurrently
@@ -35,113 +36,122 @@ def jain(values: list[float]) -> float | None:
 
 
 def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
+    """Every path on one fabric (brought up once): the capped path runs last, its caps stay."""
     out: dict[str, Any] = {"paths": [], "migrations": []}
-    for path in spec.paths:
-        out["paths"].append(_run_path(spec, path, progress, out["migrations"]))
+    paths = sorted(spec.paths, key=lambda p: p == "capped")
+    net = spine_leaf(spines=spec.spines, leaves=spec.leaves,
+                     hosts_per_leaf=spec.hosts_per_leaf, host_link_mbps=spec.host_link_mbps,
+                     fabric_link_mbps=spec.fabric_link_mbps, ecmp_hash=spec.ecmp_hash,
+                     stacks=True)
+    src_hosts = [f"h1-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
+    dst_hosts = [f"h{spec.leaves}-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
+    sizes = {path: spec.concurrency if k == 0 or spec.compare_paths_at is None
+             else [c for c in spec.concurrency if c in spec.compare_paths_at]
+             for k, path in enumerate(paths)}
+    m = spec.migration
+    if m.guest_network != "none":  # a fresh guest per migration, a client on leaf 1
+        names = [(_guest(path, c, i), i) for path in paths for c in sizes[path]
+                 for i in range(c)]
+        add_guests(net, m.guest_network, {g: src_hosts[i % len(src_hosts)] for g, i in names},
+                   {g: [dst_hosts[i % len(dst_hosts)]] for g, i in names},
+                   client_on=src_hosts[0])
+    t0 = time.monotonic()
+    with Lab(net) as lab:
+        progress(f"{spec.name}: fabric up ({len(net.nodes)} nodes, stacks by "
+                 f"{lab.stack_mode}, {len(net.guests.slots) if net.guests else 0} guest "
+                 f"slots) in {time.monotonic() - t0:.1f} s")
+        for path in paths:
+            if path == "capped":
+                routing.cap_function(lab, "migration", spec.migration_cap_mbps)
+            out["paths"].append(_run_path(spec, lab, path, sizes[path], src_hosts, dst_hosts,
+                                          progress, out["migrations"]))
     return out
 
 
-def _network(spec: CoreLoadSpec, path: str) -> Any:
-    caps = {"migration": spec.migration_cap_mbps} if path == "capped" else None
-    return spine_leaf(spines=spec.spines, leaves=spec.leaves,
-                      hosts_per_leaf=spec.hosts_per_leaf, host_link_mbps=spec.host_link_mbps,
-                      fabric_link_mbps=spec.fabric_link_mbps, ecmp_hash=spec.ecmp_hash,
-                      stacks=True, stack_rate_mbps=caps)
+def _guest(path: str, c: int, i: int) -> str:
+    return f"{path[:3]}{c}-{i + 1}"
 
 
-def _run_path(spec: CoreLoadSpec, path: str, progress: Progress,
+def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
+              src_hosts: list[str], dst_hosts: list[str], progress: Progress,
               all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
-    net = _network(spec, path)
+    net = lab.network
     func = "management" if path == "shared-management" else "migration"
-    src_hosts = [f"h1-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
-    dst_hosts = [f"h{spec.leaves}-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
     spines = [f"s{i}" for i in range(1, spec.spines + 1)]
-    result: dict[str, Any] = {"path": path, "function": func, "bursts": []}
-    sizes = spec.concurrency if path == spec.paths[0] or spec.compare_paths_at is None \
-        else [c for c in spec.concurrency if c in spec.compare_paths_at]
     m = spec.migration
-    if m.guest_network != "none":  # a fresh guest per migration, a client on leaf 1
-        homes = {f"g{c}-{i + 1}": src_hosts[i % len(src_hosts)] for c in sizes
-                 for i in range(c)}
-        moves = {f"g{c}-{i + 1}": [dst_hosts[i % len(dst_hosts)]] for c in sizes
-                 for i in range(c)}
-        add_guests(net, m.guest_network, homes, moves, client_on=src_hosts[0])
-    result["guest_network"] = m.guest_network
-    t0 = time.monotonic()
-    with Lab(net) as lab:
-        result["stack_mode"] = lab.stack_mode
-        progress(f"{spec.name}/{path}: fabric up ({len(net.nodes)} nodes, stacks by "
-                 f"{lab.stack_mode}) in {time.monotonic() - t0:.1f} s")
-        sampler = CounterSampler(spec.sample_hz)
-        for spine in spines:
-            for end in net.interfaces(spine):
-                sampler.watch(spine, end.name, lab.pid(spine), spec.fabric_link_mbps,
-                              f"{spine}:{end.name}")
-        mgmt = {h: net.stacks_of(h)["management"] for h in (src_hosts[0], dst_hosts[0])}
-        bg_src, bg_dst = src_hosts[-1], dst_hosts[-1]
-        bg_dev = net.stacks_of(bg_src)["replication"].dev
-        if spec.background_flow:
-            sampler.watch(bg_src, bg_dev, lab.pid(bg_src), spec.host_link_mbps, "background")
-        # the path's baseline: iperf3 between the first pair's stacks of this path
-        a, b = (net.stacks_of(src_hosts[0])[func], net.stacks_of(dst_hosts[0])[func])
-        base = iperf3(lab, src_hosts[0], dst_hosts[0], b.ip, seconds=3, bind=a.ip)
-        result["iperf3"] = base
-        probe = PingProbe(lab, src_hosts[0], mgmt[src_hosts[0]].ip, mgmt[dst_hosts[0]].ip,
-                          spec.probe_interval_ms / 1000).start()
-        bg = None
-        if spec.background_flow:
-            rb, ra = (net.stacks_of(bg_dst)["replication"], net.stacks_of(bg_src)["replication"])
-            bg = _start_background(lab, bg_src, bg_dst, ra.ip, rb.ip, spec.background_mbps)
-        sampler.start()
-        base_t = time.monotonic()
-        try:
-            for c in sizes:
-                time.sleep(IDLE_S)  # idle window before each burst
-                idle = (time.monotonic() - IDLE_S, time.monotonic())
-                jobs = []
-                for i in range(c):
-                    s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
-                    ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
-                    jobs.append(MigrationJob(
-                        s, d, ds.ip, port=BASE_PORT + i, workload_mib=m.workload_mib,
-                        dirty_rate_mbs=m.dirty_rate_mbs, streams=m.streams,
-                        compress=m.compress, downtime_ms=m.downtime_ms,
-                        bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
-                        timeout_s=m.timeout_s, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
-                        guest=f"g{c}-{i + 1}" if m.guest_network != "none" else None,
-                        client_probe_ms=m.client_probe_ms))
-                progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
-                start = time.monotonic()
-                runs = migrate_concurrently(lab, jobs)
-                end = time.monotonic()
-                burst = _burst_summary(spec, c, runs, sampler, probe, bg is not None,
-                                       (start - base_t, end - base_t), idle, (start, end),
-                                       base_t)
-                for r in runs:
-                    mig = dict(r.result) | {
-                        "case": r.job.label, "iperf3_mbps": base["iperf3_mbps"],
-                        "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
-                        "concurrency": c, "t_start_s": round(r.started_s, 3)}
-                    burst["migrations"].append(mig)
-                    all_migrations.append(mig)
-                result["bursts"].append(burst)
-                ok = sum(bool(m.get("integrity_ok")) for m in burst["migrations"])
-                progress(f"{spec.name}/{path} x{c}: {ok}/{c} verified, spines peak "
-                         + ", ".join(f"{s} {v['peak_util'] or 0:.0%}"
-                                     for s, v in burst["spines"].items()))
-        finally:
-            sampler.stop()
-            probe.stop()
-            if bg is not None and bg.poll() is None:
-                bg.kill()
-        # the probe's windows can only be read after it stopped
-        for burst in result["bursts"]:
-            w = burst.pop("_windows")
-            burst["management"] = {"idle": probe.window(*w["idle"]),
-                                   "burst": probe.window(*w["burst"])}
-        result["series"] = sampler.series()
-        result["sampler_error"] = sampler.error
-        result["sampler_dropped_samples"] = sampler.dropped
+    result: dict[str, Any] = {"path": path, "function": func, "bursts": [],
+                              "stack_mode": lab.stack_mode, "guest_network": m.guest_network}
+    sampler = CounterSampler(spec.sample_hz)
+    for spine in spines:
+        for end in net.interfaces(spine):
+            sampler.watch(spine, end.name, lab.pid(spine), spec.fabric_link_mbps,
+                          f"{spine}:{end.name}")
+    mgmt = {h: net.stacks_of(h)["management"] for h in (src_hosts[0], dst_hosts[0])}
+    bg_src, bg_dst = src_hosts[-1], dst_hosts[-1]
+    bg_dev = net.stacks_of(bg_src)["replication"].dev
+    if spec.background_flow:
+        sampler.watch(bg_src, bg_dev, lab.pid(bg_src), spec.host_link_mbps, "background")
+    # the path's baseline: iperf3 between the first pair's stacks of this path
+    a, b = (net.stacks_of(src_hosts[0])[func], net.stacks_of(dst_hosts[0])[func])
+    base = iperf3(lab, src_hosts[0], dst_hosts[0], b.ip, seconds=3, bind=a.ip)
+    result["iperf3"] = base
+    probe = PingProbe(lab, src_hosts[0], mgmt[src_hosts[0]].ip, mgmt[dst_hosts[0]].ip,
+                      spec.probe_interval_ms / 1000).start()
+    bg: list[Any] = []
+    if spec.background_flow:
+        rb, ra = (net.stacks_of(bg_dst)["replication"], net.stacks_of(bg_src)["replication"])
+        bg = _start_background(lab, bg_src, bg_dst, ra.ip, rb.ip, spec.background_mbps)
+    sampler.start()
+    base_t = time.monotonic()
+    try:
+        for c in sizes:
+            time.sleep(IDLE_S)  # idle window before each burst
+            idle = (time.monotonic() - IDLE_S, time.monotonic())
+            jobs = []
+            for i in range(c):
+                s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
+                ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
+                jobs.append(MigrationJob(
+                    s, d, ds.ip, port=BASE_PORT + i, workload_mib=m.workload_mib,
+                    dirty_rate_mbs=m.dirty_rate_mbs, streams=m.streams,
+                    compress=m.compress, downtime_ms=m.downtime_ms,
+                    bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
+                    timeout_s=m.timeout_s, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
+                    guest=f"g{c}-{i + 1}" if m.guest_network != "none" else None,
+                    client_probe_ms=m.client_probe_ms))
+            progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
+            start = time.monotonic()
+            runs = migrate_concurrently(lab, jobs)
+            end = time.monotonic()
+            burst = _burst_summary(spec, c, runs, sampler, probe, bool(bg),
+                                   (start - base_t, end - base_t), idle, (start, end),
+                                   base_t)
+            for r in runs:
+                mig = dict(r.result) | {
+                    "case": r.job.label, "iperf3_mbps": base["iperf3_mbps"],
+                    "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
+                    "concurrency": c, "t_start_s": round(r.started_s, 3)}
+                burst["migrations"].append(mig)
+                all_migrations.append(mig)
+            result["bursts"].append(burst)
+            ok = sum(bool(m.get("integrity_ok")) for m in burst["migrations"])
+            progress(f"{spec.name}/{path} x{c}: {ok}/{c} verified, spines peak "
+                     + ", ".join(f"{s} {v['peak_util'] or 0:.0%}"
+                                 for s, v in burst["spines"].items()))
+    finally:
+        sampler.stop()
+        probe.stop()
+        for proc in bg:  # client and server: the next path starts its own
+            if proc.poll() is None:
+                proc.kill()
+    # the probe's windows can only be read after it stopped
+    for burst in result["bursts"]:
+        w = burst.pop("_windows")
+        burst["management"] = {"idle": probe.window(*w["idle"]),
+                               "burst": probe.window(*w["burst"])}
+    result["series"] = sampler.series()
+    result["sampler_error"] = sampler.error
+    result["sampler_dropped_samples"] = sampler.dropped
     return result
 
 
@@ -170,16 +180,18 @@ def spine_load(series: list[dict[str, Any]],
 
 
 def _start_background(lab: Lab, src: str, dst: str, src_ip: str, dst_ip: str,
-                      mbps: float) -> Any:
-    """A tenant-like TCP flow at ``mbps`` between the replication stacks, for the whole run."""
+                      mbps: float) -> list[Any]:
+    """A tenant-like TCP flow at ``mbps`` between the replication stacks, for the whole path:
+    its server and its client."""
     import subprocess
 
-    lab.popen(dst, ["iperf3", "-s", "-p", "5301"], stdout=subprocess.DEVNULL,
-              stderr=subprocess.DEVNULL)
+    server = lab.popen(dst, ["iperf3", "-s", "-p", "5301"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    return lab.popen(src, ["iperf3", "-c", dst_ip, "-B", src_ip, "-p", "5301", "-t", "3600",
-                                "-b", f"{mbps}M"],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = lab.popen(src, ["iperf3", "-c", dst_ip, "-B", src_ip, "-p", "5301", "-t", "3600",
+                             "-b", f"{mbps}M"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [server, client]
 
 
 def _burst_summary(spec: CoreLoadSpec, c: int, runs: list[Any], sampler: CounterSampler,

@@ -32,16 +32,26 @@ def test_core_load_reports_spine_load_balance_and_management_impact(tmp_path):
 name = "cl"
 kind = "core-load"
 concurrency = [2]
-paths = ["own-stack", "shared-management"]
+paths = ["capped", "own-stack", "shared-management"]
+migration_cap_mbps = 30
 background_mbps = 20
 [migration]
 workload_mib = 8
 dirty_rate_mbs = 1
+guest_network = "hostroute"
+client_probe_ms = 2
 ''')
     (variant,) = doc["variants"]
+    # one fabric for every path; the capped one runs last (its caps stay)
+    assert [p["path"] for p in variant["paths"]] == ["own-stack", "shared-management", "capped"]
     for path in variant["paths"]:
         (burst,) = path["bursts"]
         assert all(m["integrity_ok"] for m in burst["migrations"])
+        for m in burst["migrations"]:  # each guest kept its address; its client saw the gap
+            client = m["client"]
+            assert client["counter_continuity_ok"] is True, client
+            assert len(client["locations"]) == 2 and client["answers_from_old_after_switch"] == 0
+            assert 0 < m["client_outage_ms"] < 10_000
         assert len(burst["migrations"]) == 2
         # the migrations crossed the spines: their counters moved during the burst
         moved = sum(s["bytes"] for s in burst["spines"].values())
@@ -55,7 +65,10 @@ dirty_rate_mbs = 1
         assert path["sampler_error"] is None
     shared = next(p for p in variant["paths"] if p["path"] == "shared-management")
     assert shared["function"] == "management"
-    assert "core-load" in (out / "report.md").read_text()
+    capped = next(p for p in variant["paths"] if p["path"] == "capped")
+    assert all(m["goodput_mbps"] <= 30 * 1.1 for m in capped["bursts"][0]["migrations"])
+    report = (out / "report.md").read_text()
+    assert "core-load" in report and "client outage ms max" in report
 
 
 @pytest.mark.needs("netem")
@@ -70,6 +83,8 @@ iperf_seconds = 3
 [migration]
 workload_mib = 8
 dirty_rate_mbs = 1
+guest_network = "vxlan"
+client_probe_ms = 10
 ''')
     (point,) = doc["variants"][0]["points"]
     assert 47.5 <= point["ping"]["rtt_p50_ms"] <= 55.0
@@ -79,4 +94,8 @@ dirty_rate_mbs = 1
     assert mig["integrity_ok"] and mig["completed"]
     assert 0 < mig["goodput_mbps"] <= 50 * 1.1
     assert mig["rtt_measured_ms"] == point["ping"]["rtt_p50_ms"]
+    # the guest kept its address across the WAN (VXLAN); its client at site b saw the gap
+    assert mig["client"]["counter_continuity_ok"] is True, mig["client"]
+    assert len(mig["client"]["locations"]) == 2
+    assert 0 < mig["client_outage_ms"] < 20_000
     assert "analytical pre-copy prediction" in (out / "report.md").read_text()
