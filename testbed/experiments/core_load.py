@@ -117,7 +117,7 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
                     compress=m.compress, downtime_ms=m.downtime_ms,
                     bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
                     timeout_s=m.timeout_s, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
-                    guest=f"g{c}-{i + 1}" if m.guest_network != "none" else None,
+                    guest=_guest(path, c, i) if m.guest_network != "none" else None,
                     client_probe_ms=m.client_probe_ms))
             progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
             start = time.monotonic()
