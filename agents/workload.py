@@ -198,10 +198,26 @@ class Guest:
             self.info_path.unlink()
 
 
+MADV_POPULATE_WRITE = 23  # Linux >= 5.14
+
+
 def new_arena(size: int) -> mmap.mmap:
+    """The guest's memory: private anonymous, in 4 KiB pages, populated.
+
+    Not in transparent huge pages (the default of many kernels, Debian's among them): there a
+    write marks a whole 2 MiB page soft-dirty, and every pre-copy round would re-send every
+    present page (measured in the VM: all 1,572 non-zero pages of an 8 MiB guest, each round).
+    """
     size = max(2 * PAGE, (size + PAGE - 1) // PAGE * PAGE)
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(-1, size, flags=flags)
+    arena = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError, AttributeError):
+        arena.madvise(mmap.MADV_NOHUGEPAGE)
+    try:  # the page faults are paid now (a standby: before the image arrives)
+        arena.madvise(MADV_POPULATE_WRITE)
+    except OSError:
+        for off in range(0, size, PAGE):
+            arena[off] = 0
+    return arena
 
 
 def write_header(arena: mmap.mmap, cfg: Config, counter: int = 0) -> None:

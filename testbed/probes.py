@@ -6,6 +6,7 @@ a burst) is then summarised from the replies and the sequence numbers that never
 
 from __future__ import annotations
 
+import bisect
 import re
 import signal
 import statistics
@@ -62,9 +63,23 @@ class PingProbe:
     def window(self, t_from: float, t_to: float) -> dict[str, Any]:
         """RTT percentiles (ms) and loss of the probes *sent* within [t_from, t_to] (monotonic).
 
-        A probe's send time is estimated from its sequence number and the interval.
+        An answered probe was sent at its reply's timestamp minus its RTT; a lost one between
+        its answered neighbours (by sequence number). Not from the interval alone: a loaded
+        machine (the emulated VM) sends late, and the drift adds up over a long run.
         """
+        known = sorted((s, t - rtt / 1e3) for t, s, rtt in self.replies)
+        seqs_known = [s for s, _ in known]
+
         def sent_at(seq: int) -> float:
+            i = bisect.bisect_left(seqs_known, seq)
+            if i < len(known) and known[i][0] == seq:
+                return known[i][1]
+            if 0 < i < len(known):  # between two answered probes
+                (s0, t0), (s1, t1) = known[i - 1], known[i]
+                return t0 + (t1 - t0) * (seq - s0) / (s1 - s0)
+            if i > 0:  # after the last answer
+                s0, t0 = known[i - 1]
+                return t0 + (seq - s0) * self.interval_s
             return self.started_mono + (seq - 1) * self.interval_s
 
         seqs = [s for s in range(1, self.sent + 1) if t_from <= sent_at(s) <= t_to]
