@@ -11,6 +11,7 @@ import re
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,11 +36,14 @@ class PingProbe:
     started_mono: float = 0.0
     replies: list[tuple[float, int, float]] = field(default_factory=list)  # (t_mono, seq, rtt)
     sent: int = 0
+    _out: Any = None
 
     def start(self) -> PingProbe:
+        # into a file, not a pipe: nobody reads until the end, and a full pipe would stop ping
+        self._out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
         self.proc = self.lab.popen(
             self.node, ["ping", "-n", "-D", "-i", f"{self.interval_s:.3f}", "-W", "2", "-I",
-                        self.src, self.dst], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        self.src, self.dst], stdout=self._out, stderr=subprocess.STDOUT,
             text=True)
         self.started_wall, self.started_mono = time.time(), time.monotonic()
         return self
@@ -48,10 +52,13 @@ class PingProbe:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGINT)
         try:
-            out, _ = self.proc.communicate(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
+            self.proc.wait()
+        self._out.seek(0)
+        out = self._out.read()
+        self._out.close()
         offset = self.started_mono - self.started_wall
         for line in out.splitlines():
             m = REPLY.match(line)
