@@ -203,7 +203,7 @@ def cmd_source(args: argparse.Namespace) -> int:
                        policy=policy, preflight=args.preflight, idle_timeout=args.idle_timeout,
                        service=args.service, throttle=args.throttle, bind=args.bind,
                        socket_buffers=args.socket_buffers, on_end=args.on_end,
-                       guest_port=args.guest_port,
+                       guest_port=args.guest_port, guest_netns=args.guest_netns,
                        probe_interval_s=args.probe_interval_ms / 1e3,
                        batch_pages=args.batch_pages)
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \

@@ -376,11 +376,14 @@ class Destination:
         if not line:
             raise P.ProtocolError(f"resumed guest exited (status {proc.wait()})")
         proc.stdout.close()
-        s.resumed = True
         out = {"resumed": True, "pid": proc.pid, "service": list(service),
                "resume_ms": round((time.monotonic() - t0) * 1e3, 2)}
         if self.cfg.on_resume:
-            out["on_resume"] = await trio.to_thread.run_sync(run_hook, self.cfg.on_resume)
+            hook = out["on_resume"] = await trio.to_thread.run_sync(run_hook, self.cfg.on_resume)
+            if hook["rc"] != 0:  # unreachable here: no ACK, the source keeps its guest
+                raise P.ProtocolError(f"on-resume hook failed ({hook['rc']}): "
+                                      f"{hook['stderr'][-200:]}")
+        s.resumed = True
         return out
 
 

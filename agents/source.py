@@ -60,6 +60,8 @@ class SourceConfig:
     bind: str | None = None  # source address of every connection (the migration stack's)
     socket_buffers: str = "bdp"  # bdp: sized from the measured BDP | default: the OS's own
     guest_port: str | None = None  # the guest's vSwitch port: down once the original ended
+    guest_netns: str | None = None  # the guest's namespace: re-announced there on a rollback
+    guest_dev: str = "eth0"
     on_end: str | None = None  # hook run once the original has ended
     probe_interval_s: float = 0.005  # the agent's own probe of the guest's service (0: none)
 
@@ -162,6 +164,8 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
     finally:
         if not committed:
             src.cont()
+            if cfg.guest_netns and src.can_resume:
+                _reannounce(cfg, res)
     _client_side(res, log)
     res.completed = committed and res.integrity_ok and res.error is None
     return res
@@ -187,6 +191,22 @@ def _verify_source(src: MemorySource, sent: array, res: MigrationResult) -> None
         res.warnings.append(f"source memory at the switchover differs from what was sent in "
                             f"{len(differ)} page(s) (first {differ[0]}): the dirty tracking "
                             f"({res.dirty_tracking}) missed writes")
+
+
+def _reannounce(cfg: SourceConfig, res: MigrationResult) -> None:
+    """The guest stays here after all: announce it again from its namespace (a destination
+    may have announced it there already), like the destination would have, in a child."""
+    from agents.forking import DEVNULL, fork_call, setns
+    from agents.identity import announce_from
+
+    def announce() -> int:
+        setns(cfg.guest_netns)
+        thread = announce_from(cfg.guest_dev, "rounds=5,initial=50,max=550,step=100")
+        thread.join()
+        return 1 if thread.error else 0
+
+    fork_call(announce, stdout=DEVNULL, stderr=DEVNULL, new_session=True)
+    res.warnings.append("migration rolled back: the guest was announced again at the source")
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -7,6 +7,7 @@ host route moved at switchover (hostroute).
 """
 
 import subprocess
+import sys
 
 import pytest
 
@@ -80,3 +81,43 @@ def test_without_announcement_the_l2_network_keeps_the_old_location():
     # the switch of leaf 1 still sends the guest's MAC to hypervisor h1-1's port
     assert any(mac in line and "vl1-h1-1" in line for line in fdb.splitlines()), fdb
     assert len(client["locations"]) == 1, client  # the resumed guest was never reached
+
+
+def test_a_failed_network_move_leaves_the_guest_at_the_source():
+    """The destination's on-resume hook fails (the route move, say): no ACK, the source keeps
+    its guest, connected, and the destination's copy is gone and disconnected."""
+    net = fabric_with_guest("l2")
+    src, dst = (net.stacks_of(h)["migration"] for h in ("h1-1", "h2-1"))
+    with Lab(net) as lab:
+        job = MigrationJob("h1-1", "h2-1", dst.ip, bind=src.ip, workload_mib=4,
+                           dirty_rate_mbs=1, guest="g1", client_probe_ms=2.0,
+                           destination_args=("--on-resume", "echo no route >&2; exit 3"))
+        run = migrate(lab, job)
+        old_port = net.guests.slot("g1", "h1-1").vswitch_port
+        new_port = net.guests.slot("g1", "h2-1").vswitch_port
+        assert "state DOWN" not in lab.run("h1-1", ["ip", "link", "show", old_port]).stdout
+        assert "state DOWN" in lab.run("h2-1", ["ip", "link", "show", new_port]).stdout
+        # the destination had announced the guest before its hook failed; the source
+        # announced it again, so the client reaches the original once more
+        client_ns = f"/run/netns/{lab.slot_netns('client', 'h1-2')}"
+        answer = subprocess.run(["nsenter", f"--net={client_ns}", sys.executable, "-c", ASK,
+                                 net.guests.home("g1").ip, "7000"], capture_output=True,
+                                text=True, timeout=60)
+    res = run.result
+    assert not res["completed"] and "on-resume hook failed (3)" in (res["error"] or ""), res
+    assert any("announced again" in w for w in res["warnings"]), res["warnings"]
+    assert answer.stdout.split() == [str(res["source_pid"])], (answer.stdout, answer.stderr)
+
+
+ASK = """
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+for _ in range(50):
+    s.sendto(b"C" + b"q" * 8, (sys.argv[1], int(sys.argv[2])))
+    try:
+        print(struct.unpack_from("<QI", s.recv(64), 1)[1])
+        break
+    except TimeoutError:
+        time.sleep(0.05)
+"""
