@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this agent's own probe of the guest's service (client-side downtime "
                         "as seen from here); 0: none (e.g. a separate client probes it)")
     s.add_argument("--guest-netns", metavar="PATH",
-                   help="--workload: the new guest runs in this network namespace")
+                   help="--workload: the new guest runs in this network namespace (where "
+                        "it is announced again if the migration rolls back)")
     s.add_argument("--guest-port", metavar="DEV",
                    help="the guest's vSwitch port here: disconnected once the original ended")
     s.add_argument("--on-end", metavar="CMD",
@@ -141,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where a migrated disk is written (or the replica, --replicated)")
     d.add_argument("--idle-timeout", type=float, default=30.0)
     d.add_argument("--guest-netns", metavar="PATH",
-                   help="resume the guest in this network namespace (its identity: interface "
-                        "down until it resumes, then up and announced); its service binds "
-                        "--resume-host:--resume-port there")
+                   help="resume the guest in this network namespace (its identity: its "
+                        "--guest-port stays down until it resumes, then comes up and the guest "
+                        "is announced); its service binds --resume-host:--resume-port there")
     d.add_argument("--guest-dev", default="eth0", help="the guest's interface in --guest-netns")
     d.add_argument("--guest-port", metavar="DEV",
                    help="the guest's vSwitch port here: connected (up) when the guest resumes")
