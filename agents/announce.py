@@ -4,13 +4,13 @@ Like QEMU's announce (``announce-initial``/``-max``/``-rounds``/``-step``): roun
 once, the delay before round k >= 1 is ``min(initial + (k-1)*step, max)``. Each round sends a
 gratuitous ARP (when the guest has an IPv4 address) and QEMU's RARP frame, from the guest's
 MAC, on an AF_PACKET socket bound to the interface, in the calling thread's network
-namespace. Only the standard library is imported: this runs in freshly forked processes.
+namespace. Only the standard library (and agents.identity, which needs no more) is imported:
+this runs in freshly forked processes.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import math
 import os
 import socket
@@ -18,6 +18,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+
+from agents.identity import link_is_up
 
 BROADCAST = b"\xff" * 6
 ETH_P_ARP = 0x0806
@@ -29,8 +31,6 @@ KINDS = ("garp", "rarp")
 
 _ETH = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")  # htype ptype hlen plen op sha spa tha tpa
-_SIOCGIFFLAGS = 0x8913
-_IFF_UP = 0x1
 _HEX = set("0123456789abcdefABCDEF")
 _KEYS = {"rounds": "rounds", "initial": "initial_ms", "max": "max_ms", "step": "step_ms"}
 
@@ -158,9 +158,7 @@ def _open(ifname: str) -> socket.socket:
     except OSError as e:
         raise _oserror(e, ifname, "cannot open a raw packet socket") from e
     try:
-        ifreq = struct.pack("16sH14x", ifname.encode(), 0)
-        flags = struct.unpack_from("16xH", fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, ifreq))[0]
-        if not flags & _IFF_UP:
+        if not link_is_up(ifname):
             raise OSError(errno.ENETDOWN, f"announce on {ifname!r}: interface is down")
         sock.bind((ifname, 0))
     except OSError as e:

@@ -29,11 +29,21 @@ def _ifreq(dev: str, payload: bytes = b"") -> bytes:
     return struct.pack("16s", name) + payload.ljust(24, b"\0")
 
 
+def _flags(s: socket.socket, dev: str) -> int:
+    return struct.unpack_from("H", fcntl.ioctl(s, SIOCGIFFLAGS, _ifreq(dev)), 16)[0]
+
+
+def link_is_up(dev: str) -> bool:
+    """Whether ``dev`` (in this process's namespace) is administratively up."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return bool(_flags(s, dev) & IFF_UP)
+
+
 def set_link(dev: str, up: bool) -> None:
     """Bring ``dev`` (in this process's namespace) up or down, like ``ip link set``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            flags = struct.unpack_from("H", fcntl.ioctl(s, SIOCGIFFLAGS, _ifreq(dev)), 16)[0]
+            flags = _flags(s, dev)
             flags = flags | IFF_UP if up else flags & ~IFF_UP
             fcntl.ioctl(s, SIOCSIFFLAGS, _ifreq(dev, struct.pack("H", flags)))
         except OSError as exc:
