@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from agents.addresses import hostport
 from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
 from agents.locator import (
     add_credentials_parser,
@@ -33,13 +34,6 @@ def cpu_seconds() -> float:
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return round(ru.ru_utime + ru.ru_stime, 3)
-
-
-def hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,8 @@ from array import array
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from agents.addresses import hostport
+
 REQUEST = struct.Struct("<c8sQ")  # b"C", run token, sequence number
 REPLY = struct.Struct("<cQI8sQ")  # b"C", counter, pid, run token, sequence number
 CHUNK = 1 << 16  # record slots added at a time when the duration is open-ended
@@ -360,13 +362,6 @@ def run(target: tuple[str, int], interval_s: float = 0.001, duration_s: float | 
     out |= {"skipped_slots": skipped, "late": late, "duplicates": duplicates,
             "send_errors": send_errors}
     return out
-
-
-def hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
