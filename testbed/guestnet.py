@@ -26,7 +26,7 @@ PROBE_TAIL_S = 0.5  # the probe keeps listening this long after the migration en
 
 
 def slot_path(lab: Lab, guest: str, host: str) -> str:
-    return f"/run/netns/{lab.slot_netns(guest, host)}"
+    return str(lab.netns(lab.slot_netns(guest, host)))
 
 
 def hook(lab: Lab, per_node: dict[str, list[list[str]]]) -> str | None:

@@ -173,7 +173,7 @@ class Lab:
         for host, cmds in per_host.items():
             self.run_many(host, cmds)
         for slot, ns in zip(plan.slots, names, strict=True):
-            batch.run_many(plan.guest_commands(slot), f"/run/netns/{ns}")
+            batch.run_many(plan.guest_commands(slot), self.netns(ns))
 
     def slot_netns(self, guest: str, host: str) -> str:
         """The named namespace of ``guest``'s slot on ``host``."""
@@ -206,8 +206,12 @@ class Lab:
         batch.run_many(cmds, self.pid(node))
 
     def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-        """Start a process in ``node``'s namespace; it is killed when the lab stops."""
-        proc = subprocess.Popen(ns_prefix(self.pid(node)) + list(argv), **kw)
+        """Start a process in ``node``'s namespace (a node, or a guest slot's namespace name);
+        it is killed when the lab stops."""
+        return self._track(subprocess.Popen(ns_prefix(self.netns(node)) + list(argv), **kw))
+
+    def _track(self, proc: Any) -> Any:
+        """Record a started process: killed at stop, and in the registry for ``clean``."""
         self._procs.append(proc)
         self.state.processes.append(proc.pid)
         self.state.save()
@@ -219,19 +223,13 @@ class Lab:
         """Start ``python -m agents ARGS`` in ``node``'s namespace (a node, or a guest slot's
         namespace name), forked from the warm agent fork server (``testbed.zygote``) when
         there is one; killed when the lab stops."""
-        ns = self.netns(node)
         zyg = zygote.shared()
         if zyg is None:
-            proc: Any = subprocess.Popen(ns_prefix(ns) + [*AGENTS, *args], stdin=stdin,
-                                         stdout=stdout, stderr=stderr, text=text)
-        else:
-            proc = zyg.spawn(list(args), ns,
-                             stdin=subprocess.DEVNULL if stdin is None else stdin,
-                             stdout=stdout, stderr=stderr, text=text)
-        self._procs.append(proc)
-        self.state.processes.append(proc.pid)
-        self.state.save()
-        return proc
+            return self.popen(node, [*AGENTS, *args], stdin=stdin, stdout=stdout,
+                              stderr=stderr, text=text)
+        return self._track(zyg.spawn(list(args), self.netns(node),
+                                     stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                     stdout=stdout, stderr=stderr, text=text))
 
     def links_readback(self) -> list[dict[str, object]]:
         """Each shaped interface: what was asked and what the kernel holds."""

@@ -25,6 +25,15 @@ def fabric_with_guest(mode, client_on="h1-2"):
     return net
 
 
+def move_g1(lab, workload_mib=4, dirty_rate_mbs=1, client_probe_ms=2.0, destination_args=()):
+    """Migrate guest g1 from h1-1 to h2-1 over their migration stacks."""
+    src, dst = (lab.network.stacks_of(h)["migration"] for h in ("h1-1", "h2-1"))
+    return migrate(lab, MigrationJob("h1-1", "h2-1", dst.ip, bind=src.ip,
+                                     workload_mib=workload_mib, dirty_rate_mbs=dirty_rate_mbs,
+                                     guest="g1", client_probe_ms=client_probe_ms,
+                                     destination_args=destination_args))
+
+
 # the client on another host of the source leaf, or on the source host itself (then the
 # two share the vSwitch before the move: nothing may keep the client on that shortcut)
 @pytest.mark.parametrize(("mode", "client_on"), [("l2", "h1-2"), ("vxlan", "h1-2"),
@@ -32,13 +41,10 @@ def fabric_with_guest(mode, client_on="h1-2"):
                                                  ("vxlan", "h1-1")])
 def test_guest_identity_moves_and_the_client_sees_the_outage(mode, client_on):
     net = fabric_with_guest(mode, client_on)
-    src, dst = (net.stacks_of(h)["migration"] for h in ("h1-1", "h2-1"))
     with Lab(net) as lab:
         old_port = net.guests.slot("g1", "h1-1").vswitch_port
         new_port = net.guests.slot("g1", "h2-1").vswitch_port
-        job = MigrationJob("h1-1", "h2-1", dst.ip, bind=src.ip, workload_mib=8,
-                           dirty_rate_mbs=2, guest="g1", client_probe_ms=1.0)
-        run = migrate(lab, job)
+        run = move_g1(lab, workload_mib=8, dirty_rate_mbs=2, client_probe_ms=1.0)
         res, client = run.result, run.result.get("client", {})
         assert run.exit_code == 0, (run.source_stderr, res.get("error"))
         assert res["completed"] and res["integrity_ok"] and res["resumed"], res
@@ -67,12 +73,8 @@ def test_without_announcement_the_l2_network_keeps_the_old_location():
     """The announcement is what moves the guest on the L2 segment: without it the leaf's
     switch keeps sending to the old port (here, until the probe gives up)."""
     net = fabric_with_guest("l2")
-    src, dst = (net.stacks_of(h)["migration"] for h in ("h1-1", "h2-1"))
     with Lab(net) as lab:
-        job = MigrationJob("h1-1", "h2-1", dst.ip, bind=src.ip, workload_mib=4,
-                           dirty_rate_mbs=1, guest="g1", client_probe_ms=2.0,
-                           destination_args=("--announce", "none"))
-        run = migrate(lab, job)
+        run = move_g1(lab, destination_args=("--announce", "none"))
         fdb = subprocess.run(["bridge", "fdb", "show", "br", "vl1"], capture_output=True,
                              text=True).stdout
     res, client = run.result, run.result["client"]
@@ -87,12 +89,8 @@ def test_a_failed_network_move_leaves_the_guest_at_the_source():
     """The destination's on-resume hook fails (the route move, say): no ACK, the source keeps
     its guest, connected, and the destination's copy is gone and disconnected."""
     net = fabric_with_guest("l2")
-    src, dst = (net.stacks_of(h)["migration"] for h in ("h1-1", "h2-1"))
     with Lab(net) as lab:
-        job = MigrationJob("h1-1", "h2-1", dst.ip, bind=src.ip, workload_mib=4,
-                           dirty_rate_mbs=1, guest="g1", client_probe_ms=2.0,
-                           destination_args=("--on-resume", "echo no route >&2; exit 3"))
-        run = migrate(lab, job)
+        run = move_g1(lab, destination_args=("--on-resume", "echo no route >&2; exit 3"))
         old_port = net.guests.slot("g1", "h1-1").vswitch_port
         new_port = net.guests.slot("g1", "h2-1").vswitch_port
         assert "state DOWN" not in lab.run("h1-1", ["ip", "link", "show", old_port]).stdout
