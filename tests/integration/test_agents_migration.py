@@ -38,6 +38,28 @@ def counter_of(service, timeout=1.0) -> int | None:
         return struct.unpack_from("<Q", data, 1)[0]
 
 
+def assert_runs_on(info):
+    """The guest is not stopped and its counter still moves: it runs on where it was."""
+    assert process_state(info["pid"]) not in "tTZ"
+    c1 = counter_of(info["service"])
+    time.sleep(0.2)
+    assert c1 is not None and counter_of(info["service"]) > c1
+
+
+def migrate_in_process(src):
+    """Migrate memory source ``src`` to an in-process destination on loopback; the result
+    and the destination's outcomes."""
+    async def main():
+        dest = Destination(DestinationConfig("127.0.0.1", 0, idle_timeout=10))
+        async with trio.open_nursery() as n:
+            port = await n.start(dest.serve, True)
+            res = await migrate(src, SourceConfig("127.0.0.1", port, preflight="off"),
+                                kind="pid")
+        return res, dest.outcomes
+
+    return trio.run(main)
+
+
 def kill(pid):
     with contextlib.suppress(ProcessLookupError, TypeError):
         os.kill(pid, signal.SIGKILL)
@@ -115,10 +137,7 @@ def test_destination_killed_midway_leaves_workload_running():
         res = json.loads(out)
         assert src.returncode != 0 and not res["completed"] and res["error"]
         time.sleep(0.2)
-        assert process_state(info["pid"]) not in "tTZ"
-        c1 = counter_of(info["service"])
-        time.sleep(0.2)
-        assert c1 is not None and counter_of(info["service"]) > c1
+        assert_runs_on(info)
 
 
 class MiscountingSender(Sender):
@@ -137,23 +156,12 @@ def test_mismatched_digest_is_refused_and_source_keeps_running(monkeypatch):
     with workload("--size", "16M", "--dirty-rate", "20") as (wproc, info):
         src = ProcessMemory(info["pid"])
 
-        async def main():
-            dest = Destination(DestinationConfig("127.0.0.1", 0, idle_timeout=10))
-            async with trio.open_nursery() as n:
-                port = await n.start(dest.serve, True)
-                cfg = SourceConfig("127.0.0.1", port, preflight="off")
-                res = await migrate(src, cfg, kind="pid")
-            return res, dest.outcomes
-
-        res, outcomes = trio.run(main)
+        res, outcomes = migrate_in_process(src)
         src.close()
         assert not res.completed and not res.integrity_ok
         assert "image digest mismatch: 1 pages differ, first 5" in res.error
         assert outcomes[0]["ok"] is False and "resumed" not in outcomes[0]
-        assert process_state(info["pid"]) not in "tTZ"
-        c1 = counter_of(info["service"])
-        time.sleep(0.2)
-        assert c1 is not None and counter_of(info["service"]) > c1
+        assert_runs_on(info)
 
 
 def _rss(pid: int) -> int:
@@ -256,14 +264,7 @@ def test_tracker_that_misses_writes_is_caught_by_the_source_check():
     with workload("--size", "16M", "--dirty-rate", "20") as (wproc, info):
         src = BlindTracker(info["pid"])
 
-        async def main():
-            dest = Destination(DestinationConfig("127.0.0.1", 0, idle_timeout=10))
-            async with trio.open_nursery() as n:
-                port = await n.start(dest.serve, True)
-                cfg = SourceConfig("127.0.0.1", port, preflight="off")
-                return await migrate(src, cfg, kind="pid")
-
-        res = trio.run(main)
+        res, _ = migrate_in_process(src)
         src.close()
         try:
             # the destination holds exactly what was sent, but that was not the guest's memory

@@ -6,10 +6,7 @@ line) and for its effect: nothing written at the destination, the guest running 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,27 +16,16 @@ import pytest
 
 from agents.credentials import make_credentials
 from agents.memory.process import process_state
+from tests.integration.test_agents_migration import destination as loopback_destination
+from tests.integration.test_agents_migration import kill
 
 pytestmark = pytest.mark.integration
 PY = [sys.executable, "-m", "agents"]
 ID = "dst.loopback"
 
 
-def kill(pid):
-    with contextlib.suppress(ProcessLookupError, TypeError):
-        os.kill(pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
 def destination(*extra):
-    proc = subprocess.Popen([*PY, "destination", "--listen", "127.0.0.1:0", "--idle-timeout",
-                             "10", *extra], stdout=subprocess.PIPE, text=True)
-    try:
-        port = json.loads(proc.stdout.readline())["listening"][1]
-        yield proc, port
-    finally:
-        proc.kill()
-        proc.wait()
+    return loopback_destination("--listen", "127.0.0.1:0", "--idle-timeout", "10", *extra)
 
 
 def source(*args, timeout=60) -> dict:
