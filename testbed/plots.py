@@ -6,6 +6,16 @@ from pathlib import Path
 from typing import Any
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close one experiment's figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_all(out_dir: Path, docs: list[dict[str, Any]]) -> list[Path]:
     import matplotlib
 

@@ -23,6 +23,7 @@ from .. import wirecheck
 from ..lab import Lab
 from ..measure import iperf3
 from ..migration import MigrationJob, migrate
+from ..plots import save_figure
 from ..spec import CloudSpec
 from . import Progress
 
@@ -145,8 +146,4 @@ def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
     axes[2].set_ylabel("downtime (ms)")
     fig.suptitle(f"{doc['spec']['name']}: plaintext vs encrypted, "
                  f"{doc['spec']['rtt_ms']:g} ms RTT, {doc['spec']['bw_mbps']:g} Mbit/s")
-    fig.tight_layout()
-    path = out_dir / f"{doc['spec']['name']}-encryption.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out_dir / f"{doc['spec']['name']}-encryption.png")]

@@ -19,6 +19,7 @@ from .. import routing
 from ..lab import Lab
 from ..measure import iperf3
 from ..migration import MigrationJob, migrate_concurrently
+from ..plots import save_figure
 from ..probes import PingProbe
 from ..samplers import CounterSampler, utilisation_summary
 from ..spec import CoreLoadSpec
@@ -276,9 +277,6 @@ def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
             ax.set_ylim(0, 110)
             ax.set_title(f"{doc['spec']['name']}: {p['path']} (shaded: migration bursts)")
             ax.legend(loc="upper right", fontsize=8)
-            path = out_dir / f"{doc['spec']['name']}-{vi}-{p['path']}-spines.png"
-            fig.tight_layout()
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            made.append(path)
+            made.append(save_figure(
+                fig, out_dir / f"{doc['spec']['name']}-{vi}-{p['path']}-spines.png"))
     return made

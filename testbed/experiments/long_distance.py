@@ -18,6 +18,7 @@ from .. import shaping
 from ..lab import Lab
 from ..measure import iperf3, ping
 from ..migration import MigrationJob, migrate
+from ..plots import save_figure
 from ..report import client_outage
 from ..spec import LongDistanceSpec
 from . import Progress
@@ -154,9 +155,5 @@ def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
             ax.legend(fontsize=7)
         fig.suptitle(f"{doc['spec']['name']}: {doc['spec']['bw_mbps']:g} Mbit/s WAN "
                      f"(red: {mark:g} ms)")
-        fig.tight_layout()
-        path = out_dir / f"{doc['spec']['name']}-{vi}-vs-rtt.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        made.append(path)
+        made.append(save_figure(fig, out_dir / f"{doc['spec']['name']}-{vi}-vs-rtt.png"))
     return made
