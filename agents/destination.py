@@ -21,9 +21,11 @@ import trio
 from agents import protocol as P
 from agents.digest import image_digest
 from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
+from agents.gcpause import gc_paused
 from agents.identity import run_hook, set_link
 from agents.imagestore import ImageStore, open_disk_store
 from agents.memory.layout import Layout
+from agents.receiver import receive_batch
 from agents.transport import FramedStream, PeerStalled, TcpTransport, Transport
 
 
@@ -162,15 +164,14 @@ class Destination:
         s.attached += 1
         while True:
             try:
-                ftype, payload = await stream.receive("pages")
+                ftype, length = await stream.receive_header("pages")
             except ConnectionError:
                 if self.session is not s:
                     return  # migration over: the source closed its streams
                 raise
             if ftype != P.FrameType.PAGES:
                 raise P.ProtocolError(f"unexpected {ftype.name} on a data stream")
-            batch = P.decode_batch(payload, s.limits)
-            s.stores[batch.space].apply(batch)
+            batch = await receive_batch(stream, length, s.limits, s.stores)
             s.batches[batch.round] = s.batches.get(batch.round, 0) + 1
             s.notify()
 
@@ -232,10 +233,11 @@ class Destination:
         s = Session(str(hello.get("migration")), layout, streams, stores, limits, disk_mode,
                     standby=standby)
         self.session = s
+        ctl.reserve(8 * layout.npages + P.MAX_JSON)  # the COMMIT arrives in the downtime
         try:
             await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
                 "resume_service": list(service) if service else None}))
-            with trio.CancelScope() as scope:
+            with trio.CancelScope() as scope, gc_paused():
                 s.scope = scope
                 outcome = await self._control_loop(ctl, s, service)
             if scope.cancelled_caught:
@@ -324,16 +326,16 @@ class Destination:
             else:
                 raise P.ProtocolError(f"unexpected {ftype.name} on the control stream")
 
-    async def _commit(self, s: Session, info: dict, hashes: bytes,
+    async def _commit(self, s: Session, info: dict, hashes: memoryview,
                       service: tuple[str, int] | None) -> dict:
-        """Compare this side's digests (kept current as batches arrived) with the source's."""
+        """Compare this side's digests (kept current as batches arrived) with the source's;
+        the source's page hashes are only unpacked to name the pages that differ."""
         t0 = time.monotonic()
         mem = s.stores[P.SPACE_MEMORY]
-        theirs = array("Q")
-        theirs.frombytes(hashes)
         digest = mem.digest()
         errors = []
-        if digest != info.get("digest") or image_digest(theirs) != info.get("digest"):
+        if digest != info.get("digest") or image_digest(hashes) != info.get("digest"):
+            theirs = array("Q", bytes(hashes))
             bad = [i for i, (a, b) in enumerate(zip(mem.hashes, theirs, strict=True)) if a != b]
             errors.append(f"image digest mismatch: {len(bad)} pages differ"
                           + (f", first {bad[0]}" if bad else ""))

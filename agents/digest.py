@@ -7,6 +7,7 @@ over that array, not a pass over the image.
 
 from __future__ import annotations
 
+import functools
 from array import array
 
 import xxhash
@@ -14,6 +15,7 @@ import xxhash
 _h = xxhash.xxh3_64_intdigest
 
 
+@functools.cache
 def zero_hash(page_size: int) -> int:
     """The hash of an all-zero page (what a page holds before anything was written)."""
     return _h(bytes(page_size))
@@ -34,7 +36,7 @@ def zero_hashes(npages: int, page_size: int) -> array:
     return array("Q", [zero_hash(page_size)]) * npages
 
 
-def image_digest(hashes: array | bytes) -> str:
-    """The digest of an image: xxh3_128 over its page-hash array (little-endian u64)."""
-    raw = hashes.tobytes() if isinstance(hashes, array) else bytes(hashes)
-    return xxhash.xxh3_128_hexdigest(raw)
+def image_digest(hashes: array | bytes | memoryview) -> str:
+    """The digest of an image: xxh3_128 over its page-hash array (little-endian u64), read
+    in place."""
+    return xxhash.xxh3_128_hexdigest(hashes)

@@ -1,8 +1,9 @@
 """What the destination holds for one space (memory image or disk): bytes and their hashes.
 
-Each batch is written with one slice assignment per run of consecutive units, and the units
-are hashed back from the store right after the write, so the digest the destination
-compares at the switchover is of what it holds, kept current batch by batch.
+A batch's data runs are received in place (``agents.receiver``) or copied in, one slice per
+run; its units' hashes (computed from the received bytes when the batch was checked) go into
+the store's hash array, so the digest the destination compares at the switchover is of what
+it holds, kept current batch by batch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import mmap
 import os
 from array import array
 
-from agents.digest import hash_units, image_digest, page_hashes, zero_hashes
+from agents.digest import image_digest, page_hashes, zero_hashes
 from agents.protocol import KIND_DATA, PageBatch
 
 
@@ -28,23 +29,23 @@ class ImageStore:
         self._zeros = bytes(unit_size)
 
     def apply(self, batch: PageBatch) -> None:
-        """Write a decoded, checked batch (page numbers already within the layout)."""
-        ps, mv, data = self.unit, self.view, batch.data
-        pages, kinds = batch.pages, batch.kinds
-        n, i, doff = len(pages), 0, 0
-        while i < n:
-            p, k = pages[i], kinds[i]
-            j = i + 1
-            while j < n and pages[j] == p + j - i and kinds[j] == k:
-                j += 1
-            o, length = p * ps, (j - i) * ps
-            if k == KIND_DATA:
-                mv[o : o + length] = data[doff : doff + length]
-                doff += length
-            else:
-                mv[o : o + length] = self._zeros * (j - i)
-            self.hashes[p:j - i + p] = array("Q", hash_units(mv[o : o + length], ps))
-            i = j
+        """Write a decoded, checked batch (its runs already within the layout)."""
+        ps, mv, data, doff = self.unit, self.view, batch.data, 0
+        for first, n, kind in batch.runs:
+            if kind == KIND_DATA:
+                mv[first * ps : (first + n) * ps] = data[doff : doff + n * ps]
+                doff += n * ps
+        self.write_runs(batch.runs, batch.hashes)
+
+    def write_runs(self, runs: list[tuple[int, int, int]], hashes: array) -> None:
+        """Record a batch whose data units were received in place: zero its zero runs and
+        take every unit's hash (in run order)."""
+        ps, mv, off = self.unit, self.view, 0
+        for first, n, kind in runs:
+            if kind != KIND_DATA:
+                mv[first * ps : (first + n) * ps] = self._zeros * n if n > 1 else self._zeros
+            self.hashes[first : first + n] = hashes[off : off + n]
+            off += n
 
     def digest(self) -> str:
         return image_digest(self.hashes)

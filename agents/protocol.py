@@ -12,20 +12,24 @@ from __future__ import annotations
 import enum
 import json
 import struct
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
 import xxhash
 import zstandard
 
+from agents.digest import hash_units, zero_hash
+
 MAGIC = b"LM"
-VERSION = 1
+VERSION = 2  # 2: batches as runs, checksum over the unit hashes
 HEADER = struct.Struct("!2sBBI")
 MAX_FRAME = 16 * 1024 * 1024
 MAX_JSON = 256 * 1024
 
-# space(1) flags(1) reserved(2) round(4) count(4) checksum(8) raw_len(4)
+# space(1) flags(1) runs(2) round(4) units(4) checksum(8) raw_len(4)
 BATCH_HEADER = struct.Struct("!BBHIIQI")
+RUN = struct.Struct("!IHB")  # first unit, count, kind
 FLAG_ZSTD = 0x01
 KIND_ZERO = 0
 KIND_DATA = 1
@@ -123,53 +127,80 @@ class BatchLimits:
 class PageBatch:
     space: int
     round: int
-    pages: list[int]
-    kinds: bytes
-    data: memoryview  # the data units, in order, for entries whose kind is KIND_DATA
+    runs: list[tuple[int, int, int]]  # (first unit, count, kind), increasing, disjoint
+    data: memoryview  # the data units, in order, of the KIND_DATA runs
+    hashes: array  # xxh3_64 of every unit, in run order (checked against the checksum)
+
+    @property
+    def pages(self) -> list[int]:
+        return [p for first, n, _ in self.runs for p in range(first, first + n)]
 
     def items(self, unit_size: int):
         """Yield (page, memoryview of data or None for a zero page)."""
         off = 0
-        for page, kind in zip(self.pages, self.kinds, strict=True):
-            if kind == KIND_DATA:
-                yield page, self.data[off : off + unit_size]
-                off += unit_size
-            else:
-                yield page, None
+        for first, n, kind in self.runs:
+            for page in range(first, first + n):
+                if kind == KIND_DATA:
+                    yield page, self.data[off : off + unit_size]
+                    off += unit_size
+                else:
+                    yield page, None
 
 
 _compressor = zstandard.ZstdCompressor(level=1)
 
 
+def batch_checksum(run_table: bytes | memoryview, unit_hashes: array) -> int:
+    """xxh3_64 over the run table, then the units' own xxh3_64 values."""
+    h = xxhash.xxh3_64(run_table)
+    h.update(unit_hashes)
+    return h.intdigest()
+
+
 def batch_parts(
     space: int,
     round_no: int,
-    pages: list[int],
-    kinds: bytes,
+    runs: list[tuple[int, int, int]],
     data: list[memoryview],
     unit_size: int,
+    unit_hashes: array,
     compress: bool = False,
 ) -> list[bytes | memoryview]:
     """Encode one PAGES frame as parts to send in order (the data views are not copied
-    unless compressed). ``data`` holds the data units of the KIND_DATA entries, in order,
-    as views of one or more whole units each."""
-    head_body = struct.pack(f"!{len(pages)}I", *pages) + kinds
-    ndata = sum(len(d) for d in data)
-    if ndata != kinds.count(KIND_DATA) * unit_size:
-        raise ValueError("data does not match the batch's data units")
-    h = xxhash.xxh3_64(head_body)
-    for d in data:
-        h.update(d)
-    raw_len = len(head_body) + ndata
+    unless compressed). ``runs`` are (first unit, count, kind), increasing and disjoint;
+    ``data`` the units of the KIND_DATA runs, in order, as views of whole units;
+    ``unit_hashes`` the xxh3_64 of every unit, in run order."""
+    table = b"".join([RUN.pack(*r) for r in runs])
+    nunits = sum(n for _, n, _ in runs)
+    ndata = sum(map(len, data))
+    if ndata != sum(n for _, n, k in runs if k == KIND_DATA) * unit_size or \
+            len(unit_hashes) != nunits:
+        raise ValueError("data does not match the batch's units")
+    raw_len = len(table) + ndata
     flags = 0
-    body: list[bytes | memoryview] = [head_body, *data]
+    body: list[bytes | memoryview] = [table, *data]
     if compress:
         packed = _compressor.compress(b"".join(body))
         if len(packed) < raw_len:
             body, flags = [packed], FLAG_ZSTD
-    head = BATCH_HEADER.pack(space, flags, 0, round_no, len(pages), h.intdigest(), raw_len)
-    blen = sum(len(b) for b in body)
-    return [encode_header(FrameType.PAGES, len(head) + blen) + head, *body]
+    head = BATCH_HEADER.pack(space, flags, len(runs), round_no, nunits,
+                             batch_checksum(table, unit_hashes), raw_len)
+    blen = len(head) + (raw_len if not flags else len(body[0]))
+    return [encode_header(FrameType.PAGES, blen) + head, *body]
+
+
+def to_runs(entries: list[tuple[int, bytes | memoryview | None]]
+            ) -> list[tuple[int, int, int]]:
+    """Runs of (page, data or None) entries sorted by page: consecutive pages of one kind."""
+    runs: list[list[int]] = []
+    for page, d in entries:
+        kind = KIND_ZERO if d is None else KIND_DATA
+        last = runs[-1] if runs else None
+        if last and last[0] + last[1] == page and last[2] == kind and last[1] < 0xFFFF:
+            last[1] += 1
+        else:
+            runs.append([page, 1, kind])
+    return [(a, b, c) for a, b, c in runs]
 
 
 def encode_batch(
@@ -179,21 +210,39 @@ def encode_batch(
     unit_size: int,
     compress: bool = False,
 ) -> bytes:
-    """Encode a batch of (page, data or None for a zero page) as one PAGES frame."""
-    kinds = bytes(KIND_ZERO if d is None else KIND_DATA for _, d in entries)
+    """Encode (page, data or None for a zero page) entries, sorted by page, as one PAGES
+    frame (tests and tools; the source agent builds runs directly)."""
     datas = [memoryview(d) for _, d in entries if d is not None]
     if any(len(d) != unit_size for d in datas):
         raise ValueError("data unit has the wrong size")
-    return b"".join(batch_parts(space, round_no, [p for p, _ in entries], kinds, datas,
-                                unit_size, compress))
+    zh = zero_hash(unit_size)
+    hashes = array("Q", [zh if d is None else xxhash.xxh3_64_intdigest(d) for _, d in entries])
+    return b"".join(batch_parts(space, round_no, to_runs(entries), datas, unit_size, hashes,
+                                compress))
 
 
-def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits]) -> PageBatch:
-    """Decode and check a PAGES payload; raise ProtocolError on anything out of bounds."""
-    payload = memoryview(payload)
-    if len(payload) < BATCH_HEADER.size:
+@dataclass(frozen=True)
+class BatchHeader:
+    space: int
+    flags: int
+    nruns: int
+    round: int
+    count: int
+    checksum: int
+    raw_len: int
+    limits: BatchLimits
+
+    @property
+    def table_len(self) -> int:
+        return self.nruns * RUN.size
+
+
+def decode_batch_header(raw: bytes | memoryview, limits: dict[int, BatchLimits]
+                        ) -> BatchHeader:
+    """Check a PAGES payload's fixed header against the receiver's limits."""
+    if len(raw) < BATCH_HEADER.size:
         raise ProtocolError("truncated batch header")
-    space, flags, _res, round_no, count, checksum, raw_len = BATCH_HEADER.unpack_from(payload)
+    space, flags, nruns, round_no, count, checksum, raw_len = BATCH_HEADER.unpack_from(raw)
     lim = limits.get(space)
     if lim is None:
         raise ProtocolError(f"batch for unknown space {space}")
@@ -201,43 +250,95 @@ def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits]) ->
         raise ProtocolError(f"unknown batch flags {flags:#x}")
     if count == 0 or count > lim.max_units:
         raise ProtocolError(f"batch of {count} units outside 1..{lim.max_units}")
-    if raw_len < 5 * count or raw_len > count * (5 + lim.unit_size):
+    if not 1 <= nruns <= count:
+        raise ProtocolError(f"batch of {count} units in {nruns} runs")
+    tlen = nruns * RUN.size
+    if raw_len < tlen or raw_len > tlen + count * lim.unit_size:
         raise ProtocolError(f"batch body length {raw_len} impossible for {count} units")
+    return BatchHeader(space, flags, nruns, round_no, count, checksum, raw_len, lim)
+
+
+def decode_runs(table: bytes | memoryview, head: BatchHeader) -> tuple[list, int]:
+    """Check the run table (increasing, disjoint, known kinds, within the layout, adding up
+    to the header's counts); returns (runs, data units)."""
+    runs = list(RUN.iter_unpack(table))
+    end, units, ndata = 0, 0, 0
+    for first, n, kind in runs:
+        if n == 0 or first < end or kind not in _KNOWN_KINDS:
+            raise ProtocolError(f"bad run ({first}, {n}, kind {kind}) in batch: empty, "
+                                "overlapping, out of order or of an unknown kind")
+        end = first + n
+        units += n
+        ndata += n if kind == KIND_DATA else 0
+    if units != head.count:
+        raise ProtocolError(f"batch runs hold {units} units, header says {head.count}")
+    if end > head.limits.unit_count:
+        raise ProtocolError(f"page {end - 1} outside the layout of {head.limits.unit_count} "
+                            "units")
+    if head.raw_len != head.table_len + ndata * head.limits.unit_size:
+        raise ProtocolError("batch data length does not match its data units")
+    return runs, ndata
+
+
+def check_batch(table: bytes | memoryview, runs: list, data_hashes: array,
+                head: BatchHeader) -> array:
+    """The hashes of every unit in run order (zero units: the zero hash), checked against
+    the batch checksum; ProtocolError on a mismatch."""
+    hashes = data_hashes
+    if len(data_hashes) != head.count:  # zero units' hashes in their places
+        hashes, off, zh = array("Q"), 0, zero_hash(head.limits.unit_size)
+        for _, n, kind in runs:
+            if kind == KIND_DATA:
+                hashes += data_hashes[off : off + n]
+                off += n
+            else:
+                hashes += array("Q", [zh]) * n
+    if batch_checksum(table, hashes) != head.checksum:
+        raise ProtocolError("batch checksum mismatch")
+    return hashes
+
+
+def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits]) -> PageBatch:
+    """Decode and check a whole PAGES payload; ProtocolError on anything out of bounds."""
+    payload = memoryview(payload)
+    head = decode_batch_header(payload, limits)
     body = payload[BATCH_HEADER.size :]
-    if flags & FLAG_ZSTD:
+    if head.flags & FLAG_ZSTD:
         try:
             body = memoryview(zstandard.ZstdDecompressor().decompress(
-                bytes(body), max_output_size=raw_len))
+                bytes(body), max_output_size=head.raw_len))
         except zstandard.ZstdError as exc:
             raise ProtocolError(f"bad compressed batch: {exc}") from None
-    if len(body) != raw_len:
-        raise ProtocolError(f"batch body is {len(body)} bytes, header says {raw_len}")
-    if xxhash.xxh3_64_intdigest(body) != checksum:
-        raise ProtocolError("batch checksum mismatch")
-    pages = list(struct.unpack_from(f"!{count}I", body))
-    kinds = bytes(body[4 * count : 5 * count])
-    if kinds.translate(None, _KNOWN_KINDS):
-        raise ProtocolError("unknown unit kind in batch")
-    ndata = kinds.count(KIND_DATA)
-    if raw_len != 5 * count + ndata * lim.unit_size:
-        raise ProtocolError("batch data length does not match its data units")
-    if max(pages) >= lim.unit_count:
-        bad = next(p for p in pages if p >= lim.unit_count)
-        raise ProtocolError(f"page {bad} outside the layout of {lim.unit_count} units")
-    return PageBatch(space, round_no, pages, kinds, body[5 * count :])
+    if len(body) != head.raw_len:
+        raise ProtocolError(f"batch body is {len(body)} bytes, header says {head.raw_len}")
+    table = body[: head.table_len]
+    runs, _ = decode_runs(table, head)
+    data = body[head.table_len :]
+    hashes = check_batch(table, runs, array("Q", hash_units(data, head.limits.unit_size)),
+                         head)
+    return PageBatch(head.space, head.round, runs, data, hashes)
 
 
 COMMIT_HEAD = struct.Struct("!I")
 
 
-def encode_commit(info: dict[str, Any], hashes: bytes) -> bytes:
-    """COMMIT: JSON (digest, counts) followed by the per-page xxh3_64 hash array."""
+def commit_parts(info: dict[str, Any], hashes: array | bytes) -> list[bytes | memoryview]:
+    """COMMIT as parts to send: JSON (digest, counts), then the per-page xxh3_64 hash array
+    (sent from where it is, not copied)."""
     js = json.dumps(info, separators=(",", ":")).encode()
-    payload = COMMIT_HEAD.pack(len(js)) + js + hashes
-    return encode_header(FrameType.COMMIT, len(payload)) + payload
+    table = memoryview(hashes).cast("B")
+    head = COMMIT_HEAD.pack(len(js)) + js
+    return [encode_header(FrameType.COMMIT, len(head) + len(table)) + head, table]
 
 
-def decode_commit(payload: bytes | memoryview, expected_hashes: int) -> tuple[dict, bytes]:
+def encode_commit(info: dict[str, Any], hashes: array | bytes) -> bytes:
+    """COMMIT as one frame (tests, tools)."""
+    return b"".join(commit_parts(info, hashes))
+
+
+def decode_commit(payload: bytes | memoryview, expected_hashes: int
+                  ) -> tuple[dict, memoryview]:
+    """The COMMIT's JSON and a view of its hash array (valid as long as ``payload``)."""
     payload = memoryview(payload)
     if len(payload) < COMMIT_HEAD.size:
         raise ProtocolError("truncated COMMIT")
@@ -245,7 +346,7 @@ def decode_commit(payload: bytes | memoryview, expected_hashes: int) -> tuple[di
     if jlen > MAX_JSON or COMMIT_HEAD.size + jlen > len(payload):
         raise ProtocolError("COMMIT JSON length out of bounds")
     info = decode_json(FrameType.COMMIT, payload[COMMIT_HEAD.size : COMMIT_HEAD.size + jlen])
-    hashes = bytes(payload[COMMIT_HEAD.size + jlen :])
+    hashes = payload[COMMIT_HEAD.size + jlen :]
     if len(hashes) != 8 * expected_hashes:
         raise ProtocolError(f"COMMIT carries {len(hashes) // 8} page hashes, expected "
                             f"{expected_hashes}")

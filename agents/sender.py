@@ -8,6 +8,7 @@ only the last dirty set, never a pass over the whole image.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from typing import Protocol
 
 import trio
@@ -22,7 +23,7 @@ from agents.transport import FramedStream
 class UnitSource(Protocol):
     layout: Layout
 
-    def read_runs(self, pages: list[int], scratch: bytearray
+    def read_runs(self, pages: Sequence[int], scratch: bytearray
                   ) -> list[tuple[int, int, memoryview]]: ...
 
 
@@ -41,40 +42,45 @@ class Sender:
         if isinstance(tracker, HashTracker):
             tracker.share(self.hashes)
 
-    def build(self, round_no: int, chunk: list[int], scratch: bytearray
+    def build(self, round_no: int, chunk: Sequence[int], scratch: bytearray
               ) -> tuple[list[bytes | memoryview], int]:
         """Read, hash and encode one batch of sorted units; returns (frame parts, zero units)."""
         ps, zh, zero = self.unit, self._zh, self._zero
-        kinds = bytearray()
+        runs: list[tuple[int, int, int]] = []
         data: list[memoryview] = []
+        unit_hashes = array("Q")
+        nzero = 0
         for first, count, view in self.src.read_runs(chunk, scratch):
-            hs = hash_units(view, ps)
-            self.hashes[first : first + count] = array("Q", hs)
-            if zh not in hs:
-                kinds += b"\x01" * count
-                data.append(view)
-                continue
-            start = None
-            for i, hv in enumerate(hs):
-                o = i * ps
-                if hv == zh and bytes(view[o : o + ps]) == zero:  # memcmp, not per item
-                    kinds.append(P.KIND_ZERO)
-                    if start is not None:
-                        data.append(view[start:o])
-                        start = None
-                else:
-                    kinds.append(P.KIND_DATA)
-                    if start is None:
-                        start = o
-            if start is not None:
-                data.append(view[start:])
-        # several runs (zero units in between) go out in one sendmsg, not joined
-        nzero = kinds.count(P.KIND_ZERO)
-        parts = P.batch_parts(self.space, round_no, chunk, bytes(kinds), data, ps,
+            hs = array("Q", hash_units(view, ps))
+            self.hashes[first : first + count] = hs
+            unit_hashes += hs
+            prev = 0  # split the run at its zero units (found by hash, confirmed by memcmp)
+            i = hs.index(zh) if zh in hs else count
+            while i < count:
+                if bytes(view[i * ps : (i + 1) * ps]) == zero:  # memcmp, not per item
+                    if i > prev:
+                        runs.append((first + prev, i - prev, P.KIND_DATA))
+                        data.append(view[prev * ps : i * ps])
+                    if runs and runs[-1][2] == P.KIND_ZERO and \
+                            runs[-1][0] + runs[-1][1] == first + i:
+                        runs[-1] = (runs[-1][0], runs[-1][1] + 1, P.KIND_ZERO)
+                    else:
+                        runs.append((first + i, 1, P.KIND_ZERO))
+                    nzero += 1
+                    prev = i + 1
+                try:
+                    i = hs.index(zh, i + 1)
+                except ValueError:
+                    break
+            if prev < count:
+                runs.append((first + prev, count - prev, P.KIND_DATA))
+                data.append(view[prev * ps :])
+        # several data runs (zero units in between) go out in one sendmsg, not joined
+        parts = P.batch_parts(self.space, round_no, runs, data, ps, unit_hashes,
                               self.compress)
         return parts, nzero
 
-    async def send_round(self, round_no: int, units: list[int]) -> tuple[int, int, int]:
+    async def send_round(self, round_no: int, units: Sequence[int]) -> tuple[int, int, int]:
         """Send ``units`` (sorted); returns (batches, data units, zero units)."""
         bp = self.batch_units
         chunks = [units[i : i + bp] for i in range(0, len(units), bp)]

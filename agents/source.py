@@ -11,6 +11,7 @@ import statistics
 import time
 import uuid
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -18,6 +19,7 @@ import trio
 from agents import protocol as P
 from agents.digest import image_digest, page_hashes
 from agents.disk import DiskSource
+from agents.gcpause import gc_paused
 from agents.identity import run_hook, set_link
 from agents.memory.source import MemorySource
 from agents.precopy import PrecopyPolicy
@@ -47,7 +49,7 @@ class SourceConfig:
     streams: int = 1
     compress: bool = False
     bandwidth_cap_bps: float | None = None
-    batch_pages: int = 1024
+    batch_pages: int = 256  # 1 MiB batches: each copy of a batch finds the last in cache
     policy: PrecopyPolicy = field(default_factory=PrecopyPolicy)
     preflight: str = "warn"  # off | warn | refuse
     preflight_bytes: int = 8 << 20
@@ -149,7 +151,8 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
                 nursery.start_soon(probe, targets, log, cfg.probe_interval_s)
                 await trio.sleep(0.05)
             try:
-                committed = await _run(src, disk, cfg, transport, res, targets, nursery)
+                with gc_paused():
+                    committed = await _run(src, disk, cfg, transport, res, targets, nursery)
             finally:
                 if targets and committed:
                     await trio.sleep(0.3)  # let the probe hear the resumed guest
@@ -283,7 +286,7 @@ async def _precopy(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig
         throttle.stop()
 
 
-async def _send_round(mem: Sender, dsk: Sender | None, round_no: int, pages: list[int],
+async def _send_round(mem: Sender, dsk: Sender | None, round_no: int, pages: Sequence[int],
                       blocks: list[int], res: MigrationResult) -> int:
     """Send one round of memory pages and disk blocks; record it; return the batch count."""
     batches, ndata, nzero = await mem.send_round(round_no, pages)
@@ -308,7 +311,7 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     wire_start = wire()
     t_start = trio.current_time()
     src.start_tracking()
-    pages = list(range(src.layout.npages))
+    pages: Sequence[int] = range(src.layout.npages)
     blocks: list[int] = []
     if dsk is not None:
         disk.start_tracking()
@@ -353,7 +356,7 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     info = {"digest": image_digest(mem.hashes), "pages": len(mem.hashes)}
     if disk is not None:
         info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
-    await ctl.send(P.encode_commit(info, mem.hashes.tobytes()))
+    await ctl.send_parts(P.commit_parts(info, mem.hashes))
     ack = await _expect(ctl, P.FrameType.ACK, "commit ACK", cfg.commit_timeout)
     t_ack = trio.current_time()
     res.rounds = round_no + 1

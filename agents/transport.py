@@ -15,6 +15,9 @@ import trio
 
 from agents.protocol import HEADER, MAX_FRAME, FrameType, ProtocolError, decode_header
 
+RCVLOWAT_MAX = 512 * 1024
+IOV_BATCH = 512  # buffers per sendmsg/recvmsg_into (IOV_MAX is 1024)
+
 
 class PeerStalled(ProtocolError):
     """The peer sent nothing for longer than the idle timeout."""
@@ -43,7 +46,7 @@ class TcpTransport(Transport):
     name = "tcp"
 
     def __init__(self, connect_timeout: float = 10.0, sndbuf: int | None = None,
-                 notsent_lowat: int = 256 * 1024, local_address: str | None = None) -> None:
+                 notsent_lowat: int = 2097152, local_address: str | None = None) -> None:
         self.local_address = local_address  # source address: selects a function stack
         self.connect_timeout = connect_timeout
         self.sndbuf = sndbuf
@@ -103,6 +106,7 @@ class FramedStream:
         self._rbuf = bytearray()
         # a plain TCP stream is read with recv_into (no intermediate copies)
         self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._rcvlowat = 1
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -135,28 +139,37 @@ class FramedStream:
         i = 0
         while i < len(bufs):
             with trio.fail_after(self.idle_timeout):
-                n = await self._sock.sendmsg(bufs[i : i + 512])
-            while n and i < len(bufs):
-                if n >= len(bufs[i]):
-                    n -= len(bufs[i])
-                    i += 1
-                else:
-                    bufs[i] = bufs[i][n:]
-                    n = 0
+                n = await self._sock.sendmsg(bufs[i : i + IOV_BATCH])
+            i = _advance(bufs, i, n)
 
     async def _chunk(self, n: int, what: str, into: memoryview | None) -> int | bytes:
         """One read from the stream: straight into ``into`` for a plain socket."""
+        if into is not None:
+            return await self._guarded(what, self._sock.recv_into, into, n)
+        return await self._guarded(what, self.stream.receive_some, max(n, 1 << 20))
+
+    async def _guarded(self, what: str, op, *args):
+        """One wait for the peer, bounded by the idle timeout, its failures as ours."""
         try:
             with trio.fail_after(self.idle_timeout):
-                if into is not None:
-                    return await self._sock.recv_into(into, n)
-                return await self.stream.receive_some(max(n, 1 << 20))
+                return await op(*args)
         except trio.TooSlowError:
             raise PeerStalled(f"peer sent nothing for {self.idle_timeout} s "
                               f"(waiting for {what})") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionError(f"connection lost while waiting for {what}: {_why(exc)}") \
                 from None
+
+    def _lowat(self, remaining: int) -> None:
+        """Wake for a read only once a good share of what is still due has arrived
+        (SO_RCVLOWAT): a page batch is then read in a few large reads, not a hundred small
+        ones, each paying a scheduler round trip. Never more than the frame still owes, so
+        the wait always ends."""
+        want = min(remaining, RCVLOWAT_MAX)
+        if want != self._rcvlowat:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                self._rcvlowat = want
 
     async def _read_exact(self, n: int, what: str) -> memoryview:
         """Exactly ``n`` bytes: buffered leftovers first, then reads into the receive buffer
@@ -170,6 +183,7 @@ class FramedStream:
             del self._buf[:got]
         while got < n:
             if self._sock is not None:
+                self._lowat(n - got)
                 r = await self._chunk(n - got, what, view[got:])
                 if not r:
                     raise ConnectionError(f"peer closed the connection (waiting for {what}, "
@@ -194,13 +208,64 @@ class FramedStream:
         """Next whole frame; ProtocolError for anything malformed, PeerStalled on silence.
 
         The payload view is only valid until the next ``receive`` on this stream."""
-        ftype, length = decode_header(bytes(await self._read_exact(HEADER.size, what)),
-                                      self.max_frame)
+        ftype, length = await self.receive_header(what)
         return ftype, await self._read_exact(length, what)
+
+    def reserve(self, n: int) -> None:
+        """Have a receive buffer of ``n`` bytes ready, its pages touched now (a large frame
+        that must be quick, like the COMMIT's hash array in the downtime, then lands in
+        memory that is already mapped)."""
+        if len(self._rbuf) < n:
+            self._rbuf = bytearray(n)
+            self._rbuf[::4096] = bytes(len(range(0, n, 4096)))
+
+    async def receive_header(self, what: str = "a frame") -> tuple[FrameType, int]:
+        """The next frame's type and payload length (checked); read its payload next."""
+        return decode_header(bytes(await self._read_exact(HEADER.size, what)), self.max_frame)
+
+    async def receive_exact(self, n: int, what: str) -> memoryview:
+        """The next ``n`` bytes (valid until the next receive)."""
+        return await self._read_exact(n, what)
+
+    async def receive_into(self, views: list[memoryview], what: str) -> None:
+        """Fill ``views`` in order with the next bytes of the stream: on a plain socket with
+        scatter reads straight into them (a batch's pages land in the image, not in a
+        buffer first), else through the receive buffer."""
+        total = sum(map(len, views))
+        if self._sock is None:
+            data, off = await self._read_exact(total, what), 0
+            for v in views:
+                v[:] = data[off : off + len(v)]
+                off += len(v)
+            return
+        bufs, i, left = [v for v in views if len(v)], 0, total
+        while left:
+            self._lowat(left)
+            n = await self._guarded(what, self._sock.recvmsg_into, bufs[i : i + IOV_BATCH])
+            n = n[0]
+            if not n:
+                raise ConnectionError(f"peer closed the connection (waiting for {what}, "
+                                      f"{total - left} of {total} bytes)")
+            left -= n
+            self.bytes_received += n
+            i = _advance(bufs, i, n)
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await self.stream.aclose()
+
+
+def _advance(bufs: list[memoryview], i: int, n: int) -> int:
+    """After a scatter/gather call moved ``n`` bytes from ``bufs[i:]``: the index of the
+    first buffer not done, that buffer trimmed to what is left of it."""
+    while n and i < len(bufs):
+        if n >= len(bufs[i]):
+            n -= len(bufs[i])
+            i += 1
+        else:
+            bufs[i] = bufs[i][n:]
+            n = 0
+    return i
 
 
 def _why(exc: BaseException) -> str:

@@ -1,6 +1,6 @@
 """The built-in guest: an arena of realistic pages, dirtied at a target rate, with a counter.
 
-Everything that defines the guest's state lives in its arena (one private anonymous mapping):
+Everything that defines the guest's state lives in its arena (one shared memfd mapping):
 page 0 holds a header with the counter and the dirtying parameters, so a copy of the arena
 started elsewhere (``--resume IMAGE``) carries on from exactly that memory. A tiny UDP
 service answers ``C`` with the counter (clients see the migration gap) and ``I`` with the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import mmap
 import os
@@ -102,16 +103,17 @@ def fill_arena(arena: mmap.mmap, cfg: Config) -> None:
 class Guest:
     """A running guest over an arena (fresh or resumed)."""
 
-    def __init__(self, arena: mmap.mmap, cfg: Config, sock: socket.socket,
+    def __init__(self, arena: Arena, cfg: Config, sock: socket.socket,
                  use_uffd: bool = True, disk: str | None = None) -> None:
-        self.arena, self.cfg, self.sock = arena, cfg, sock
+        self.arena_fd, self.arena = arena.fd, arena.map
+        self.cfg, self.sock = cfg, sock
         self.disk_fd = os.open(disk, os.O_RDWR) if disk else -1
         self.disk_blocks = os.fstat(self.disk_fd).st_size // PAGE if disk else 0
-        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(arena))
+        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.arena))
         self.uffd = -1
         if use_uffd:
             try:
-                self.uffd = register_uffd_wp_async(self.addr, len(arena))
+                self.uffd = register_uffd_wp_async(self.addr, len(self.arena))
             except OSError:
                 self.uffd = -1
         self.stop = threading.Event()
@@ -124,7 +126,8 @@ class Guest:
     def info(self) -> dict:
         host, port = self.sock.getsockname()[:2]
         return {"pid": os.getpid(), "start_ticks": start_ticks(), "arena_addr": self.addr,
-                "arena_bytes": len(self.arena), "page_size": PAGE, "uffd_wp": self.uffd >= 0,
+                "arena_bytes": len(self.arena), "arena_fd": self.arena_fd, "page_size": PAGE,
+                "uffd_wp": self.uffd >= 0,
                 "service": [host, port], "counter": self.counter}
 
     def publish(self) -> None:
@@ -201,23 +204,51 @@ class Guest:
 MADV_POPULATE_WRITE = 23  # Linux >= 5.14
 
 
-def new_arena(size: int) -> mmap.mmap:
-    """The guest's memory: private anonymous, in 4 KiB pages, populated.
+class Arena:
+    """The guest's memory: a memfd mapped shared, in 4 KiB pages, populated.
+
+    Shared like QEMU's ``memory-backend-memfd,share=on``: a source agent maps the same pages
+    (``fd`` is published in the guest's info) and copies them out with one memory copy
+    instead of reading /proc/PID/mem, and a destination's received image becomes the resumed
+    guest's memory as it is, with nothing copied in the downtime.
 
     Not in transparent huge pages (the default of many kernels, Debian's among them): there a
     write marks a whole 2 MiB page soft-dirty, and every pre-copy round would re-send every
     present page (measured in the VM: all 1,572 non-zero pages of an 8 MiB guest, each round).
     """
-    size = max(2 * PAGE, (size + PAGE - 1) // PAGE * PAGE)
-    arena = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(OSError, AttributeError):
-        arena.madvise(mmap.MADV_NOHUGEPAGE)
-    try:  # the page faults are paid now (a standby: before the image arrives)
-        arena.madvise(MADV_POPULATE_WRITE)
-    except OSError:
-        for off in range(0, size, PAGE):
-            arena[off] = 0
-    return arena
+
+    def __init__(self, size: int, fd: int | None = None) -> None:
+        self.size = max(2 * PAGE, (size + PAGE - 1) // PAGE * PAGE)
+        if fd is None:
+            fd = os.memfd_create("agents-guest", os.MFD_CLOEXEC)
+            os.ftruncate(fd, self.size)
+        self.fd = fd
+        self.map = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED)
+        with contextlib.suppress(OSError, AttributeError):
+            self.map.madvise(mmap.MADV_NOHUGEPAGE)
+        try:  # the page faults are paid now (a standby: before the image arrives)
+            self.map.madvise(MADV_POPULATE_WRITE)
+        except OSError:  # read faults only: an adopted image may be written meanwhile
+            for off in range(0, self.size, PAGE):
+                _ = self.map[off]
+
+    @classmethod
+    def adopt(cls, fd: int) -> Arena | None:
+        """Map an existing memfd as the arena (a received image), or None if ``fd`` is not
+        a memfd of whole pages (a regular image file is copied into a new arena instead)."""
+        try:
+            fcntl.fcntl(fd, fcntl.F_GET_SEALS)  # EINVAL unless memfd/shmem
+        except OSError:
+            return None
+        size = os.fstat(fd).st_size
+        if size < 2 * PAGE or size % PAGE:
+            return None
+        return cls(size, os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC))
+
+
+def new_arena(size: int) -> mmap.mmap:
+    """A fresh arena's mapping (tests and tools that only need the memory)."""
+    return Arena(size).map
 
 
 def write_header(arena: mmap.mmap, cfg: Config, counter: int = 0) -> None:
@@ -233,6 +264,30 @@ def read_header(image: bytes | mmap.mmap) -> tuple[Config, int]:
     d = json.loads(bytes(image[CONFIG_OFF : CONFIG_OFF + blen]))
     d["mix"] = tuple(d["mix"])
     return Config(**d), counter
+
+
+def _resume_arena(image: str, wait_go: bool) -> Arena | None:
+    """The arena to carry on from: a received memfd image is mapped as it is (mapped and
+    populated now, before ``go``: nothing is copied in the downtime); an image file is
+    copied into a new arena. None when a standby is told not to go."""
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        adopted = Arena.adopt(fd)
+        arena = adopted or Arena(size)
+        if wait_go and sys.stdin.readline().strip() != "go":
+            return None
+        if adopted is None:
+            view, done = memoryview(arena.map), 0
+            while done < size:
+                n = os.preadv(fd, [view[done:size]], done)
+                if n <= 0:
+                    raise SystemExit(f"workload: image {image} truncated at {done} bytes")
+                done += n
+            view.release()
+        return arena
+    finally:
+        os.close(fd)
 
 
 def main(size: int | None, mix: tuple, rate: float, hot_fraction: float, hot_share: float,
@@ -258,33 +313,21 @@ def main(size: int | None, mix: tuple, rate: float, hot_fraction: float, hot_sha
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((host, port))
     if resume:
-        fd = os.open(resume, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            arena = new_arena(size)  # populated now: a standby pays the page faults up front
-            if wait_go and sys.stdin.readline().strip() != "go":
-                return 3
-            view, done = memoryview(arena), 0
-            while done < size:
-                n = os.preadv(fd, [view[done:size]], done)
-                if n <= 0:
-                    raise SystemExit(f"workload: image {resume} truncated at {done} bytes")
-                done += n
-            view.release()
-        finally:
-            os.close(fd)
-        cfg, _ = read_header(arena)
+        arena = _resume_arena(resume, wait_go)
+        if arena is None:
+            return 3
+        cfg, _ = read_header(arena.map)
     else:
         if not size:
             raise SystemExit("workload: --size is required unless --resume")
         cfg = Config(size, rate, hot_fraction, hot_share, mix, seed, disk_rate)
-        arena = new_arena(size)
-        fill_arena(arena, cfg)
-        write_header(arena, cfg)
+        arena = Arena(size)
+        fill_arena(arena.map, cfg)
+        write_header(arena.map, cfg)
         if markers:
             from agents.markers import plant
 
-            plant(arena, markers, PAGE)
+            plant(arena.map, markers, PAGE)
     if announce_on:
         from agents.identity import announce_from
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +118,7 @@ class ImageMemory(MemorySource):
                 pages.add(p)
         return sorted(pages)
 
-    def read_runs(self, pages: list[int], scratch: bytearray
+    def read_runs(self, pages: Sequence[int], scratch: bytearray
                   ) -> list[tuple[int, int, memoryview]]:
         """Views of the image itself: the model only writes inside ``dirty``."""
         mv = memoryview(self.buf)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 
@@ -41,20 +42,25 @@ class Layout:
         i = bisect.bisect_right(self._firsts, page) - 1
         return self.regions[i].start + (page - self._firsts[i]) * self.page_size
 
-    def runs(self, pages: list[int]) -> Iterator[tuple[int, int, int]]:
+    def runs(self, pages: Sequence[int]) -> Iterator[tuple[int, int, int]]:
         """Group sorted pages into (first_page, count, address) runs contiguous in one region."""
-        i = 0
         n = len(pages)
-        while i < n:
-            first = pages[i]
-            r = bisect.bisect_right(self._firsts, first) - 1
-            region_end = self._firsts[r] + self.regions[r].npages
-            j = i + 1
-            while j < n and pages[j] == pages[j - 1] + 1 and pages[j] < region_end:
-                j += 1
-            addr = self.regions[r].start + (first - self._firsts[r]) * self.page_size
-            yield first, j - i, addr
-            i = j
+        if not n:
+            return
+        # where consecutive pages stop being adjacent (found in one comprehension, not a
+        # Python loop per page: a full round is a few runs of a million pages)
+        cuts = [] if pages[-1] - pages[0] == n - 1 else \
+            [i for i, (a, b) in enumerate(pairwise(pages), 1) if b != a + 1]
+        ps = self.page_size
+        start = 0
+        for end in (*cuts, n):
+            first, last = pages[start], pages[end - 1]
+            while first <= last:  # split where a run crosses into the next region
+                r = bisect.bisect_right(self._firsts, first) - 1
+                stop = min(last + 1, self._firsts[r] + self.regions[r].npages)
+                yield first, stop - first, self.regions[r].start + (first - self._firsts[r]) * ps
+                first = stop
+            start = end
 
     def to_json(self) -> dict[str, Any]:
         return {"page_size": self.page_size,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from agents.memory.layout import Layout
 
@@ -25,7 +25,7 @@ class MemorySource:
 
     def start_tracking(self) -> None: ...
     def dirty(self) -> list[int]: raise NotImplementedError
-    def read_runs(self, pages: list[int], scratch: bytearray
+    def read_runs(self, pages: Sequence[int], scratch: bytearray
                   ) -> list[tuple[int, int, memoryview]]:
         raise NotImplementedError
     def read_all(self) -> memoryview: raise NotImplementedError
