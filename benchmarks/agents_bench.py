@@ -1,12 +1,15 @@
 """Migration figures on a veth between two namespaces this script creates (root; prints JSON).
 
-    python benchmarks/agents_bench.py [--size 256M] [--rates 1gbit,10gbit,unshaped]
+    python benchmarks/agents_bench.py [--size 1G] [--rates 1gbit,10gbit,unshaped] [--reps 3]
 
-For each path (tbf-shaped or unshaped): iperf3 -J goodput, then migrations of the built-in
-workload (plain, zstd, 2 and 4 streams, and a 64M one for downtime), the page-stream rate
-divided by iperf3's, bytes on the wire divided by the image size; and a foreign
-``stress-ng --vm 1 --vm-bytes 256M`` migrated with its digest verified.
-Namespaces are named ``tbt-bench-*`` and always removed.
+For each path (tbf-shaped or unshaped): ``--reps`` pairs of an iperf3 -J run and a migration
+of the built-in workload on the same path, one right after the other (the machine's drift
+hits both alike); the medians of goodput / iperf3 (the whole migration: bytes on the wire
+over the time from the start of round 0 to the destination's ACK, downtime included) and of
+page-stream rate / iperf3 (round 0's rate). Then one migration each with zstd, 2 and 4
+streams and a 64M guest, bytes on the wire divided by the image size; and a foreign
+``stress-ng --vm 1 --vm-bytes 256M`` migrated with its digest verified. Namespaces are named
+``tbt-bench-*`` and always removed. Ends with a table of the medians.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -113,18 +117,33 @@ def stress_ng_case(a: str, b: str) -> dict:
         ng.wait()
 
 
+def paired(a: str, b: str, size: str, reps: int) -> dict:
+    """``reps`` x (iperf3, migration) on one path; every figure and the medians."""
+    runs = []
+    for _ in range(reps):
+        ip3 = iperf3(a, b)
+        res = migrate(a, b, "--workload", size, "--dirty-rate", "20")
+        runs.append(summary(res, ip3) | {"iperf3_mbps": round(ip3, 1),
+                                         "goodput_over_iperf3": round(
+                                             (res.get("goodput_mbps") or 0) / ip3, 3)})
+    med = {k: round(statistics.median(r[k] or 0 for r in runs), 3) for k in (
+        "iperf3_mbps", "goodput_mbps", "goodput_over_iperf3", "stream_rate_mbps",
+        "stream_rate_over_iperf3", "downtime_ms")}
+    return {"median": med, "all_completed": all(r["completed"] for r in runs), "runs": runs}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="256M")
+    ap.add_argument("--size", default="1G", help="guest size of the paired runs")
     ap.add_argument("--rates", default="1gbit,10gbit,unshaped")
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     report: dict = {}
     for rate in args.rates.split(","):
         with veth_pair(None if rate == "unshaped" else rate) as (a, b):
-            ip3 = iperf3(a, b)
-            entry: dict = {"iperf3_mbps": round(ip3, 1)}
-            for name, size, extra in (("plain", args.size, []),
-                                      ("zstd", args.size, ["--compress"]),
+            entry: dict = {"plain": paired(a, b, args.size, args.reps)}
+            ip3 = entry["plain"]["median"]["iperf3_mbps"]
+            for name, size, extra in (("zstd", args.size, ["--compress"]),
                                       ("plain_2_streams", args.size, ["--streams", "2"]),
                                       ("plain_4_streams", args.size, ["--streams", "4"]),
                                       ("plain_64M", "64M", [])):
@@ -134,6 +153,19 @@ def main() -> int:
                 entry["stress_ng_256M"] = stress_ng_case(a, b)
             report[rate] = entry
             print(json.dumps({rate: entry}, indent=1), flush=True)
+    print(f"\n{'path':<10} {'iperf3':>8} {'goodput':>8} {'/iperf3':>8} {'stream':>8} "
+          f"{'/iperf3':>8} {'downtime':>9}   (medians of {args.reps}, Mbit/s, ms; "
+          f"{args.size} guest)")
+    for rate, entry in report.items():
+        m = entry["plain"]["median"]
+        print(f"{rate:<10} {m['iperf3_mbps']:>8.0f} {m['goodput_mbps']:>8.0f} "
+              f"{m['goodput_over_iperf3']:>8.3f} {m['stream_rate_mbps']:>8.0f} "
+              f"{m['stream_rate_over_iperf3']:>8.3f} {m['downtime_ms']:>9.1f}")
+    for rate, entry in report.items():
+        print(f"{rate:<10} wire/image: plain {entry['plain']['runs'][0]['wire_over_image']}, "
+              f"zstd {entry['zstd']['wire_over_image']}; stream/iperf3 with 2 / 4 streams "
+              f"{entry['plain_2_streams']['stream_rate_over_iperf3']} / "
+              f"{entry['plain_4_streams']['stream_rate_over_iperf3']}")
     return 0
 
 
