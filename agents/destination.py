@@ -235,6 +235,8 @@ class Destination:
         self.session = s
         ctl.reserve(8 * layout.npages + P.MAX_JSON)  # the COMMIT arrives in the downtime
         try:
+            if standby is not None:
+                await self._standby_ready(standby)
             await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
                 "resume_service": list(service) if service else None}))
             with trio.CancelScope() as scope, gc_paused():
@@ -298,6 +300,20 @@ class Destination:
         finally:
             os.close(mfd)
         return image, proc
+
+    async def _standby_ready(self, proc: ChildProcess) -> None:
+        """Wait (before HELLO_OK) until the standby has mapped the image: its page tables
+        are built before round 0, not while pages stream in (measured at 10 Gbit/s with
+        a 1 GiB guest: goodput 8.1-8.3 Gbit/s while it did, 8.9-9.1 without)."""
+        assert proc.stdout is not None
+        try:
+            with trio.fail_after(60):
+                line = await trio.to_thread.run_sync(proc.stdout.readline,
+                                                     abandon_on_cancel=True)
+        except trio.TooSlowError:
+            raise P.ProtocolError("standby guest not ready after 60 s") from None
+        if line.strip() != b"standby":
+            raise P.ProtocolError(f"standby guest failed to start (status {proc.poll()})")
 
     async def _control_loop(self, ctl: FramedStream, s: Session,
                             service: tuple[str, int] | None) -> dict:

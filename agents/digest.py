@@ -26,6 +26,12 @@ def hash_units(view: memoryview, unit_size: int) -> list[int]:
     return [_h(view[o : o + unit_size]) for o in range(0, len(view), unit_size)]
 
 
+def hash_views(views: list[memoryview], unit_size: int) -> array:
+    """xxh3_64 of every ``unit_size`` slice of each view, in order, as one array."""
+    return array("Q", [_h(v[o : o + unit_size]) for v in views
+                       for o in range(0, len(v), unit_size)])
+
+
 def page_hashes(buf: bytes | bytearray | memoryview, page_size: int) -> array:
     """xxh3_64 of every page of ``buf`` as an array of unsigned 64-bit ints."""
     return array("Q", hash_units(memoryview(buf), page_size))

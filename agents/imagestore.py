@@ -27,6 +27,7 @@ class ImageStore:
         self.nunits = len(buf) // unit_size
         self.hashes = hashes if hashes is not None else zero_hashes(self.nunits, unit_size)
         self._zeros = bytes(unit_size)
+        self._zero_hashes = zero_hashes(min(self.nunits, 1 << 16), unit_size)
 
     def apply(self, batch: PageBatch) -> None:
         """Write a decoded, checked batch (its runs already within the layout)."""
@@ -40,11 +41,11 @@ class ImageStore:
     def write_runs(self, runs: list[tuple[int, int, int]], hashes: array) -> None:
         """Record a batch whose data units were received in place: zero its zero runs and
         take every unit's hash (in run order)."""
-        ps, mv, off = self.unit, self.view, 0
+        ps, mv, off, held = self.unit, self.view, 0, self.hashes
         for first, n, kind in runs:
-            if kind != KIND_DATA:
-                mv[first * ps : (first + n) * ps] = self._zeros * n if n > 1 else self._zeros
-            self.hashes[first : first + n] = hashes[off : off + n]
+            if kind != KIND_DATA and held[first : first + n] != self._zero_hashes[:n]:
+                mv[first * ps : (first + n) * ps] = self._zeros * n  # not zero already
+            held[first : first + n] = hashes[off : off + n]
             off += n
 
     def digest(self) -> str:

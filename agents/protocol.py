@@ -1,9 +1,12 @@
 """The migration wire protocol: versioned frames, bounded sizes, checked page batches.
 
 Every frame is ``MAGIC(2) VERSION(1) TYPE(1) LENGTH(4)`` followed by LENGTH payload bytes.
-Control frames carry a JSON object; page batches carry a binary header and a body of page
-numbers, kinds (zero reference or data) and the data pages, xxh3-checksummed and optionally
-zstd-compressed. Decoding never trusts a length: every size is checked against the frame
+Control frames carry a JSON object; page batches carry a binary header and a body of runs
+(first unit, count, kind: zero reference or data) followed by the data units, optionally
+zstd-compressed. Runs, not an entry per page, keep the work per batch proportional to its
+runs. A batch's checksum is the xxh3_64 of its header, its run table and the xxh3_64 of every
+unit (both sides hash every unit anyway, for the image digest: the check costs no extra pass
+over the data). Decoding never trusts a length: every size is checked against the frame
 limit and the image layout before anything is allocated or written.
 """
 
@@ -150,9 +153,15 @@ class PageBatch:
 _compressor = zstandard.ZstdCompressor(level=1)
 
 
-def batch_checksum(run_table: bytes | memoryview, unit_hashes: array) -> int:
-    """xxh3_64 over the run table, then the units' own xxh3_64 values."""
-    h = xxhash.xxh3_64(run_table)
+_SUMMED = struct.Struct("!BBHIII")  # the batch header's fields but its checksum
+
+
+def batch_checksum(space: int, flags: int, nruns: int, round_no: int, count: int,
+                   raw_len: int, run_table: bytes | memoryview, unit_hashes: array) -> int:
+    """xxh3_64 over the header's other fields, the run table, then the units' own xxh3_64
+    values (a damaged round number or flag fails it as surely as a damaged page)."""
+    h = xxhash.xxh3_64(_SUMMED.pack(space, flags, nruns, round_no, count, raw_len))
+    h.update(run_table)
     h.update(unit_hashes)
     return h.intdigest()
 
@@ -183,8 +192,9 @@ def batch_parts(
         packed = _compressor.compress(b"".join(body))
         if len(packed) < raw_len:
             body, flags = [packed], FLAG_ZSTD
-    head = BATCH_HEADER.pack(space, flags, len(runs), round_no, nunits,
-                             batch_checksum(table, unit_hashes), raw_len)
+    checksum = batch_checksum(space, flags, len(runs), round_no, nunits, raw_len, table,
+                              unit_hashes)
+    head = BATCH_HEADER.pack(space, flags, len(runs), round_no, nunits, checksum, raw_len)
     blen = len(head) + (raw_len if not flags else len(body[0]))
     return [encode_header(FrameType.PAGES, blen) + head, *body]
 
@@ -293,7 +303,8 @@ def check_batch(table: bytes | memoryview, runs: list, data_hashes: array,
                 off += n
             else:
                 hashes += array("Q", [zh]) * n
-    if batch_checksum(table, hashes) != head.checksum:
+    if batch_checksum(head.space, head.flags, head.nruns, head.round, head.count, head.raw_len,
+                      table, hashes) != head.checksum:
         raise ProtocolError("batch checksum mismatch")
     return hashes
 

@@ -10,10 +10,8 @@ A compressed batch is read whole, decompressed and copied in.
 
 from __future__ import annotations
 
-from array import array
-
 from agents import protocol as P
-from agents.digest import hash_units
+from agents.digest import hash_views
 from agents.imagestore import ImageStore
 from agents.transport import FramedStream
 
@@ -41,8 +39,5 @@ async def receive_batch(stream: FramedStream, length: int,
     views = [mv[first * ps : (first + n) * ps] for first, n, kind in runs
              if kind == P.KIND_DATA]
     await stream.receive_into(views, "batch data")
-    data_hashes = array("Q")
-    for v in views:
-        data_hashes += array("Q", hash_units(v, ps))
-    store.write_runs(runs, P.check_batch(table, runs, data_hashes, head))
+    store.write_runs(runs, P.check_batch(table, runs, hash_views(views, ps), head))
     return head

@@ -96,7 +96,7 @@ class Sender:
                 async for chunk in ch:
                     parts, nzero = self.build(round_no, chunk, scratch)
                     await stream.send_parts(parts)
-                    self.bytes_sent += sum(len(p) for p in parts)
+                    self.bytes_sent += sum(map(len, parts))
                     counts[0] += 1
                     counts[1] += len(chunk) - nzero
                     counts[2] += nzero

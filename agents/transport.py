@@ -119,7 +119,7 @@ class FramedStream:
 
     async def send_parts(self, parts: list[bytes | bytearray | memoryview]) -> None:
         """Send one frame given as consecutive parts (no joining copy)."""
-        total = sum(len(p) for p in parts)
+        total = sum(map(len, parts))
         if self.limiter:
             await self.limiter.acquire(total)
         try:

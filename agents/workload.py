@@ -275,8 +275,10 @@ def _resume_arena(image: str, wait_go: bool) -> Arena | None:
         size = os.fstat(fd).st_size
         adopted = Arena.adopt(fd)
         arena = adopted or Arena(size)
-        if wait_go and sys.stdin.readline().strip() != "go":
-            return None
+        if wait_go:  # mapped and populated: say so, then wait
+            print("standby", flush=True)
+            if sys.stdin.readline().strip() != "go":
+                return None
         if adopted is None:
             view, done = memoryview(arena.map), 0
             while done < size:

@@ -79,7 +79,7 @@ def migrate(a: str, b: str, *source_args: str, resume: bool = True) -> dict:
     finally:
         dest.kill()
         dest.wait()
-    for pid in (res.get("destination_pid"), res.get("source_pid") if resume else None):
+    for pid in (res.get("destination_pid"), res.get("source_pid")):  # guests, either side
         if pid:
             sh("kill", "-9", str(pid), check=False)
     return res

@@ -71,6 +71,14 @@ def test_checksum_mismatch_refused():
         P.decode_batch(payload, LIMITS)
 
 
+def test_damaged_header_fields_fail_the_checksum():
+    for off in (1, 7):  # flags, round
+        payload = _payload(P.encode_batch(P.SPACE_MEMORY, 0, sample_entries(), PS))
+        payload[off] ^= 0x02 if off == 1 else 0x01
+        with pytest.raises(P.ProtocolError, match="checksum|flags"):
+            P.decode_batch(payload, LIMITS)
+
+
 def test_truncated_and_oversized_batches_refused():
     payload = _payload(P.encode_batch(P.SPACE_MEMORY, 0, sample_entries(), PS))
     with pytest.raises(P.ProtocolError):
@@ -92,7 +100,8 @@ def test_commit_hash_count_checked():
 
 def _check_decoded(batch):
     assert all(0 <= p < 100 for p in batch.pages)
-    assert len(batch.data) == sum(batch.kinds) * PS
+    assert len(batch.data) == sum(n for _, n, k in batch.runs if k == P.KIND_DATA) * PS
+    assert len(batch.hashes) == sum(n for _, n, _ in batch.runs)
     for _page, data in batch.items(PS):
         assert data is None or len(data) == PS
 
