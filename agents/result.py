@@ -26,6 +26,7 @@ class MigrationResult:
     stream_rate_mbps: float = 0.0  # best round: wire bytes over the round's time
     integrity_ok: bool = False
     dirty_tracking: str = ""
+    memory_reader: str | None = None  # shared-arena | process_vm_readv (a live process)
     switchover_reason: str = ""
     throttle_max: float = 0.0
     transport: str = "tcp"

@@ -107,6 +107,7 @@ def test_workload_live_migration_resumes_at_destination():
             assert res["pages_sent_per_round"][0] == 48 * 256
             assert res["dirty_tracking"] in ("uffd-wp-async+pagemap-scan", "soft-dirty",
                                              "page-hash")
+            assert res["memory_reader"] == "shared-arena"  # the guest's memfd, mapped
             assert 0 < res["downtime_ms"] < 5000 and res["client_downtime_ms"] is not None
             assert res["counter_continuity_ok"] is True
             assert res["counter_first_at_destination"] >= res["counter_at_switchover"]
@@ -205,6 +206,7 @@ def test_foreign_stress_ng_image_verified_without_resume():
             assert res["integrity_ok"] and not res["resumed"]
             assert res["image_bytes"] >= 64 << 20
             assert res["dirty_tracking"] in ("soft-dirty", "page-hash")
+            assert res["memory_reader"] == "process_vm_readv"
             assert res["switchover_reason"] in ("converged", "max-rounds", "max-bytes")
             time.sleep(0.2)
             assert process_state(worker) not in "tTZ"  # verified copy; original carries on
