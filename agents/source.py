@@ -131,7 +131,7 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
     migration, the result says why."""
     res = MigrationResult(source_kind=kind, image_bytes=src.layout.nbytes,
                           dirty_tracking=src.mechanism, streams=cfg.streams,
-                          memory_reader=getattr(src, "reader", None),
+                          memory_reader=src.reader,
                           compression="zstd" if cfg.compress else "none",
                           bandwidth_cap_mbps=(cfg.bandwidth_cap_bps / 1e6
                                               if cfg.bandwidth_cap_bps else None))

@@ -20,6 +20,7 @@ class MemorySource:
 
     layout: Layout
     mechanism: str = "none"
+    reader: str | None = None  # how a live process's pages are read (shared-arena, ...)
     can_resume: bool = False
     info: dict | None = None
 
