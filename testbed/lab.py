@@ -9,24 +9,39 @@ recorded in the run registry (``testbed.state``) so a crashed run can be cleaned
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import statistics
 import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from topologies.model import Network, Route
+from topologies.model import Link, Network, Route
 
-from . import batch, firewall, routing, services, shaping, state, zygote
+from . import appliance, batch, firewall, routing, services, shaping, state, zygote
 from .nsexec import ns_prefix, run
 
 AGENTS = [sys.executable, "-m", "agents"]
+TAP_QUEUE_PKTS = 20_000
+CALIBRATION_STEPS = 3
 
 
 class LabError(RuntimeError):
     """The lab could not be built; the message names the node or link."""
+
+
+@dataclass
+class ApplianceLink:
+    """A netem link carried by the impairment appliance (``testbed.appliance``)."""
+
+    link: Link
+    port: appliance.Port
+    calibration: dict[str, Any] = field(default_factory=dict)
+    guest_plans: tuple[shaping.QdiscPlan, ...] = ()
 
 
 class Lab:
@@ -40,6 +55,8 @@ class Lab:
         self.stack_mode: str | None = None  # "vrf" or "policy" once stacks are set up
         self._net: Any = None
         self._procs: list[subprocess.Popen[Any] | zygote.ZygoteChild] = []
+        self.appliance: appliance.Appliance | None = None
+        self.appliance_links: list[ApplianceLink] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -69,6 +86,12 @@ class Lab:
             end.name for li in self.network.links for end in (li.a, li.b)
             if end.node in {n.name for n in switches}]
         self.state.save()
+        impaired = [li for li in self.network.links
+                    if li.a_to_b.needs_netem or li.b_to_a.needs_netem]
+        if impaired and appliance.needed():
+            self.appliance = appliance.shared(len(impaired))
+        else:
+            impaired = []
         net = Mininet(controller=None, build=False, autoSetMacs=False, waitConnected=False)
         self._net = net
         for node in self.network.nodes.values():
@@ -77,6 +100,8 @@ class Lab:
             else:
                 net.addHost(node.name, ip=None)
         for link in self.network.links:
+            if link in impaired:
+                continue  # its ends are the appliance's taps
             net.addLink(link.a.node, link.b.node, cls=MnLink, intfName1=link.a.name,
                         intfName2=link.b.name, addr1=link.a.mac, addr2=link.b.mac)
         net.build()
@@ -89,9 +114,16 @@ class Lab:
             self.state.node_pids[name] = pid
             self.state.netns_inodes[name] = state.netns_inode(pid) or 0
         self.state.save()
+        for link in impaired:
+            self._attach(link)
         self._configure()
+        for al in self.appliance_links:
+            self._impair(al)
 
     def stop(self) -> None:
+        for al in self.appliance_links:
+            self._detach(al)
+        self.appliance_links.clear()
         for proc in self._procs:
             if proc.poll() is None:
                 proc.kill()
@@ -133,6 +165,8 @@ class Lab:
                 cmds += [["ip", "addr", "add", addr, "dev", end.name] for addr in end.addrs]
                 cmds.append(["ip", "link", "set", end.name, "up"])
                 spec = link.spec_from(end.node)
+                if self._carried(link):
+                    spec = shaping.host_part(spec)  # the appliance does delay, jitter, loss
                 if spec.shaped:  # a new veth has no root qdisc: skip the plan's "del"
                     qplan = shaping.plan(end.name, spec, rtt_ms=rtt)
                     cmds += [list(c) for c in qplan.commands[1:]]
@@ -151,6 +185,89 @@ class Lab:
             self.run_many(node, cmds)
         if self.network.guests is not None:
             self._make_guest_slots()
+
+    # -- links through the impairment appliance --------------------------------------------
+    def _carried(self, link: Link) -> bool:
+        return any(al.link is link for al in self.appliance_links)
+
+    def _attach(self, link: Link) -> None:
+        """Give ``link`` a port of the appliance: its taps become the link's two ends."""
+        assert self.appliance is not None
+        for end in (link.a, link.b):
+            if self.pid(end.node) is None:
+                raise LabError(f"link {link.a.node}-{link.b.node}: a netem link through the "
+                               f"impairment appliance cannot end at switch {end.node!r}")
+        port = self.appliance.acquire()
+        self.appliance_links.append(ApplianceLink(link, port))
+        for end, tap in zip((link.a, link.b), port.taps, strict=True):
+            run(["ip", "link", "set", tap, "netns", str(self.pid(end.node))],
+                self.appliance.holding())
+            # a deep tap queue: QEMU reads it in bursts between guest time slices
+            cmds = [["ip", "link", "set", "dev", tap, "name", end.name],
+                    ["ip", "link", "set", "dev", end.name, "txqueuelen", str(TAP_QUEUE_PKTS)]]
+            if end.mac:
+                cmds.append(["ip", "link", "set", "dev", end.name, "address", end.mac])
+            if link.spec_from(end.node).loss_pct or link.spec_from(end.node).jitter_ms:
+                # one segment per packet: netem drops or delays whole GSO super-packets
+                cmds.append(["ethtool", "-K", end.name, "tso", "off", "gso", "off"])
+            self.run_many(end.node, cmds)
+
+    def _impair(self, al: ApplianceLink) -> None:
+        """Calibrate the appliance's own delay on ``al``'s link and install netem for the rest
+        of the asked delay, per direction: the RTT without netem first, then (netem's timers
+        cost a TCG guest more) corrected by what the RTT measured with it is off."""
+        assert self.appliance is not None
+        link, (nic_a, nic_b) = al.link, al.port.nics
+        rtt = _path_rtt_guess(self.network)
+        target = _peer_ip(link)
+        asked = link.a_to_b.delay_ms + link.b_to_a.delay_ms
+        dirs = ((nic_b, link.a_to_b), (nic_a, link.b_to_a))  # netem on the egress towards
+        floor = self._rtt_ms(link.a.node, target, warm=True) if target else None
+        own = floor / 2 if floor is not None else 0.0  # per direction, assumed symmetric
+        steps: list[dict[str, float | None]] = []
+        for _ in range(CALIBRATION_STEPS):
+            applied = [max(0.0, spec.delay_ms - own) for _, spec in dirs]
+            plans = tuple(shaping.appliance_plan(nic, spec, d, rtt)
+                          for (nic, spec), d in zip(dirs, applied, strict=True))
+            self.appliance.call([list(c) for p in plans for c in p.commands])
+            measured = self._rtt_ms(link.a.node, target) if target else None
+            steps.append({"applied_delay_ms": round(applied[0], 3), "rtt_ms": measured})
+            if measured is None or abs(measured - asked) <= max(0.005 * asked, 0.1) \
+                    or not any(applied):
+                break
+            own += (measured - asked) / 2
+        al.guest_plans = plans
+        al.calibration = {
+            "appliance_rtt_ms": floor, "asked_rtt_ms": asked,
+            "applied_delay_ms": [round(d, 3) for d in applied], "steps": steps,
+            "measured_rtt_ms": measured,
+            "below_floor": floor is not None and asked < floor}
+
+    def _rtt_ms(self, node: str, ip: str, warm: bool = False) -> float | None:
+        """The median ping RTT from ``node`` to ``ip`` (after a warm-up: the first packets
+        through a cold TCG guest take hundreds of ms)."""
+        from .measure import ping
+
+        if warm:
+            ping(self, node, ip, count=5, interval_s=0.05)
+        got = ping(self, node, ip, count=20, interval_s=0.02)
+        return statistics.median(got["rtts_ms"]) if got.get("rtts_ms") else None
+
+    def _detach(self, al: ApplianceLink) -> None:
+        """Bring the port's taps home to the appliance's namespace (best effort)."""
+        assert self.appliance is not None
+        for end, tap in zip((al.link.a, al.link.b), al.port.taps, strict=True):
+            with contextlib.suppress(Exception):
+                self.run_many(end.node, [
+                    ["ip", "link", "set", "dev", end.name, "down"],
+                    ["ip", "addr", "flush", "dev", end.name],
+                    ["ip", "link", "set", "dev", end.name, "name", tap],
+                    ["ip", "link", "set", "dev", tap, "netns", self.appliance.netns]])
+            with contextlib.suppress(Exception):
+                holding = self.appliance.holding()
+                run(["tc", "qdisc", "del", "dev", tap, "root"], holding, check=False)
+                run(["ip", "link", "set", tap, "up"], holding)
+        self.appliance.release(al.port)
 
     def _make_guest_slots(self) -> None:
         """Each guest slot: a named namespace, its ``eth0`` joined to port ``vm<N>`` of the
@@ -232,12 +349,36 @@ class Lab:
                                      stdout=stdout, stderr=stderr, text=text))
 
     def links_readback(self) -> list[dict[str, object]]:
-        """Each shaped interface: what was asked and what the kernel holds."""
-        out = []
+        """Each shaped interface: what was asked and what the kernel holds; for links through
+        the impairment appliance also its netem (asked, held by the guest's kernel) and the
+        calibration (the appliance's own RTT, the delays applied, the RTT measured)."""
+        out: list[dict[str, object]] = []
         for (node, dev), qplan in self.qdisc_plans.items():
             out.append({"node": node, "dev": dev, "asked": shaping.describe(qplan),
                         "kernel": shaping.readback(dev, self.pid(node))})
+        for al in self.appliance_links:
+            out.append({"node": "appliance", "dev": f"{al.link.a.name}<->{al.link.b.name}",
+                        "link": [f"{al.link.a.node}:{al.link.a.name}",
+                                 f"{al.link.b.node}:{al.link.b.name}"],
+                        "asked": [shaping.describe(p) for p in al.guest_plans],
+                        "kernel": self.appliance_qdiscs(al),
+                        "calibration": al.calibration})
         return out
+
+    def appliance_qdiscs(self, al: ApplianceLink) -> list[dict[str, object]]:
+        """What the appliance's kernel holds on the link's two guest NICs."""
+        assert self.appliance is not None
+        outs = self.appliance.call([["tc", "-s", "-j", "qdisc", "show", "dev", nic]
+                                    for nic in al.port.nics])
+        return [q for out in outs for q in json.loads(out or "[]")]
+
+    def emulator_drops(self) -> dict[str, int]:
+        """Packets dropped by the emulator's own qdiscs, per interface (host and appliance)."""
+        drops = {f"{n}:{d}": shaping.qdisc_drops(d, self.pid(n)) for n, d in self.qdisc_plans}
+        for al in self.appliance_links:
+            drops[f"appliance:{al.link.a.name}<->{al.link.b.name}"] = sum(
+                int(q.get("drops", 0)) for q in self.appliance_qdiscs(al))
+        return drops
 
 
 def _switch_params(kind: str | None) -> dict[str, Any]:
@@ -263,6 +404,17 @@ def route_command(route: Route) -> list[str]:
     if route.table is not None:
         cmd += ["table", str(route.table)]
     return cmd
+
+
+def _peer_ip(link: Link) -> str | None:
+    """Link end b's first address, the target of a calibration ping from end a."""
+    import ipaddress
+
+    for addr in link.b.addrs:
+        ip = ipaddress.ip_interface(addr)
+        if ip.version == 4 and link.a.addrs:
+            return str(ip.ip)
+    return None
 
 
 def _path_rtt_guess(network: Network) -> float:

@@ -39,8 +39,10 @@ def ping(lab: Lab, src: str, dst_ip: str, count: int = 20,
 def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 5.0,
            streams: int = 1, window: str | None = None, bind: str | None = None,
            port: int = IPERF_PORT, server_bind: str | None = None,
-           server_port: int | None = None) -> dict[str, Any]:
+           server_port: int | None = None, omit_s: float = 0.0) -> dict[str, Any]:
     """Throughput (Mbit/s) of an iperf3 TCP test from ``client`` to ``server``.
+
+    ``omit_s``: seconds of slow start left out of the figure (iperf3 ``-O``), for long paths.
 
     ``server_ip``/``port``: where the client connects; ``server_bind``/``server_port``: where
     the server listens (they differ behind a NAT gateway's published port).
@@ -55,9 +57,11 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
                "-P", str(streams)]
         if window:
             cmd += ["-w", window]
+        if omit_s:
+            cmd += ["-O", f"{omit_s:g}"]
         if bind:
             cmd += ["-B", bind]
-        proc = lab.run(client, cmd, check=False, timeout=seconds + 60)
+        proc = lab.run(client, cmd, check=False, timeout=seconds + omit_s + 60)
         doc = json.loads(proc.stdout or "{}")
         if "error" in doc or proc.returncode != 0:
             raise RuntimeError(f"iperf3 {client}->{server_ip} failed: "
@@ -67,7 +71,7 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
             "iperf3_mbps": round(end["sum_received"]["bits_per_second"] / 1e6, 3),
             "sender_mbps": round(end["sum_sent"]["bits_per_second"] / 1e6, 3),
             "retransmits": end["sum_sent"].get("retransmits"),
-            "seconds": seconds, "streams": streams,
+            "seconds": seconds, "omit_s": omit_s, "streams": streams,
         }
     finally:
         if srv.poll() is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from topologies.model import LinkSpec
 
@@ -92,6 +92,31 @@ def plan(dev: str, spec: LinkSpec, rtt_ms: float | None = None) -> QdiscPlan:
                      "rate", f"{int(spec.bw_mbps * 1e6)}bit",
                      "burst", str(burst), "limit", str(tbf_limit)))
     return QdiscPlan(dev, tuple(cmds), limit, burst, tbf_limit)
+
+
+def host_part(spec: LinkSpec) -> LinkSpec:
+    """What the host shapes of an appliance link: the rate (tbf is exact on the host)."""
+    return LinkSpec(bw_mbps=spec.bw_mbps, queue_pkts=spec.queue_pkts)
+
+
+def appliance_plan(dev: str, spec: LinkSpec, delay_ms: float, rtt_ms: float) -> QdiscPlan:
+    """The netem of one direction of an appliance link, on the guest NIC ``dev``.
+
+    Delay (``delay_ms``: the asked one-way delay less what the appliance itself adds), jitter
+    and loss; no rate (the host's tbf has shaped the traffic already) but a queue sized for the
+    delay line at the link's rate. With jitter and no reordering asked, netem's rate mode
+    serialises the packets at the link's rate so none overtakes another.
+    """
+    limit = netem_limit(replace(spec, delay_ms=delay_ms), rtt_ms)
+    netem = ["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "netem",
+             "limit", str(limit), "delay", f"{delay_ms:.3f}ms"]
+    if spec.jitter_ms:
+        netem += [f"{spec.jitter_ms}ms", "distribution", "normal"]
+        if not spec.reorder:
+            netem += ["rate", f"{int((spec.bw_mbps or UNSHAPED_RATE_MBPS) * 1e6)}bit"]
+    if spec.loss_pct:
+        netem += ["loss", "random", f"{spec.loss_pct}%"]
+    return QdiscPlan(dev, (tuple(netem),), limit, None, None)
 
 
 def apply(qplan: QdiscPlan, pid: int | None) -> None:

@@ -56,13 +56,17 @@ def guest_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def vng_command(kernel: str, accelerator: str, inner: str, rwdirs: Sequence[Path],
-                cpus: int, memory: str) -> list[str]:
+                cpus: int, memory: str, qemu_opts: Sequence[str] = ()) -> list[str]:
+    """virtme-ng booting ``kernel`` to run ``inner``; ``qemu_opts`` are extra QEMU arguments
+    (one ``--qemu-opt=ARG`` each: the ``=`` form, as vng would take ``-netdev`` for an
+    option of its own)."""
     vng = str(Path(sys.executable).parent / "vng")
     cmd = [vng, "--run", kernel, "--cpus", str(cpus), "--memory", memory]
     if accelerator != "kvm":
         cmd.append("--disable-kvm")
     for d in rwdirs:
         cmd += ["--rwdir", str(d)]
+    cmd += [f"--qemu-opt={opt}" for opt in qemu_opts]
     return cmd + ["--exec", inner]
 
 
