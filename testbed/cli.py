@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.table import Table
 
 from . import doctor as doctor_mod
 from .spec import SpecError
+
+if TYPE_CHECKING:
+    from .placement import Placement
 
 console = Console(stderr=True)
 
@@ -35,8 +39,10 @@ def _terminate_gracefully(signum: int, _frame: object) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--vm", "vm_mode", type=click.Choice(["auto", "always", "never"]),
               default=lambda: os.environ.get("TESTBED_VM", "auto"), show_default="auto",
-              help="Run network work inside a full-kernel VM: when this kernel lacks "
-                   "features (auto), always, or never.")
+              help="auto: natively, with netem links through the impairment appliance "
+                   "when this kernel lacks netem, and the whole run in the full-kernel VM "
+                   "only for what the appliance cannot give; always: the whole run in the "
+                   "VM; never: no VM of any kind.")
 @click.pass_context
 def main(ctx: click.Context, vm_mode: str) -> None:
     """Network-emulation testbed for live-migration traffic."""
@@ -48,7 +54,7 @@ def main(ctx: click.Context, vm_mode: str) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def doctor(as_json: bool) -> None:
-    """What this kernel and machine can do, and the verdict (native, vm, cannot-run)."""
+    """What this kernel and machine can do, and the verdict (native, appliance, vm, cannot-run)."""
     _need_root()
     report = doctor_mod.diagnose()
     if as_json:
@@ -69,9 +75,13 @@ def doctor(as_json: bool) -> None:
     click.echo(f"function stacks isolated by: {report.routing_isolation}")
     click.echo(f"dirty-page tracking available: {', '.join(report.dirty_tracking)}")
     verdict = {"native": "native: everything runs on this kernel",
+               "appliance": "appliance: runs natively; netem links pass through the "
+                            "impairment appliance (a full-kernel VM)",
                "vm": "vm: network work runs in a full-kernel VM (virtme-ng)",
                "cannot-run": "cannot-run"}[report.verdict]
     click.echo(f"verdict: {verdict}")
+    if report.placement:
+        click.echo(f"  why: {report.placement['why']}")
     if report.vm:
         click.echo(f"  kernel {report.vm['kernel']}, accelerator {report.vm['accelerator']} "
                    f"({report.vm['accelerator_reason']})")
@@ -85,82 +95,97 @@ def _need_root() -> None:
                                    "links and qdiscs")
 
 
-def _maybe_reexec_in_vm(ctx: click.Context, needs: tuple[str, ...], rwdirs: list[Path]) -> None:
-    """Re-run this very command inside the VM when the kernel here lacks ``needs``.
+def _placements(ctx: click.Context, specs: list[tuple[Path, Any]]) -> dict[Path, Placement]:
+    """Where each spec runs (``testbed.placement``), decided from one doctor probe."""
+    from .placement import PlacementError, decide
 
-    Returns only when the command should run here; otherwise exits with the guest's status.
-    """
-    mode = ctx.obj["vm"]
-    if os.environ.get(doctor_mod.IN_VM_ENV) == "1":
-        mode = "never"
-    report = doctor_mod.diagnose(check_kvm=mode != "never")
-    gaps = doctor_mod.missing(report.features, needs)
-    if mode == "never" or (mode == "auto" and not gaps):
-        if gaps:
-            raise click.ClickException(
-                f"this kernel ({report.kernel}) lacks {', '.join(gaps)}, needed here; "
-                + "; ".join(report.reasons)
-                + ". Use --vm auto to run inside a full-kernel VM, or `testbed doctor`.")
-        return
-    if report.vm is None:
-        detail = "; ".join(report.reasons) or "no VM available"
-        raise click.ClickException(f"cannot run in a VM here: {detail}")
+    in_vm = os.environ.get(doctor_mod.IN_VM_ENV) == "1"
+    report = doctor_mod.diagnose(check_kvm=ctx.obj["vm"] != "never" and not in_vm)
+    try:
+        return {path: decide(spec.needs, report.features, mode=ctx.obj["vm"],
+                             vm_available=report.vm is not None, in_vm=in_vm,
+                             kernel=f"kernel {report.kernel}",
+                             vm_reason="; ".join(report.reasons)) for path, spec in specs}
+    except PlacementError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_in_vm(paths: list[Path], out: Path) -> int:
+    """Run the specs at ``paths`` inside the full-kernel VM (one boot); its exit status."""
     from .vm import VMError, run_in_vm
 
-    argv = [sys.executable, "-m", "testbed", "--vm", "never",
-            *_strip_vm_option(sys.argv[1:])]
+    report = doctor_mod.diagnose()
+    assert report.vm is not None  # placement chose the VM only where one can run
+    argv = [sys.executable, "-m", "testbed", "--vm", "never", "run", *map(str, paths),
+            "--out", str(out), "--no-report"]
     try:
-        rc = run_in_vm(argv, str(report.vm["kernel"]), str(report.vm["accelerator"]),
-                       rwdirs=rwdirs)
+        return run_in_vm(argv, str(report.vm["kernel"]), str(report.vm["accelerator"]),
+                         rwdirs=[out])
     except VMError as exc:
         raise click.ClickException(str(exc)) from None
-    sys.exit(rc)
-
-
-def _strip_vm_option(argv: list[str]) -> list[str]:
-    """Drop the user's own --vm option (the guest always gets --vm never)."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--vm":
-            skip = True
-        elif not arg.startswith("--vm="):
-            out.append(arg)
-    return out
 
 
 @main.command()
 @click.argument("specs", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Results directory (default: results/<timestamp>).")
+@click.option("--no-report", is_flag=True, hidden=True,
+              help="Leave report.md and the plots to the caller (the VM half of a run).")
 @click.pass_context
-def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None) -> None:
-    """Run experiment SPECs (TOML); with none, the default suite."""
+def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
+        no_report: bool) -> None:
+    """Run experiment SPECs (TOML); with none, the default suite.
+
+    Each spec runs natively, natively with its netem links through the impairment appliance,
+    or inside the full-kernel VM, as this kernel requires (`testbed doctor`; --vm).
+    """
     from . import spec as spec_mod
 
-    _need_root()
     try:
-        loaded = [spec_mod.load(p) for p in specs] or spec_mod.default_suite()
+        paths = [p.resolve() for p in specs] or spec_mod.default_suite_files()
+        loaded = [(p, spec_mod.load(p)) for p in paths]
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
+    _need_root()
     out = (out_dir or Path("results") / time.strftime("%Y%m%d-%H%M%S")).resolve()
-    needs = tuple(sorted({f for s in loaded for f in s.needs}))
-    if not out_dir:
-        sys.argv += ["--out", str(out)]
-    sys.argv = [a if not (a.endswith(".toml") and os.path.exists(a)) else os.path.abspath(a)
-                for a in sys.argv]
-    _maybe_reexec_in_vm(ctx, needs, [out])
+    placed = _placements(ctx, loaded)
+    for path, spec in loaded:
+        console.print(f"[cyan]{spec.name}: {placed[path].where} ({placed[path].why})[/]")
+    failed: list[str] = []
+    inside = os.environ.get(doctor_mod.IN_VM_ENV) == "1"  # the VM half of a run
+    here = [(p, s) for p, s in loaded if inside or placed[p].where != "vm"]
+    to_vm = [p for p, _ in loaded if not inside and placed[p].where == "vm"]
+    try:
+        if here:
+            failed += _run_here(here, placed, out)
+        if to_vm and _run_in_vm(to_vm, out) != 0:
+            failed.append("(in the VM)")
+    finally:
+        from . import appliance
+
+        appliance.shutdown()
+    if not no_report:
+        from .report import finish
+
+        finish(out, console)
+    click.echo(f"results: {out}")
+    if failed:
+        raise click.ClickException(f"experiment(s) failed: {', '.join(failed)}")
+
+
+def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement],
+              out: Path) -> list[str]:
+    """Run ``specs`` in this kernel (netem links through the appliance where placed so);
+    the names of those that failed."""
     from . import zygote
     from .runner import run_spec
 
     zygote.shared()  # the agents' fork server imports them while the first lab comes up
-
     failed = []
-    for spec in loaded:
+    for path, spec in specs:
         try:
-            doc = run_spec(spec, out, progress=lambda m: console.print(f"[cyan]{m}[/]"))
+            doc = run_spec(spec, out, progress=lambda m: console.print(f"[cyan]{m}[/]"),
+                           placement=placed[path].describe())
             console.print(f"[green]{spec.name}: {doc['status']}[/] "
                           f"({doc['duration_s']:.0f} s)")
         except KeyboardInterrupt:
@@ -170,12 +195,7 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None) -> No
         except Exception as exc:  # one failed experiment does not stop the suite
             failed.append(spec.name)
             console.print(f"[red]{spec.name} failed: {type(exc).__name__}: {exc}[/]")
-    from .report import finish
-
-    finish(out, console)
-    click.echo(f"results: {out}")
-    if failed:
-        raise click.ClickException(f"experiment(s) failed: {', '.join(failed)}")
+    return failed
 
 
 @main.command()

@@ -1,8 +1,10 @@
 """What this kernel and machine can do, probed for real, and the verdict.
 
 Every kernel feature is tried in a scratch network namespace (devices created, qdiscs added)
-and everything is removed afterwards. The verdict: ``native`` (run here), ``vm`` (run inside a
-full Debian kernel with virtme-ng) or ``cannot-run`` (with the fix for each missing piece).
+and everything is removed afterwards. The verdict is where the default suite would run
+(``testbed.placement``): ``native`` (here), ``appliance`` (here, with the netem links through
+the impairment appliance), ``vm`` (inside a full Debian kernel with virtme-ng) or
+``cannot-run`` (with the fix for each missing piece).
 ``doctor`` always reports on the kernel it runs on; it never re-executes itself in the VM.
 """
 
@@ -24,9 +26,12 @@ from pathlib import Path
 
 from . import dirtyprobe
 
-#: Kernel features a full run needs; missing any of them sends the run to the VM.
+#: Kernel features the testbed can use (VRF and the OVS datapath have stand-ins: policy
+#: routing and Linux bridges).
 NETWORK_FEATURES = ("netns", "veth", "bridge", "htb", "tbf", "netem", "vrf", "openvswitch",
                     "ecmp")
+#: What the default suite needs; the verdict is where it would run (``testbed.placement``).
+SUITE_FEATURES = ("netns", "veth", "bridge", "htb", "tbf", "netem", "ecmp", "vxlan")
 #: Kernel config options a guest kernel must have (as module or built in) for the VM.
 GUEST_KERNEL_CONFIG = {
     "netem": "CONFIG_NET_SCH_NETEM",
@@ -67,6 +72,7 @@ class Report:
     routing_isolation: str = "policy-routing"
     dirty_tracking: list[str] = field(default_factory=list)
     probe_s: float = 0.0
+    placement: dict[str, object] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -221,7 +227,9 @@ def missing(features: dict[str, bool], needed: tuple[str, ...] = NETWORK_FEATURE
 
 
 def diagnose(check_kvm: bool = True) -> Report:
-    """Probe everything and decide the verdict."""
+    """Probe everything and decide the verdict: where the default suite would run."""
+    from .placement import PlacementError, decide
+
     t0 = time.monotonic()
     feats = probe_network()
     feats["soft_dirty"] = dirtyprobe.soft_dirty_works()
@@ -230,31 +238,33 @@ def diagnose(check_kvm: bool = True) -> Report:
     in_vm = os.environ.get(IN_VM_ENV) == "1"
     gaps = missing(feats)
     reasons = [f"{f}: {FIXES.get(f, 'missing')}" for f in gaps]
-    verdict, vm = "native", None
     if not tools["mnexec"]:
         reasons.append(f"mnexec: {FIXES['mnexec']}")
+    absent = [t for t in ("qemu", "vng", "busybox_static", "full_kernel") if not tools[t]]
+    vm = None
+    if not absent and not in_vm:
+        kernel = Path(str(tools["full_kernel"]))
+        kvm_ok, why = kvm_can_boot(kernel, tools["vng"]) if check_kvm else (False, "not probed")
+        vm = {"kernel": str(kernel), "accelerator": "kvm" if kvm_ok else "tcg",
+              "accelerator_reason": why}
+    placement: dict[str, object] | None = None
     if not feats["netns"] or not feats["veth"]:
         verdict = "cannot-run"
         reasons.append("no network namespaces or veth (run as root on Linux)")
-    elif gaps:
-        need = ("qemu", "vng", "busybox_static", "full_kernel")
-        absent = [t for t in need if not tools[t]]
-        if absent or in_vm:
+    else:
+        try:
+            chosen = decide(SUITE_FEATURES, feats, vm_available=not absent, in_vm=in_vm,
+                            kernel=f"kernel {platform.release()}",
+                            vm_reason="; ".join(f"{t}: {FIXES[t]}" for t in absent))
+            verdict, placement = chosen.where, chosen.describe()
+        except PlacementError as exc:
             verdict = "cannot-run"
-            reasons += [f"{t}: {FIXES[t]}" for t in absent]
-            if in_vm:
-                reasons.append("already inside the VM and its kernel still lacks features")
-        else:
-            verdict = "vm"
-            kernel = Path(str(tools["full_kernel"]))
-            kvm_ok, why = kvm_can_boot(kernel, tools["vng"]) if check_kvm else (False, "not probed")
-            vm = {"kernel": str(kernel), "accelerator": "kvm" if kvm_ok else "tcg",
-                  "accelerator_reason": why}
-    if not tools["mnexec"] and verdict == "native":
+            reasons.append(str(exc))
+    if not tools["mnexec"]:
         verdict = "cannot-run"
     tracking = [name for name, ok in (("pagemap-scan-uffd-wp", feats["uffd_wp_scan"]),
                                       ("soft-dirty", feats["soft_dirty"])) if ok] + ["hash"]
     return Report(
         kernel=platform.release(), in_vm=in_vm, features=feats, tools=tools, verdict=verdict,
         reasons=reasons, vm=vm, routing_isolation="vrf" if feats["vrf"] else "policy-routing",
-        dirty_tracking=tracking, probe_s=round(time.monotonic() - t0, 3))
+        dirty_tracking=tracking, probe_s=round(time.monotonic() - t0, 3), placement=placement)

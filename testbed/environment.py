@@ -32,7 +32,7 @@ def describe() -> dict[str, object]:
 
     return {
         "kernel": platform.release(),
-        "mode": "vm" if os.environ.get(IN_VM_ENV) == "1" else "native",
+        "mode": "vm" if os.environ.get(IN_VM_ENV) == "1" else "host",
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],

@@ -1,7 +1,7 @@
 """pytest plugin: kernel-feature markers, and tests that need the full kernel run in the VM.
 
 ``@pytest.mark.needs("netem", "vrf")`` says which kernel features a test needs. When this
-kernel lacks one and the doctor's verdict is ``vm``, every such test is deferred and all of
+kernel lacks one and a full-kernel VM can run here, every such test is deferred and all of
 them run inside ONE full-kernel VM boot at the first deferred test; each test's outcome and
 failure text come back to this session. A test that cannot run where it must fails (it is
 never skipped silently): missing features inside the VM, no VM available, or no root for an
@@ -68,7 +68,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if not gaps:
             continue
         why = f"kernel {report.kernel} lacks {', '.join(gaps)}"
-        if in_vm or config.getoption("--testbed-vm") == "never" or report.verdict != "vm":
+        if in_vm or config.getoption("--testbed-vm") == "never" or report.vm is None:
             detail = "; ".join(report.reasons)
             item.add_marker(pytest.mark.testbed_fail(f"{why} and cannot run elsewhere: {detail}"))
             continue

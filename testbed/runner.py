@@ -36,10 +36,15 @@ def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_spec(spec: Common, out_dir: Path, progress: Progress) -> dict[str, Any]:
-    """Run every variant x repetition of ``spec``; return (and write) its document."""
+def run_spec(spec: Common, out_dir: Path, progress: Progress,
+             placement: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every variant x repetition of ``spec``; return (and write) its document.
+
+    ``placement``: where it runs and why (``testbed.placement``), kept in its environment.
+    """
     run_variant = runner_for(spec.kind)
-    doc: dict[str, Any] = {"spec": spec.model_dump(), "environment": environment.describe(),
+    env = environment.describe() | ({"placement": placement} if placement else {})
+    doc: dict[str, Any] = {"spec": spec.model_dump(), "environment": env,
                            "status": "running", "variants": [],
                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     t0 = time.monotonic()

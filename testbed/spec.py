@@ -135,6 +135,12 @@ class LongDistanceSpec(Common):
     mark_rtt_ms: float = 150.0
     migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        base = ("netns", "veth", "tbf")
+        return (*base, "netem") if any(self.rtt_ms) or self.jitter_ms or self.loss_pct \
+            else base
+
     @model_validator(mode="after")
     def _no_vlan_around_the_wan(self) -> LongDistanceSpec:
         if self.migration.guest_network == "l2":
@@ -280,9 +286,14 @@ def default_suite_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "experiments" / "default"
 
 
-def default_suite() -> list[Common]:
-    """The suite `testbed run` runs with no spec: experiments/default/*.toml."""
+def default_suite_files() -> list[Path]:
+    """The spec files `testbed run` runs with no spec: experiments/default/*.toml."""
     files = sorted(default_suite_dir().glob("*.toml"))
     if not files:
         raise SpecError(f"no default suite in {default_suite_dir()}")
-    return [load(p) for p in files]
+    return files
+
+
+def default_suite() -> list[Common]:
+    """The default suite's specs, validated."""
+    return [load(p) for p in default_suite_files()]

@@ -14,7 +14,6 @@ from typing import Any
 from topologies.guests import add_guests
 from topologies.wan import wan
 
-from .. import shaping
 from ..lab import Lab
 from ..measure import iperf3, ping
 from ..migration import MigrationJob, migrate
@@ -86,8 +85,7 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
                      f"downtime {mig.get('downtime_ms') or 0:.0f} ms, client outage "
                      f"{client_outage(mig)}, goodput "
                      f"{mig.get('goodput_mbps', 0):.0f} Mbit/s")
-        point["qdisc_drops"] = {f"{n}:{d}": shaping.qdisc_drops(d, lab.pid(n))
-                                for n, d in lab.qdisc_plans}
+        point["qdisc_drops"] = lab.emulator_drops()
         point["links"] = lab.links_readback()
     return point
 

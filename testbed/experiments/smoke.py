@@ -7,7 +7,6 @@ from typing import Any
 
 from topologies.pair import pair
 
-from .. import shaping
 from ..lab import Lab
 from ..measure import iperf3, ping
 from ..spec import SmokeSpec
@@ -30,7 +29,7 @@ def run(spec: SmokeSpec, progress: Progress) -> dict[str, Any]:
                  f"{spec.measure.iperf_seconds:g} s")
         tput = iperf3(lab, "h1", "h2", dst, spec.measure.iperf_seconds,
                       spec.measure.iperf_streams)
-        drops = {f"{n}:{d}": shaping.qdisc_drops(d, lab.pid(n)) for n, d in lab.qdisc_plans}
+        drops = lab.emulator_drops()
         out.update(links=lab.links_readback(), ping=rtt, iperf3=tput,
                    qdisc_drops=drops)
     out["summary"] = {

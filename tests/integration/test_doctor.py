@@ -23,11 +23,13 @@ def test_verdict_matches_probed_features_here():
     rep = _doctor()
     for key in ("netem", "vrf", "openvswitch", "veth", "netns"):
         assert isinstance(rep["features"][key], bool)
-    gaps = doctor.missing(rep["features"])
+    gaps = doctor.missing(rep["features"], doctor.SUITE_FEATURES)
     if os.environ.get(doctor.IN_VM_ENV) == "1" or not gaps:
         assert rep["verdict"] == "native", rep["reasons"]
     else:
-        assert rep["verdict"] == "vm", rep["reasons"]
+        want = "appliance" if set(gaps) <= {"netem"} else "vm"
+        assert rep["verdict"] == want, rep["reasons"]
+        assert rep["placement"]["where"] == want and rep["placement"]["missing"] == gaps
         assert rep["vm"]["kernel"].startswith("/boot/vmlinuz-")
         assert rep["vm"]["accelerator"] in ("kvm", "tcg")
     assert "hash" in rep["dirty_tracking"]

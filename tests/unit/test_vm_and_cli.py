@@ -1,7 +1,6 @@
 import shlex
 
 from testbed import doctor, vm
-from testbed.cli import _strip_vm_option
 from testbed.lab import route_command
 from topologies.model import Route
 
@@ -21,8 +20,11 @@ def test_vng_command_disables_kvm_under_tcg_and_passes_rwdirs(tmp_path):
     assert "--disable-kvm" not in vm.vng_command("/boot/k", "kvm", "true", [], 2, "4G")
 
 
-def test_strip_vm_option():
-    assert _strip_vm_option(["--vm", "always", "run", "--vm=auto", "x"]) == ["run", "x"]
+def test_vng_command_passes_each_qemu_argument_in_the_equals_form():
+    cmd = vm.vng_command("/boot/k", "tcg", "true", [], 1, "1G",
+                         qemu_opts=["-netdev", "tap,id=t0,ifname=t0"])
+    assert "--qemu-opt=-netdev" in cmd and "--qemu-opt=tap,id=t0,ifname=t0" in cmd
+    assert cmd[-2:] == ["--exec", "true"]
 
 
 def test_missing_features():
