@@ -257,8 +257,9 @@ class Appliance:
         return sum(not p.in_use for p in self.ports)
 
 
-#: "auto": netem links go through the appliance when this kernel has no netem; "never": such
-#: a lab fails instead (``testbed --vm never``).
+#: "auto": netem links go through the appliance when this kernel has no netem; "always":
+#: through it even where the kernel has netem (to test the appliance there); "never": a lab
+#: with netem links fails on a kernel without netem.
 POLICY = os.environ.get("TESTBED_APPLIANCE", "auto")
 
 
@@ -273,7 +274,11 @@ def needed() -> bool:
     """Whether netem links must pass through the appliance: this kernel has no netem."""
     from .doctor import IN_VM_ENV
 
-    if os.environ.get(IN_VM_ENV) == "1" or _kernel_has_netem():
+    if os.environ.get(IN_VM_ENV) == "1":
+        return False
+    if POLICY == "always":
+        return True
+    if _kernel_has_netem():
         return False
     if POLICY == "never":
         raise ApplianceError("this kernel has no netem and the impairment appliance is "

@@ -124,8 +124,8 @@ def kill_recorded_processes(dead: list[state.RunState], report: CleanReport) -> 
     for st in dead:
         for pid in st.processes:
             cmd = _cmdline(pid)
-            if cmd and ("nsenter" in cmd or "testbed" in cmd or "agents" in cmd
-                        or "iperf3" in cmd):
+            if cmd and any(word in cmd for word in ("nsenter", "testbed", "agents", "iperf3",
+                                                     "vng", "qemu-system")):
                 try:
                     os.kill(pid, signal.SIGKILL)
                     report.processes.append(f"{pid} ({cmd[:60]})")

@@ -373,10 +373,14 @@ class Lab:
         return [q for out in outs for q in json.loads(out or "[]")]
 
     def emulator_drops(self) -> dict[str, int]:
-        """Packets dropped by the emulator's own qdiscs, per interface (host and appliance)."""
+        """Packets dropped by the emulation, per shaped interface (its bottleneck queue) and
+        per appliance link (its netem queues and the taps' rings towards QEMU: never the
+        network's, always the emulator's)."""
         drops = {f"{n}:{d}": shaping.qdisc_drops(d, self.pid(n)) for n, d in self.qdisc_plans}
         for al in self.appliance_links:
-            drops[f"appliance:{al.link.a.name}<->{al.link.b.name}"] = sum(
+            rings = sum(_tx_dropped(end.name, self.pid(end.node))
+                        for end in (al.link.a, al.link.b))
+            drops[f"appliance:{al.link.a.name}<->{al.link.b.name}"] = rings + sum(
                 int(q.get("drops", 0)) for q in self.appliance_qdiscs(al))
         return drops
 
@@ -404,6 +408,12 @@ def route_command(route: Route) -> list[str]:
     if route.table is not None:
         cmd += ["table", str(route.table)]
     return cmd
+
+
+def _tx_dropped(dev: str, pid: int | None) -> int:
+    """The kernel's count of packets ``dev`` dropped on transmit (a tap: its ring was full)."""
+    out = run(["ip", "-s", "-j", "link", "show", "dev", dev], pid).stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["dropped"])
 
 
 def _peer_ip(link: Link) -> str | None:
