@@ -164,13 +164,17 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
         from . import appliance
 
         appliance.shutdown()
-    if not no_report:
-        from .report import finish
+    from .report import failures, finish
 
+    if not no_report:
         finish(out, console)
     click.echo(f"results: {out}")
     if failed:
         raise click.ClickException(f"experiment(s) failed: {', '.join(failed)}")
+    bad = failures(out)
+    if bad:
+        raise click.ClickException(f"{len(bad)} migration(s) failed or were not verified: "
+                                   + "; ".join(bad))
 
 
 def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement],

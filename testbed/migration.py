@@ -140,6 +140,8 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
     docs = _json_lines(out)
     run.result = docs[-1] if docs else {"completed": False,
                                         "error": f"no JSON from the source: {err[-500:]}"}
+    # what the migration was asked to do, for the model (testbed.predict)
+    run.result |= {"downtime_target_ms": job.downtime_ms, "max_rounds": job.max_rounds}
     try:
         dout, _ = dest.communicate(timeout=15)
     except subprocess.TimeoutExpired:

@@ -5,11 +5,17 @@ rounds after the first, lambda = D / R and (Clark et al., NSDI'05; Liu et al.):
 
     T_mig  = V / R * (1 - lambda**(n + 1)) / (1 - lambda)
     T_down = V * lambda**n / R
+
+:func:`forecast` feeds it what a user would (:func:`inputs_from`: V the bytes round 0 had to
+send, R iperf3 on the same path shared among the migrations beside it, D the dirty rate the
+tracker measured), predicts the rounds by its own stop rule and adds one RTT per round and the
+measured resume time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 DEVIATION_FLAG = 0.20
 
@@ -48,3 +54,61 @@ def deviation(measured: float, predicted: float) -> float | None:
 
 def flagged(dev: float | None) -> bool:
     return dev is not None and abs(dev) > DEVIATION_FLAG
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a user would feed the model for one migration, all taken from the measurement."""
+
+    volume_bytes: float  # V: what round 0 had to send (zero pages travel as references)
+    rate_bytes_s: float  # R: iperf3 on the same path, shared by the migrations beside it
+    dirty_bytes_s: float  # D: the dirty rate the tracker measured (unique pages per second)
+    downtime_target_ms: float
+    max_rounds: int
+    rtt_s: float = 0.0  # one round trip per round (its end is acknowledged), one at the stop
+    resume_s: float = 0.0  # the destination's measured resume time
+
+
+@dataclass(frozen=True)
+class Forecast:
+    rounds: int  # by the model's own stop rule, the stop-and-copy round included
+    migration_time_s: float
+    downtime_ms: float
+    ratio: float
+
+
+def stop_round(inp: ModelInputs) -> int:
+    """The rounds the model predicts (QEMU's rule, as the agents use it): pre-copy until what
+    is left, V lambda^n, fits the downtime target at rate R, or the round limit."""
+    lam = inp.dirty_bytes_s / inp.rate_bytes_s
+    target_bytes = inp.downtime_target_ms / 1000.0 * inp.rate_bytes_s
+    for n in range(1, max(inp.max_rounds, 2)):
+        if inp.volume_bytes * lam ** n <= target_bytes:
+            return n + 1
+    return max(inp.max_rounds, 2)
+
+
+def forecast(inp: ModelInputs) -> Forecast:
+    """Rounds, total time and downtime of a pre-copy migration, per-round latency included."""
+    rounds = stop_round(inp)
+    p = precopy(inp.volume_bytes, inp.rate_bytes_s, inp.dirty_bytes_s, rounds)
+    total = p.migration_time_s + rounds * inp.rtt_s + inp.resume_s
+    down = p.downtime_ms + (inp.rtt_s + inp.resume_s) * 1000.0
+    return Forecast(rounds, total, down, p.ratio)
+
+
+def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
+    """The model's inputs from one measured migration (None: not enough was measured)."""
+    rate_mbps = m.get("fair_share_mbps") or m.get("iperf3_mbps")
+    sent, zeros = m.get("pages_sent_per_round") or [], m.get("zero_pages_per_round") or []
+    secs, dirty = m.get("round_seconds") or [], m.get("dirty_pages_per_round") or []
+    if not rate_mbps or not sent or not secs:
+        return None
+    ps = m.get("page_size", 4096)
+    volume = (sent[0] - (zeros[0] if zeros else 0)) * ps
+    precopy_dirty = dirty[:len(secs)]
+    dirty_rate = sum(precopy_dirty) * ps / max(sum(secs[:len(precopy_dirty)]), 1e-9)
+    rtt_ms = m.get("rtt_measured_ms") or m.get("rtt_ms") or 0.0
+    return ModelInputs(volume, rate_mbps * 1e6 / 8, dirty_rate,
+                       m.get("downtime_target_ms") or 300.0, m.get("max_rounds") or 30,
+                       rtt_ms / 1000.0, (m.get("resume_ms") or 0.0) / 1000.0)

@@ -33,20 +33,45 @@ def migrations(doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
 
 
 def prediction_for(m: dict[str, Any]) -> dict[str, Any] | None:
-    """The analytical model's figures for one measured migration (None if not computable)."""
-    rate_mbps = m.get("iperf3_mbps") or m.get("goodput_mbps")
-    rounds = m.get("rounds") or 0
-    if not rate_mbps or rounds < 1 or not m.get("completed"):
+    """The model's forecast for one completed migration, beside what was measured (None if
+    it failed or too little was measured)."""
+    if not m.get("completed"):
         return None
-    sent0 = (m.get("pages_sent_per_round") or [0])[0] * m.get("page_size", 4096)
-    volume = sent0 or m.get("image_bytes", 0)
-    dirty = (m.get("dirty_rate_mbs") or 0.0) * 1e6
-    p = predict.precopy(volume, rate_mbps * 1e6 / 8, dirty, rounds)
-    dev_t = predict.deviation(m.get("migration_time_s") or 0.0, p.migration_time_s)
-    dev_d = predict.deviation(m.get("downtime_ms") or 0.0, p.downtime_ms)
-    return {"lambda": p.ratio, "migration_time_s": p.migration_time_s,
-            "downtime_ms": p.downtime_ms, "deviation_time": dev_t, "deviation_downtime": dev_d,
+    inp = predict.inputs_from(m)
+    if inp is None:
+        return None
+    f = predict.forecast(inp)
+    dev_t = predict.deviation(m.get("migration_time_s") or 0.0, f.migration_time_s)
+    dev_d = predict.deviation(m.get("downtime_ms") or 0.0, f.downtime_ms)
+    return {"lambda": f.ratio, "rounds": f.rounds, "migration_time_s": f.migration_time_s,
+            "downtime_ms": f.downtime_ms, "deviation_time": dev_t, "deviation_downtime": dev_d,
+            "rate_mbps": inp.rate_bytes_s * 8 / 1e6, "dirty_mbs": inp.dirty_bytes_s / 1e6,
+            "volume_mib": inp.volume_bytes / MIB,
             "flag": predict.flagged(dev_t) or predict.flagged(dev_d)}
+
+
+def failed(m: dict[str, Any]) -> bool:
+    """A migration that did not complete with its integrity verified."""
+    return not (m.get("completed") and m.get("integrity_ok"))
+
+
+def outage_never_ended(m: dict[str, Any]) -> bool:
+    """The guest's client lost it and never heard from it again."""
+    return (m.get("client") or {}).get("outage_resolved") is False
+
+
+def cell(m: dict[str, Any], key: str, fmt: str = ".1f") -> str:
+    """A measured figure of a migration for a table: "failed" where the migration failed."""
+    if failed(m):
+        return "failed"
+    value = m.get(key)
+    return "-" if value is None else format(value, fmt)
+
+
+def value(m: dict[str, Any], key: str) -> float:
+    """A measured figure of a migration for a plot: NaN (no point) where it failed."""
+    v = m.get(key)
+    return float("nan") if failed(m) or v is None else float(v)
 
 
 def _f(x: Any, fmt: str = ".1f") -> str:
@@ -62,12 +87,15 @@ def _f(x: Any, fmt: str = ".1f") -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:+.0f} %"
+    """A deviation; none where the prediction is 0 (a percentage of 0 means nothing)."""
+    return "pred. 0" if x is None else f"{x * 100:+.0f} %"
 
 
 def client_outage(m: dict[str, Any]) -> str:
     """The outage a client saw: from the client's own probe when the guest has a network
     identity, else the gap the source agent's probe heard (marked so)."""
+    if outage_never_ended(m):
+        return "never ended"
     if m.get("client_outage_ms") is not None:
         return f"{m['client_outage_ms']:.0f}"
     if m.get("client_downtime_ms") is not None:
@@ -79,22 +107,29 @@ def migration_table(doc: dict[str, Any]) -> list[str]:
     migs = migrations(doc)
     if not migs:
         return []
-    lines = ["| case | image MiB | rounds | time s (pred.) | downtime ms (pred.) | client "
-             "outage ms | goodput / iperf3 Mbit/s | encrypted | integrity | tracking | flag |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | image MiB | rounds (pred.) | time s (pred.) | downtime ms (pred.) | "
+             "client outage ms | goodput / iperf3 Mbit/s | encrypted | integrity | tracking | "
+             "flag |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, m in migs:
-        pred = prediction_for(m)
         point = ", ".join(f"{k}={val}" for k, val in v.get("sweep_point", {}).items())
         case = " ".join(x for x in (m.get("case", ""), point) if x)
+        head = f"| {case} | {_f((m.get('image_bytes') or 0) / MIB, '.0f')} | "
+        if failed(m):
+            why = str(m.get("error") or m.get("switchover_reason") or "not verified")
+            lines.append(head + f"**failed** | **failed** | **failed** | {client_outage(m)} | "
+                         f"- | {_f(m.get('encrypted'))} | {_f(m.get('integrity_ok'))} | "
+                         f"{m.get('dirty_tracking', '-')} | {why[:80].replace('|', '/')} |")
+            continue
+        pred = prediction_for(m)
         flag = "-" if pred is None else ("**>20 %**" if pred["flag"] else "ok")
+        r_pred = f" ({pred['rounds']})" if pred else ""
         t_pred = f" ({pred['migration_time_s']:.1f}, {_pct(pred['deviation_time'])})" \
             if pred else ""
         d_pred = f" ({pred['downtime_ms']:.0f}, {_pct(pred['deviation_downtime'])})" \
             if pred else ""
         lines.append(
-            f"| {case} | {_f((m.get('image_bytes') or 0) / MIB, '.0f')} | {_f(m.get('rounds'))}"
-            f" | {_f(m.get('migration_time_s'))}{t_pred} | {_f(m.get('downtime_ms'), '.0f')}"
-            f"{d_pred} | {client_outage(m)} | "
+            head + f"{_f(m.get('rounds'))}{r_pred} | {_f(m.get('migration_time_s'))}{t_pred} | "
+            f"{_f(m.get('downtime_ms'), '.0f')}{d_pred} | {client_outage(m)} | "
             f"{_f(m.get('goodput_mbps'))} / {_f(m.get('iperf3_mbps'))} | "
             f"{_f(m.get('encrypted'))} | {_f(m.get('integrity_ok'))} | "
             f"{m.get('dirty_tracking', '-')} | {flag} |")
@@ -122,19 +157,29 @@ def write_report(out_dir: Path, docs: list[dict[str, Any]], plots: list[Path]) -
     lines = ["# Migration testbed report", ""]
     if docs:
         env = docs[0]["environment"]
-        lines += [f"Kernel {env['kernel']} ({env['mode']}), {env['cpus']} CPUs, "
-                  f"Python {env['python']}, testbed {env['versions'].get('testbed')}.", ""]
+        lines += [f"Kernel {env['kernel']}, {env['cpus']} CPUs, Python {env['python']}, "
+                  f"testbed {env['versions'].get('testbed')}.", ""]
     lines += ["Every migration is shown with the analytical pre-copy prediction in brackets "
-              "(lambda = D/R; T_mig = V/R (1 - lambda^(n+1)) / (1 - lambda); T_down = V "
-              "lambda^n / R; V = bytes of round 0, R = iperf3 rate on the same path, D = "
-              "configured dirty rate, n = rounds - 1) and its deviation; deviations above "
-              "20 % are flagged.", ""]
+              "(lambda = D/R; T_mig = V/R (1 - lambda^(n+1)) / (1 - lambda) + (n+1) RTT + "
+              "resume; T_down = V lambda^n / R + RTT + resume; V = the bytes round 0 had to "
+              "send (zero pages are references), R = iperf3 on the same path shared among "
+              "the migrations crossing its bottleneck, D = the dirty rate the tracker "
+              "measured, n + 1 = the rounds by the model's own stop rule: V lambda^n / R "
+              "within the downtime target, or the round limit) and its deviation; deviations "
+              "above 20 % are flagged. A migration that failed is shown as failed.", ""]
     for doc in docs:
         spec = doc["spec"]
         lines += [f"## {spec['name']} ({spec['kind']})", "",
                   spec.get("description") or "", "",
                   f"Status: {doc['status']}, {doc.get('duration_s', 0):.0f} s, "
                   f"{len(doc['variants'])} variant run(s).", ""]
+        where = doc["environment"].get("placement")
+        if where:
+            lines += [f"Ran: **{where['where']}** ({where['why']}).", ""]
+        bad = [m.get("case", "?") for _, m in migrations(doc) if failed(m)]
+        if bad:
+            lines += [f"**{len(bad)} migration(s) failed or were not verified:** "
+                      + ", ".join(bad), ""]
         lines += summary_lines(doc) + [""]
         table = migration_table(doc)
         if table:
@@ -159,13 +204,23 @@ def finish(out_dir: Path, console: Any) -> None:
     plots = plot_all(out_dir, docs)
     report = write_report(out_dir, docs, plots)
     table = Table(title="summary")
-    for col in ("experiment", "status", "migrations", "integrity ok", "flagged vs model"):
+    for col in ("experiment", "ran", "status", "migrations", "verified", "failed",
+                "within 20 % of the model"):
         table.add_column(col)
     for doc in docs:
         migs = [m for _, m in migrations(doc)]
-        preds = [prediction_for(m) for m in migs]
-        table.add_row(doc["spec"]["name"], doc["status"], str(len(migs)),
-                      f"{sum(bool(m.get('integrity_ok')) for m in migs)}/{len(migs)}",
-                      str(sum(1 for p in preds if p and p["flag"])))
+        preds = [p for p in (prediction_for(m) for m in migs) if p]
+        table.add_row(doc["spec"]["name"],
+                      (doc["environment"].get("placement") or {}).get("where", "-"),
+                      doc["status"], str(len(migs)),
+                      str(sum(not failed(m) for m in migs)),
+                      str(sum(failed(m) for m in migs)),
+                      f"{sum(not p['flag'] for p in preds)}/{len(preds)}")
     console.print(table)
     console.print(f"report: {report}; plots: {len(plots)}")
+
+
+def failures(out_dir: Path) -> list[str]:
+    """Every migration of the results in ``out_dir`` that failed or was not verified."""
+    return [f"{doc['spec']['name']}: {m.get('case', '?')}" for doc in load_docs(out_dir)
+            for _, m in migrations(doc) if failed(m)]

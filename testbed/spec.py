@@ -132,6 +132,8 @@ class LongDistanceSpec(Common):
         None, description="RTTs at which the transports after the first are run "
                           "(default: every RTT)")
     iperf_seconds: float = Field(5.0, gt=0, le=110)
+    iperf_omit_s: float = Field(2.0, ge=0, le=30, description="seconds of slow start left "
+                                "out of iperf3's figure at RTTs of 20 ms and more")
     mark_rtt_ms: float = 150.0
     migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
 

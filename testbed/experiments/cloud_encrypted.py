@@ -24,6 +24,7 @@ from ..lab import Lab
 from ..measure import iperf3
 from ..migration import MigrationJob, migrate
 from ..plots import save_figure
+from ..report import cell, value
 from ..spec import CloudSpec
 from . import Progress
 
@@ -116,9 +117,9 @@ def report_section(doc: dict[str, Any]) -> list[str]:
         for m in v.get("migrations", []):
             w = m.get("wire") or {}
             lines.append(
-                f"| {m['mode']} | {m.get('encrypted')} | {m.get('goodput_mbps') or 0:.1f} | "
-                f"{m.get('iperf3_mbps') or 0:.1f} | {m.get('cpu_s_per_gb') or '-'} | "
-                f"{m.get('downtime_ms') or 0:.0f} | "
+                f"| {m['mode']} | {m.get('encrypted')} | {cell(m, 'goodput_mbps')} | "
+                f"{m.get('iperf3_mbps') or 0:.1f} | {cell(m, 'cpu_s_per_gb')} | "
+                f"{cell(m, 'downtime_ms', '.0f')} | "
                 f"{w.get('markers_found', '-')}/{w.get('markers_planted', '-')} | "
                 f"{m.get('integrity_ok')} |")
     for i in iso:
@@ -136,13 +137,13 @@ def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
         return []
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
     names = [m["mode"] for m in migs]
-    axes[0].bar(names, [m.get("goodput_mbps") or 0 for m in migs])
+    axes[0].bar(names, [value(m, "goodput_mbps") for m in migs])
     axes[0].axhline(migs[0].get("iperf3_mbps") or 0, color="k", ls="--", label="iperf3")
     axes[0].set_ylabel("goodput (Mbit/s)")
     axes[0].legend(fontsize=7)
-    axes[1].bar(names, [m.get("cpu_s_per_gb") or 0 for m in migs])
+    axes[1].bar(names, [value(m, "cpu_s_per_gb") for m in migs])
     axes[1].set_ylabel("CPU s per GB (both agents)")
-    axes[2].bar(names, [m.get("downtime_ms") or 0 for m in migs])
+    axes[2].bar(names, [value(m, "downtime_ms") for m in migs])
     axes[2].set_ylabel("downtime (ms)")
     fig.suptitle(f"{doc['spec']['name']}: plaintext vs encrypted, "
                  f"{doc['spec']['rtt_ms']:g} ms RTT, {doc['spec']['bw_mbps']:g} Mbit/s")

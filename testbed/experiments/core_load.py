@@ -21,6 +21,7 @@ from ..measure import iperf3
 from ..migration import MigrationJob, migrate_concurrently
 from ..plots import save_figure
 from ..probes import PingProbe
+from ..report import failed, outage_never_ended
 from ..samplers import CounterSampler, utilisation_summary
 from ..spec import CoreLoadSpec
 from . import Progress
@@ -127,9 +128,11 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
             burst = _burst_summary(spec, c, runs, sampler, probe, bool(bg),
                                    (start - base_t, end - base_t), idle, (start, end),
                                    base_t)
+            share = fair_share_mbps(spec, path, c, base["iperf3_mbps"])
             for r in runs:
                 mig = dict(r.result) | {
                     "case": r.job.label, "iperf3_mbps": base["iperf3_mbps"],
+                    "fair_share_mbps": share,
                     "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
                     "concurrency": c, "t_start_s": round(r.started_s, 3)}
                 burst["migrations"].append(mig)
@@ -154,6 +157,18 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
     result["sampler_error"] = sampler.error
     result["sampler_dropped_samples"] = sampler.dropped
     return result
+
+
+def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -> float:
+    """What one of ``c`` concurrent migrations can expect: the path's iperf3 shared by the
+    migrations from one host (its link, or its stack's cap) and by the whole burst on the
+    source leaf's uplinks (ECMP assumed even), at iperf3's efficiency."""
+    per_host = -(-c // spec.hosts_per_leaf)
+    link = min(spec.host_link_mbps, spec.fabric_link_mbps,
+               spec.migration_cap_mbps if path == "capped" else float("inf"))
+    efficiency = iperf3_mbps / link
+    uplinks = spec.spines * spec.fabric_link_mbps * efficiency / c
+    return round(min(iperf3_mbps / per_host, uplinks), 3)
 
 
 def spine_load(series: list[dict[str, Any]],
@@ -239,10 +254,16 @@ def report_section(doc: dict[str, Any]) -> list[str]:
                 mean = sum(s["mean_util"] or 0 for s in sp) / max(1, len(b["spines"]))
                 mi, mb = b["management"]["idle"], b["management"]["burst"]
                 bg = b.get("background") or {}
-                ok = sum(bool(m.get("integrity_ok")) for m in b["migrations"])
-                down = max((m.get("downtime_ms") or 0 for m in b["migrations"]), default=None)
-                outages = [m["client_outage_ms"] for m in b["migrations"]
+                good = [m for m in b["migrations"] if not failed(m)]
+                ok = len(good)
+                down = max((m["downtime_ms"] for m in good if m.get("downtime_ms") is not None),
+                           default=None)
+                outages = [m["client_outage_ms"] for m in good
                            if m.get("client_outage_ms") is not None]
+                endless = sum(outage_never_ended(m) for m in b["migrations"])
+                worst_outage = f"{endless} never ended" if endless else \
+                    _fmt(max(outages) if outages else None, ".0f")
+                n_failed = len(b["migrations"]) - ok
                 lines.append(
                     f"| {p['path']} | {b['concurrency']} | {b['duration_s']:.1f} | {peak:.0%} | "
                     f"{mean:.0%} | {_fmt(b['ecmp_jain'], '.2f')} | "
@@ -250,8 +271,8 @@ def report_section(doc: dict[str, Any]) -> list[str]:
                     f"{_fmt(mb.get('rtt_p50_ms'))}/{_fmt(mb.get('rtt_p99_ms'))} | "
                     f"{_fmt(mb.get('loss_pct'))} | {_fmt(bg.get('idle_mbps'), '.0f')} -> "
                     f"{_fmt(bg.get('burst_mbps'), '.0f')} | {_fmt(down, '.0f')} | "
-                    f"{_fmt(max(outages) if outages else None, '.0f')} | "
-                    f"{ok}/{len(b['migrations'])} |")
+                    f"{worst_outage} | {ok}/{len(b['migrations'])}"
+                    f"{f' ({n_failed} failed)' if n_failed else ''} |")
     return lines
 
 

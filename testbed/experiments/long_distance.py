@@ -18,7 +18,7 @@ from ..lab import Lab
 from ..measure import iperf3, ping
 from ..migration import MigrationJob, migrate
 from ..plots import save_figure
-from ..report import client_outage
+from ..report import cell, client_outage, failed, value
 from ..spec import LongDistanceSpec
 from . import Progress
 
@@ -64,7 +64,8 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
         point["ping"] = ping(lab, SRC, dst_ip, count=10, interval_s=0.2)
         bdp = spec.bw_mbps * 1e6 / 8 * max(rtt, 1) / 1000
         point["iperf3"] = iperf3(lab, SRC, DST, dst_ip, spec.iperf_seconds,
-                                 window=f"{int(2 * bdp) + 65536}")
+                                 window=f"{int(2 * bdp) + 65536}",
+                                 omit_s=spec.iperf_omit_s if rtt >= 20 else 0.0)
         progress(f"{spec.name}: RTT {rtt:g} ms (measured p50 {point['ping'].get('rtt_p50_ms')}"
                  f"), iperf3 {point['iperf3']['iperf3_mbps']} Mbit/s; lab up "
                  f"{time.monotonic() - t0:.0f} s ago")
@@ -80,11 +81,11 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
             point["migrations"].append(mig)
             all_migrations.append(mig)
             progress(f"{spec.name}: {transport} @ {rtt:g} ms: "
-                     f"{'ok' if mig.get('integrity_ok') else 'FAILED'}, "
-                     f"{mig.get('migration_time_s', 0):.1f} s, {mig.get('rounds')} rounds, "
-                     f"downtime {mig.get('downtime_ms') or 0:.0f} ms, client outage "
-                     f"{client_outage(mig)}, goodput "
-                     f"{mig.get('goodput_mbps', 0):.0f} Mbit/s")
+                     f"{'FAILED: ' + str(mig.get('error')) if failed(mig) else 'ok'}, "
+                     f"{cell(mig, 'migration_time_s')} s, {mig.get('rounds')} rounds, "
+                     f"downtime {cell(mig, 'downtime_ms', '.0f')} ms, client outage "
+                     f"{client_outage(mig)}, goodput {cell(mig, 'goodput_mbps', '.0f')} "
+                     f"Mbit/s")
         point["qdisc_drops"] = lab.emulator_drops()
         point["links"] = lab.links_readback()
     return point
@@ -110,11 +111,10 @@ def report_section(doc: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"| {p['rtt_ms']:g} ({p['ping'].get('rtt_p50_ms')}){flag} | "
                     f"{p['iperf3']['iperf3_mbps']:.1f} | {m['transport_choice']} | "
-                    f"{m.get('migration_time_s') or 0:.1f} | {m.get('rounds')} | "
-                    f"{m.get('downtime_ms') or 0:.0f} | "
-                    f"{client_outage(m)} | "
-                    f"{m.get('goodput_mbps') or 0:.1f} | "
-                    f"{'-' if ratio is None else f'{ratio:.2f}'} | "
+                    f"{cell(m, 'migration_time_s')} | {cell(m, 'rounds', 'd')} | "
+                    f"{cell(m, 'downtime_ms', '.0f')} | {client_outage(m)} | "
+                    f"{cell(m, 'goodput_mbps')} | "
+                    f"{'-' if ratio is None or failed(m) else f'{ratio:.2f}'} | "
                     f"{'yes' if m.get('converged') else 'no'} |")
     return lines
 
@@ -137,9 +137,9 @@ def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
                 for m in p["migrations"]:
                     if m["transport_choice"] == tr:
                         xs.append(p["rtt_ms"])
-                        tm.append(m.get("migration_time_s") or 0)
-                        dt.append(m.get("downtime_ms") or 0)
-                        gp.append(m.get("goodput_mbps") or 0)
+                        tm.append(value(m, "migration_time_s"))
+                        dt.append(value(m, "downtime_ms"))
+                        gp.append(value(m, "goodput_mbps"))
             axes[0].plot(xs, tm, "o-", label=tr)
             axes[1].plot(xs, dt, "o-", label=tr)
             axes[2].plot(xs, gp, "o-", label=tr)

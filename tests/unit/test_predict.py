@@ -27,3 +27,39 @@ def test_lambda_one_and_deviation_flags():
     assert predict.deviation(1.0, 0.0) is None
     with pytest.raises(ValueError):
         predict.precopy(1e9, 0, 0, 1)
+
+
+def _inputs(**kw):
+    base = dict(volume_bytes=1e9, rate_bytes_s=1e8, dirty_bytes_s=2e7,
+                downtime_target_ms=300.0, max_rounds=30)
+    return predict.ModelInputs(**(base | kw))
+
+
+def test_the_model_stops_by_its_own_rule():
+    # lambda = 0.2: after round n the rest is 1e9 * 0.2**n; it fits 300 ms at 1e8 B/s
+    # (3e7 bytes) from n = 3 on: rounds 0, 1, 2 pre-copy, round 3 the stop-and-copy
+    assert predict.stop_round(_inputs()) == 4
+    assert predict.stop_round(_inputs(dirty_bytes_s=2e8, max_rounds=7)) == 7  # never fits
+    assert predict.stop_round(_inputs(volume_bytes=0.0)) == 2
+
+
+def test_forecast_adds_a_round_trip_per_round_and_the_resume():
+    bare = predict.forecast(_inputs())
+    slow = predict.forecast(_inputs(rtt_s=0.15, resume_s=0.02))
+    assert slow.rounds == bare.rounds == 4
+    assert math.isclose(slow.migration_time_s - bare.migration_time_s, 4 * 0.15 + 0.02)
+    assert math.isclose(slow.downtime_ms - bare.downtime_ms, 170.0)
+
+
+def test_inputs_come_from_what_was_measured():
+    m = {"iperf3_mbps": 800.0, "fair_share_mbps": 200.0, "pages_sent_per_round": [1000, 50, 10],
+         "zero_pages_per_round": [400, 0, 0], "round_seconds": [1.0, 0.5],
+         "dirty_pages_per_round": [60, 30, 10], "downtime_target_ms": 100,
+         "max_rounds": 5, "rtt_measured_ms": 20.0, "resume_ms": 5.0}
+    inp = predict.inputs_from(m)
+    assert inp.volume_bytes == 600 * 4096  # zero pages travel as references
+    assert inp.rate_bytes_s == 200e6 / 8  # the share beside the other migrations
+    assert math.isclose(inp.dirty_bytes_s, 90 * 4096 / 1.5)  # measured, not configured
+    assert (inp.downtime_target_ms, inp.max_rounds, inp.rtt_s, inp.resume_s) == \
+        (100, 5, 0.02, 0.005)
+    assert predict.inputs_from({"iperf3_mbps": 100.0}) is None

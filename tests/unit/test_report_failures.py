@@ -1,0 +1,40 @@
+"""Failed migrations appear as failed in report tables and plots, never as 0 ms."""
+
+import math
+
+from testbed import report
+
+OK = {"case": "ok", "completed": True, "integrity_ok": True, "downtime_ms": 120.0,
+      "migration_time_s": 2.0, "goodput_mbps": 90.0, "iperf3_mbps": 95.0, "rounds": 3,
+      "pages_sent_per_round": [1000, 100, 10], "zero_pages_per_round": [0, 0, 0],
+      "round_seconds": [0.4, 0.05], "dirty_pages_per_round": [100, 10, 5],
+      "image_bytes": 4096000}
+BAD = {"case": "bad", "completed": False, "integrity_ok": False, "downtime_ms": None,
+       "error": "destination killed", "image_bytes": 4096000}
+
+
+def _doc(*migs):
+    return {"spec": {"name": "x", "kind": "smoke"}, "environment": {},
+            "variants": [{"migrations": list(migs)}]}
+
+
+def test_a_failed_migration_is_shown_as_failed():
+    rows = report.migration_table(_doc(OK, BAD))
+    bad = next(r for r in rows if r.startswith("| bad"))
+    assert "**failed**" in bad and "destination killed" in bad
+    assert " 0 |" not in bad
+    assert report.cell(BAD, "downtime_ms") == "failed"
+    assert math.isnan(report.value(BAD, "downtime_ms"))
+    assert report.value(OK, "downtime_ms") == 120.0
+
+
+def test_a_prediction_of_zero_is_not_a_percentage():
+    assert report._pct(None) == "pred. 0"
+    assert report.prediction_for(BAD) is None
+    pred = report.prediction_for(OK)
+    assert pred["rounds"] >= 2 and pred["migration_time_s"] > 0
+
+
+def test_an_outage_that_never_ended_is_said():
+    m = OK | {"client": {"outage_resolved": False}, "client_outage_ms": None}
+    assert report.client_outage(m) == "never ended"
