@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 
 
+class InputError(click.ClickException):
+    """Bad input (a spec, a parameter): exit status 2, like a usage error."""
+
+    exit_code = 2
+
+
 _MAIN_PID = os.getpid()
 
 
@@ -37,15 +43,21 @@ def _terminate_gracefully(signum: int, _frame: object) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="migration-testbed", prog_name="testbed")
 @click.option("--vm", "vm_mode", type=click.Choice(["auto", "always", "never"]),
-              default=lambda: os.environ.get("TESTBED_VM", "auto"), show_default="auto",
+              default="auto", envvar="TESTBED_VM", show_default=True,
               help="auto: natively, with netem links through the impairment appliance "
                    "when this kernel lacks netem, and the whole run in the full-kernel VM "
                    "only for what the appliance cannot give; always: the whole run in the "
                    "VM; never: no VM of any kind.")
 @click.pass_context
 def main(ctx: click.Context, vm_mode: str) -> None:
-    """Network-emulation testbed for live-migration traffic."""
+    """Network-emulation testbed for live-migration traffic.
+
+    Exit status: 0 every experiment ran and every migration was verified; 1 something failed
+    (the message says what); 2 bad usage or input; 130 interrupted (the lab is torn down and
+    partial results are kept).
+    """
     ctx.obj = {"vm": vm_mode}
     signal.signal(signal.SIGTERM, _terminate_gracefully)
     signal.signal(signal.SIGHUP, _terminate_gracefully)
@@ -145,7 +157,7 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
         paths = [p.resolve() for p in specs] or spec_mod.default_suite_files()
         loaded = [(p, spec_mod.load(p)) for p in paths]
     except SpecError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise InputError(str(exc)) from None
     _need_root()
     out = (out_dir or Path("results") / time.strftime("%Y%m%d-%H%M%S")).resolve()
     placed = _placements(ctx, loaded)

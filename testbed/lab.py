@@ -164,11 +164,11 @@ class Lab:
                 cmds = base[end.node]
                 cmds += [["ip", "addr", "add", addr, "dev", end.name] for addr in end.addrs]
                 cmds.append(["ip", "link", "set", end.name, "up"])
-                spec = link.spec_from(end.node)
-                if self._carried(link):
-                    spec = shaping.host_part(spec)  # the appliance does delay, jitter, loss
+                spec, burst = link.spec_from(end.node), 0
+                if self._carried(link):  # the appliance does delay, jitter and loss
+                    spec, burst = shaping.host_part(spec), shaping.GSO_BURST
                 if spec.shaped:  # a new veth has no root qdisc: skip the plan's "del"
-                    qplan = shaping.plan(end.name, spec, rtt_ms=rtt)
+                    qplan = shaping.plan(end.name, spec, rtt_ms=rtt, min_burst=burst)
                     cmds += [list(c) for c in qplan.commands[1:]]
                     self.qdisc_plans[(end.node, end.name)] = qplan
         for node, cmds in base.items():

@@ -66,7 +66,7 @@ class ModelInputs:
     downtime_target_ms: float
     max_rounds: int
     rtt_s: float = 0.0  # one round trip per round (its end is acknowledged), one at the stop
-    resume_s: float = 0.0  # the destination's measured resume time
+    resume_s: float = 0.0  # measured: the destination's resume and its network move (hook)
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,8 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
     precopy_dirty = dirty[:len(secs)]
     dirty_rate = sum(precopy_dirty) * ps / max(sum(secs[:len(precopy_dirty)]), 1e-9)
     rtt_ms = m.get("rtt_measured_ms") or m.get("rtt_ms") or 0.0
+    resume_ms = (m.get("resume_ms") or 0.0) + \
+        ((m.get("hooks") or {}).get("on_resume") or {}).get("ms", 0.0)
     return ModelInputs(volume, rate_mbps * 1e6 / 8, dirty_rate,
                        m.get("downtime_target_ms") or 300.0, m.get("max_rounds") or 30,
-                       rtt_ms / 1000.0, (m.get("resume_ms") or 0.0) / 1000.0)
+                       rtt_ms / 1000.0, resume_ms / 1000.0)

@@ -54,18 +54,20 @@ def netem_limit(spec: LinkSpec, rtt_ms: float) -> int:
     return max(MIN_NETEM_LIMIT, delay_line + buffered + 100)
 
 
-def tbf_sizes(spec: LinkSpec, rtt_ms: float) -> tuple[int, int]:
-    """tbf burst (about 1 ms of data, at least 2 frames) and queue limit, in bytes."""
+def tbf_sizes(spec: LinkSpec, rtt_ms: float, min_burst: int = 0) -> tuple[int, int]:
+    """tbf burst (about 1 ms of data, at least 2 frames, at least ``min_burst``) and queue
+    limit, in bytes."""
     assert spec.bw_mbps is not None
-    burst = max(2 * MTU_WIRE, math.ceil(spec.bw_mbps * 1e6 / 8 / 1000))
+    burst = max(2 * MTU_WIRE, min_burst, math.ceil(spec.bw_mbps * 1e6 / 8 / 1000))
     return burst, buffer_pkts(spec, rtt_ms) * MTU_WIRE + burst
 
 
-def plan(dev: str, spec: LinkSpec, rtt_ms: float | None = None) -> QdiscPlan:
+def plan(dev: str, spec: LinkSpec, rtt_ms: float | None = None,
+         min_burst: int = 0) -> QdiscPlan:
     """tc commands that give ``dev``'s egress the impairments of ``spec``.
 
     ``rtt_ms`` is the path's round-trip time used to size the bottleneck queue (defaults to
-    twice this direction's delay).
+    twice this direction's delay); ``min_burst`` a floor for tbf's burst (bytes).
     """
     rtt = rtt_ms if rtt_ms is not None else 2 * spec.delay_ms
     cmds: list[tuple[str, ...]] = [("tc", "qdisc", "del", "dev", dev, "root")]
@@ -87,11 +89,17 @@ def plan(dev: str, spec: LinkSpec, rtt_ms: float | None = None) -> QdiscPlan:
             netem += ["rate", f"{int(UNSHAPED_RATE_MBPS * 1e6)}bit"]
         cmds.append(tuple(netem))
     elif spec.bw_mbps is not None:
-        burst, tbf_limit = tbf_sizes(spec, rtt)
+        burst, tbf_limit = tbf_sizes(spec, rtt, min_burst)
         cmds.append(("tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf",
                      "rate", f"{int(spec.bw_mbps * 1e6)}bit",
                      "burst", str(burst), "limit", str(tbf_limit)))
     return QdiscPlan(dev, tuple(cmds), limit, burst, tbf_limit)
+
+
+#: tbf's burst on an appliance link's tap: one whole GSO packet (64 KiB and its headers), so
+#: tbf does not cut TCP's segments up (a NIC with TSO sends such bursts too): the TCG guest's
+#: cost is per packet, and whole GSO packets let it carry several times the rate.
+GSO_BURST = 65536 + 2 * MTU_WIRE
 
 
 def host_part(spec: LinkSpec) -> LinkSpec:

@@ -62,7 +62,8 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
         dst_ip = net.address(DST)
         lab.run(SRC, ["ping", "-c", "2", "-i", "0.2", "-W", "3", dst_ip], check=False)
         point["ping"] = ping(lab, SRC, dst_ip, count=10, interval_s=0.2)
-        bdp = spec.bw_mbps * 1e6 / 8 * max(rtt, 1) / 1000
+        path_rtt = max(rtt, point["ping"].get("rtt_p50_ms") or 0.0, 5.0)  # what TCP sees
+        bdp = spec.bw_mbps * 1e6 / 8 * path_rtt / 1000
         point["iperf3"] = iperf3(lab, SRC, DST, dst_ip, spec.iperf_seconds,
                                  window=f"{int(2 * bdp) + 65536}",
                                  omit_s=spec.iperf_omit_s if rtt >= 20 else 0.0)
