@@ -133,7 +133,8 @@ class LongDistanceSpec(Common):
                           "(default: every RTT)")
     iperf_seconds: float = Field(5.0, gt=0, le=110)
     iperf_omit_s: float = Field(2.0, ge=0, le=30, description="seconds of slow start left "
-                                "out of iperf3's figure at RTTs of 20 ms and more")
+                                "out of iperf3's steady-state figure (reported beside the "
+                                "whole run's, which the migrations are compared with)")
     mark_rtt_ms: float = 150.0
     migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
 

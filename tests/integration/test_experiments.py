@@ -11,11 +11,11 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _run(tmp_path: Path, toml: str) -> tuple[dict, Path]:
+def _run(tmp_path: Path, toml: str, vm: str = "never") -> tuple[dict, Path]:
     spec = tmp_path / "spec.toml"
     spec.write_text(toml)
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "testbed", "--vm", "never", "run", str(spec),
+    res = subprocess.run([sys.executable, "-m", "testbed", "--vm", vm, "run", str(spec),
                           "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     name = spec.read_text().split('name = "')[1].split('"')[0]
@@ -71,9 +71,7 @@ client_probe_ms = 2
     assert "core-load" in report and "client outage ms max" in report
 
 
-@pytest.mark.needs("netem")
-def test_long_distance_measures_the_configured_rtt_and_migrates(tmp_path):
-    doc, out = _run(tmp_path, '''
+LONG_DISTANCE = '''
 name = "ld"
 kind = "long-distance"
 rtt_ms = [50]
@@ -85,7 +83,31 @@ workload_mib = 8
 dirty_rate_mbs = 1
 guest_network = "vxlan"
 client_probe_ms = 10
-''')
+'''
+
+
+@pytest.mark.needs("netem")
+def test_long_distance_measures_the_configured_rtt_and_migrates(tmp_path):
+    doc, out = _run(tmp_path, LONG_DISTANCE)
+    assert doc["environment"]["placement"]["where"] == "vm"
+    _check_long_distance(doc, out)
+
+
+def test_long_distance_through_the_appliance(tmp_path):
+    """On the host (no netem): native, with only the WAN link through the appliance."""
+    doc, out = _run(tmp_path, LONG_DISTANCE, vm="auto")
+    place = doc["environment"]["placement"]
+    if place["missing"]:  # this kernel has no netem; elsewhere it runs natively
+        assert place["where"] == "appliance", place
+        (point,) = doc["variants"][0]["points"]
+        (link,) = [li for li in point["links"] if li["node"] == "appliance"]
+        assert link["calibration"]["asked_rtt_ms"] == 50
+        assert point["qdisc_drops"]["appliance:a-r-b<->b-r-a"] == 0
+        assert "Ran: **appliance**" in (out / "report.md").read_text()
+    _check_long_distance(doc, out)
+
+
+def _check_long_distance(doc: dict, out: Path) -> None:
     (point,) = doc["variants"][0]["points"]
     assert 47.5 <= point["ping"]["rtt_p50_ms"] <= 55.0
     # a real measurement of the shaped path (its accuracy is test_topo_wan's job)
