@@ -216,6 +216,8 @@ class TlsServerTransport(TcpTransport):
         if not first:
             raise ConnectionError(f"{peer} closed the connection before its first frame")
         if first != b"\x16":  # not a TLS handshake: a plain migration peer (or junk)
+            if self.mode == "required" and await _is_resolve(stream):
+                return stream  # a RESOLVE: it names a migration, it cannot make one commit
             if self.mode == "required":
                 msg = (f"refused unencrypted source {peer}: this destination requires an "
                        f"encrypted, authenticated migration")
@@ -298,6 +300,18 @@ class TlsServerTransport(TcpTransport):
         if self.session is None or not hmac.compare_digest(session, self.session):
             raise AuthenticationFailed(f"refused data stream from {peer}: no such session")
         return {"session": self.session}
+
+
+async def _is_resolve(stream: trio.SocketStream) -> bool:
+    """The plain frame waiting is a RESOLVE (peeked, not consumed)."""
+    with trio.move_on_after(1):
+        while True:
+            head = await stream.socket.recv(P.HEADER.size, socket.MSG_PEEK)
+            if len(head) >= 4 or not head:
+                break
+            await trio.sleep(0.01)
+        return head[:2] == P.MAGIC and len(head) >= 4 and head[3] == P.FrameType.RESOLVE
+    return False
 
 
 def _peer(stream: trio.SocketStream) -> str:
