@@ -443,6 +443,7 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                  {"round": round_no, "batches": batches, "final": True}))
     refusals = src.refusals()  # while paused: what the image would silently leave out
+    res.warnings.extend(src.warnings)
     if refusals:
         await _abort(ctl)
         raise MigrationFailed("refused: " + "; ".join(refusals))

@@ -60,6 +60,34 @@ def writable_regions(pid: int) -> tuple[list[Region], list[str]]:
     return regions, refused
 
 
+def _coverage(regions: list[Region]) -> set[tuple[int, int]]:
+    """The address ranges the regions cover, adjacent ones merged."""
+    spans: list[list[int]] = []
+    for r in sorted(regions, key=lambda r: r.start):
+        end = r.start + r.npages * PAGE
+        if spans and spans[-1][1] == r.start:
+            spans[-1][1] = end
+        else:
+            spans.append([r.start, end])
+    return {(a, b) for a, b in spans}
+
+
+def _uncovered(spans: set[tuple[int, int]], by: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``spans`` that no range of ``by`` covers."""
+    out = []
+    for lo, hi in sorted(spans):
+        cur = lo
+        for blo, bhi in sorted(by):
+            if bhi <= cur or blo >= hi:
+                continue
+            if blo > cur:
+                out.append((cur, blo))
+            cur = max(cur, bhi)
+        if cur < hi:
+            out.append((cur, hi))
+    return out
+
+
 def workload_info(pid: int) -> dict | None:
     """The info file a built-in workload publishes (arena address, size, service port)."""
     path = INFO_DIR / f"{pid}.json"
@@ -98,7 +126,7 @@ class ProcessMemory(MemorySource):
         self._stopped_by_us = False
         self._unarmed = 0  # pages round 0 has yet to arm (a lazy tracker)
         self.unreadable_reads = 0
-        self.first_unreadable: int | None = None  # its address
+        self.unreadable: set[int] = set()  # page addresses whose read failed
         self.tracker = self._choose_tracker(tracking)
         self.mechanism = self.tracker.mechanism
 
@@ -129,8 +157,7 @@ class ProcessMemory(MemorySource):
                 end = min(len(view), (done // PAGE + 1) * PAGE)
                 view[done:end] = bytes(end - done)
                 self.unreadable_reads += 1
-                if self.first_unreadable is None:
-                    self.first_unreadable = addr + done
+                self.unreadable.add((addr + done) // PAGE * PAGE)
                 n = end - done
             done += n
         return view
@@ -221,26 +248,33 @@ class ProcessMemory(MemorySource):
                 self.cont()
 
     def refusals(self) -> list[str]:
-        """Device mappings; unreadable pages; mappings changed since the layout was taken."""
+        """What the image would leave out: a device mapping; memory mapped now that the
+        layout taken at the start does not cover (a new or grown mapping); a page still
+        mapped whose read failed. Memory unmapped meanwhile leaves nothing out (it is in
+        the image as zeros, with a warning)."""
         out = list(self.refused)
-        if self.unreadable_reads:
-            where = self._region_of(self.first_unreadable)
-            out.append(f"{self.unreadable_reads} page read(s) failed, first at "
-                       f"{self.first_unreadable:#x} ({where}): they would travel as zeros")
-        if not self.info:
+        self.warnings = []
+        if self.info:
+            now_regions = self.layout.regions
+        else:
             try:
                 now_regions, _ = writable_regions(self.pid)
             except OSError as exc:
                 return [*out, f"mappings unreadable: {exc}"]
-            now = {(r.start, r.npages, r.name) for r in now_regions}
-            then = {(r.start, r.npages, r.name) for r in self.layout.regions}
-            if now != then:
-                gone = sorted(then - now)[:3]
-                new = sorted(now - then)[:3]
-                out.append("mappings changed during the migration: gone "
-                           + (", ".join(f"{a:#x}+{n}p {nm}" for a, n, nm in gone) or "none")
-                           + "; new "
-                           + (", ".join(f"{a:#x}+{n}p {nm}" for a, n, nm in new) or "none"))
+            now, then = _coverage(now_regions), _coverage(self.layout.regions)
+            new = _uncovered(now, then)
+            if new:
+                out.append("mappings changed during the migration: not in the image "
+                           + ", ".join(f"{a:#x}-{b:#x}" for a, b in new[:3]))
+            gone = _uncovered(then, now)
+            if gone:
+                self.warnings.append("unmapped during the migration (zeros in the image): "
+                                     + ", ".join(f"{a:#x}-{b:#x}" for a, b in gone[:3]))
+        spans = _coverage(now_regions)
+        bad = sorted(a for a in self.unreadable if any(lo <= a < hi for lo, hi in spans))
+        if bad:
+            out.append(f"{len(bad)} mapped page(s) could not be read, first at {bad[0]:#x} "
+                       f"({self._region_of(bad[0])}): they would travel as zeros")
         return out
 
     def _region_of(self, addr: int | None) -> str:

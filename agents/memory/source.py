@@ -39,6 +39,8 @@ class MemorySource:
     def end(self) -> None: ...
     def alive(self) -> bool: return True
     def close(self) -> None: ...
+    warnings: list[str] = []  # set by refusals(): worth saying, no reason to refuse
+
     def refusals(self) -> list[str]:
         """Why the image taken would not be the guest's memory (checked while paused)."""
         return []

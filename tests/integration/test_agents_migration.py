@@ -186,6 +186,19 @@ def _biggest_descendant(root: int, min_rss: int) -> int | None:
     return best[1] if best[0] >= min_rss else None
 
 
+def _wait_stable_layout(pid: int, quiet_s: float = 1.0, within_s: float = 10.0) -> None:
+    """Wait until /proc/PID/maps has not changed for ``quiet_s`` (start-up mappings gone)."""
+    deadline = time.monotonic() + within_s
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        if maps != last:
+            last, since = maps, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.1)
+
+
 def test_foreign_stress_ng_image_verified_without_resume():
     # --vm-keep: without it stress-ng unmaps and remaps its buffer on every pass, and a
     # layout taken at the start may catch it unmapped (the result then says so in warnings)
@@ -198,7 +211,7 @@ def test_foreign_stress_ng_image_verified_without_resume():
             time.sleep(0.2)
             worker = _biggest_descendant(ng.pid, 60 << 20)
         assert worker, "stress-ng started no worker"
-        time.sleep(0.5)
+        _wait_stable_layout(worker)  # a mapping that changes mid-migration refuses it
         with destination("--listen", "127.0.0.1:0", "--no-resume") as (dproc, port):
             rc, res = run_source("--pid", str(worker), "--to", f"127.0.0.1:{port}",
                                  "--max-rounds", "4", "--streams", "2")
