@@ -344,8 +344,9 @@ class Destination:
             "migration": mid, "decision": decision, "pid": rec.get("guest_pid"),
             "service": rec.get("service")}))
         if msg.get("confirm"):
-            s = self.pending.get(mid)
-            if s is not None:
+            s = self.pending.get(mid) or (self.session if self.session is not None and
+                                          self.session.mid == mid else None)
+            if s is not None and s.decision is not None:
                 s.confirmed.set()
 
     def _open_disk(self, disk: object, batch_pages: int, limits: dict[int, P.BatchLimits],
@@ -458,6 +459,8 @@ class Destination:
         else:
             self._abort(s, f"source sent {ftype.name} before GO" if ftype else
                         "decided without GO")
+            if ftype == P.FrameType.ABORT:
+                s.confirmed.set()  # the source rolled back itself: it knows
             out = {"decision": s.decision}
         await faults.ahit("destination", "decided")
         if not faults.drops("destination", "decided"):

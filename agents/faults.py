@@ -4,7 +4,8 @@ named protocol step.
 Test-only: set ``AGENTS_FAULT="role:step:action[,role:step:action...]"`` in the agent's
 environment (role ``source`` | ``destination`` | ``guard``; action ``crash`` = SIGKILL of
 itself, i.e. kill -9 at exactly that step; ``stall`` = stop making progress; ``drop`` = the
-message sent at that step is not sent). Unset, every point is a no-op.
+message sent at that step is not sent; ``delay`` = wait one second there, a window for an
+external fault). Unset, every point is a no-op.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import signal
 import time
 
 ENV = "AGENTS_FAULT"
-ACTIONS = ("crash", "stall", "drop")
+ACTIONS = ("crash", "stall", "drop", "delay")
+DELAY_S = 1.0
 
 
 def parse(spec: str) -> dict[tuple[str, str], str]:
@@ -41,15 +43,20 @@ def hit(role: str, step: str) -> None:
     elif action == "stall":
         while True:
             time.sleep(3600)
+    elif action == "delay":
+        time.sleep(DELAY_S)
 
 
 async def ahit(role: str, step: str) -> None:
     """The async form: a stall sleeps in trio (the agent's timers still run)."""
     action = _action(role, step)
-    if action == "stall":
+    if action in ("stall", "delay"):
         import trio
 
-        await trio.sleep_forever()
+        if action == "stall":
+            await trio.sleep_forever()
+        await trio.sleep(DELAY_S)
+        return
     hit(role, step)
 
 

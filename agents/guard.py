@@ -24,12 +24,19 @@ from agents import faults
 from agents.forking import DEVNULL, fork_call
 from agents.resolve import Addr, apply, settle
 
+ENV = "AGENTS_GUARD_DIR"  # where a guard that acted writes its report (<migration>.json)
+
+
+def report_dir() -> Path:
+    return Path(os.environ.get(ENV) or "/tmp/agents-guard")
+
 
 class Guard:
     """The agent's handle: ``tell`` state lines, ``release`` once settled."""
 
     def __init__(self, pid: int, mid: str, addrs: Sequence[Addr], bind: str | None = None,
-                 resolve_s: float = 60.0, log: str | None = None) -> None:
+                 resolve_s: float = 60.0) -> None:
+        log = str(report_dir() / f"{mid}.json")
         r, w = os.pipe()
         self.proc = fork_call(lambda: _watch(r, pid, mid, list(addrs), bind, resolve_s, log),
                               keep_fds=[r], stdout=DEVNULL, stderr=DEVNULL, new_session=True)
@@ -65,7 +72,7 @@ def _uncgroup(home: str, path: str, pid: int) -> None:
 
 
 def _watch(fd: int, pid: int, mid: str, addrs: list[Addr], bind: str | None,
-           resolve_s: float, log: str | None) -> int:
+           resolve_s: float, log: str) -> int:
     cgroup: tuple[str, str] | None = None
     pending = False
     with os.fdopen(fd, "r") as pipe:
@@ -95,8 +102,8 @@ def _watch(fd: int, pid: int, mid: str, addrs: list[Addr], bind: str | None,
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
         report["action"] = "resumed the original"
-    if log:
-        with contextlib.suppress(OSError):
-            Path(log).write_text(json.dumps(report))
+    with contextlib.suppress(OSError):
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text(json.dumps(report))
     print(json.dumps(report), file=sys.stderr)
     return 0
