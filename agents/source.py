@@ -484,7 +484,7 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     if sw.committed:
         res.downtime_ms = round((t_ack - t_pause) * 1e3, 2)
     else:
-        res.warnings.append(f"destination aborted at the decision: {answer.get('error')}")
+        res.error = f"destination aborted at the decision: {answer.get('error')}"
     with contextlib.suppress(P.ProtocolError, ConnectionError, OSError):
         await ctl.send(P.encode_json(P.FrameType.CONFIRM, {"migration": sw.mid}))
 
