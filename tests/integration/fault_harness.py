@@ -41,6 +41,7 @@ class Case:
     expect: tuple[str, ...] = ()  # acceptable outcomes ("" : no result, the agent died)
     size: str = "8M"
     cap_mbit: float | None = None
+    source_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -61,6 +62,52 @@ class Verdict:
     def survived(self) -> bool:
         return self.copies == 1 and self.paused == 0 and not self.throttled and \
             not self.lost and not self.leftovers
+
+
+# --- the cases ---
+DONE, BACK, RESOLVED = "completed", "rolled-back", "indeterminate-then-resolved"
+
+CASES = [
+    # kill -9 of the source agent at each step (its guard settles): "" = no result printed
+    Case("src-kill-hello", "kill -9 source after HELLO", env_source="source:hello:crash"),
+    Case("src-kill-precopy", "kill -9 source in pre-copy", env_source="source:precopy:crash"),
+    Case("src-kill-stopped", "kill -9 source, guest stopped",
+         env_source="source:stopped:crash"),
+    Case("src-kill-commit", "kill -9 source after COMMIT", env_source="source:commit:crash"),
+    Case("src-kill-go", "kill -9 source before GO", env_source="source:go:crash"),
+    Case("src-kill-decided", "kill -9 source after DECISION",
+         env_source="source:decided:crash"),
+    # kill -9 of the destination agent at each step
+    Case("dst-kill-hello", "kill -9 destination at HELLO", env_dest="destination:hello:crash",
+         expect=(BACK,)),
+    Case("dst-kill-prepared", "kill -9 destination before PREPARED",
+         env_dest="destination:prepared:crash", expect=(BACK,)),
+    Case("dst-kill-go", "kill -9 destination at GO", env_dest="destination:go:crash"),
+    Case("dst-kill-decided", "kill -9 destination after deciding",
+         env_dest="destination:decided:crash"),
+    # lost messages and a stalled peer
+    Case("ack-lost", "DECISION (ACK) lost", env_dest="destination:decided:drop",
+         expect=(RESOLVED,)),
+    Case("go-lost", "GO lost", env_source="source:go:drop", expect=(BACK, RESOLVED)),
+    Case("dst-stall-go", "destination stalls after GO", env_dest="destination:go:stall",
+         expect=(RESOLVED,)),
+    # the network
+    Case("timeout-at-decision", "source --timeout waiting for DECISION",
+         env_dest="destination:go:stall", source_args=("--timeout", "3"),
+         expect=(RESOLVED,)),
+    Case("partition-stop", "partition in the stop phase", env_source="source:stopped:delay",
+         net="partition-stop"),
+    Case("partition-decided", "partition after the decision",
+         env_dest="destination:decided:delay", net="partition-decided", expect=(RESOLVED,)),
+    Case("loss-5", "5 % loss both ways", net="loss", expect=(DONE,)),
+    Case("flap-4s", "4 s link flap in pre-copy", net="flap", cap_mbit=40, size="16M",
+         expect=(DONE,)),
+    # what the image must not leave out
+    Case("shared", "32 MiB rw-s shared mapping", guest="shared", expect=(DONE,)),
+    Case("unreadable", "unreadable mapped pages", guest="unreadable", expect=(BACK,)),
+    Case("growing", "mapping added mid-migration", guest="growing", cap_mbit=150,
+         expect=(BACK,)),
+]
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -289,6 +336,7 @@ def run_case(case: Case) -> Verdict:
                  "--resolve-timeout", "6", "--json", "--probe-interval-ms", "0"]
         if case.cap_mbit:
             sargs += ["--bandwidth-cap", str(case.cap_mbit)]
+        sargs += case.source_args
         sproc = subprocess.Popen([*prefix_s, *PY, *sargs], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True,
                                  env={**env, "AGENTS_FAULT": case.env_source})
