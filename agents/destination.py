@@ -11,6 +11,7 @@ so the source can ask again after a lost answer and act on exactly one outcome.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import mmap
 import os
@@ -109,6 +110,8 @@ class Destination:
         self.port: int | None = None
         self.store = DecisionStore(cfg.decision_dir)
         self.pending: dict[str, Session] = {}  # decided, answer not yet confirmed
+        self.answered: collections.deque[str] = collections.deque(maxlen=4096)  # ids told
+        # "aborted" without a record (unknown here): never to be prepared afterwards
         self._done = trio.Event()
 
     async def serve(self, once: bool = True,
@@ -226,7 +229,8 @@ class Destination:
             raise P.ProtocolError(f"unsupported protocol version {hello.get('version')}")
         mid = hello.get("migration")
         if not isinstance(mid, str) or not 1 <= len(mid) <= 128 or \
-                mid in self.pending or self.store.get(mid) is not None:
+                mid in self.pending or mid in self.answered or \
+                self.store.get(mid) is not None:
             raise P.ProtocolError("HELLO needs a new migration id (a string of 1-128 chars)")
         try:
             layout = Layout.from_json(hello["layout"])
@@ -327,8 +331,9 @@ class Destination:
         if s is not None:
             return self._abort(s, "resolved before any decision")
         rec = self.store.get(mid)
-        if rec is None:
-            return "aborted"  # never prepared here: nothing can run (commits are recorded)
+        if rec is None:  # never prepared here: nothing can run (commits are recorded)
+            self.answered.append(mid)
+            return "aborted"
         if rec["state"] == "prepared":  # prepared by an agent that is gone with its standby
             self.store.put(mid, "aborted", reason="resolved after its agent was gone")
             return "aborted"

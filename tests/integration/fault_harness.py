@@ -370,9 +370,7 @@ def run_case(case: Case) -> Verdict:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-        time.sleep(0.2)
-        agents = set(pids_with("-m agents", to)) | set(pids_with("-m agents", records))
-        v.leftovers += sorted(agents - _guest_pids(gpid, records))
+        v.leftovers += _lingering(to, records, _guest_pids(gpid, records))
         for p in v.leftovers:
             kill(p)
         kill(gpid)
@@ -383,6 +381,17 @@ def run_case(case: Case) -> Verdict:
             net.close()
         v.seconds = round(time.monotonic() - t0, 1)
     return v
+
+
+def _lingering(to: str, records: str, guests: set[int], within: float = 3.0) -> list[int]:
+    """Agent processes (agents, guards, standbys: forks keep the agent's command line) still
+    there ``within`` seconds after the agents were ended, the guests aside."""
+    deadline = time.monotonic() + within
+    while True:
+        left = (set(pids_with("-m agents", to)) | set(pids_with("-m agents", records))) - guests
+        if not left or time.monotonic() >= deadline:
+            return sorted(left)
+        time.sleep(0.05)
 
 
 def _network_fault(case: Case, net: Net, gpid: int, records: str) -> None:
@@ -455,13 +464,14 @@ def _settle(v: Verdict, gpid: int, service: list | None, records: str,
     v.throttled = s not in "ZX" and throttled(gpid)
     for g in Path(records, "guard").glob("*.json"):
         v.detail += f" guard: {g.read_text()}"
+    standby_deadline = time.monotonic() + 5  # the destination agent itself discards them
     for r in _records(records):
-        st = state(r.get("guest_pid"))
-        if st in "ZX":
-            continue
         if r.get("state") == "committed":
-            copies += 1
-        else:
+            copies += state(r.get("guest_pid")) not in "ZX"
+            continue
+        while state(r.get("guest_pid")) not in "ZX" and time.monotonic() < standby_deadline:
+            time.sleep(0.05)
+        if state(r.get("guest_pid")) not in "ZX":
             v.leftovers.append(r["guest_pid"])  # a standby that outlived its migration
     v.copies, v.paused = copies, paused
 
