@@ -259,8 +259,9 @@ def _verify_source(src: MemorySource, sent: array, res: MigrationResult) -> None
 
     The destination's digest proves it holds exactly what was sent; this proves that what was
     sent is the source's memory at the switchover (a tracker that missed a write fails here).
-    Done before GO, so a miss rolls back with the original intact; its time is part of the
-    downtime (``source_verify_ms``).
+    Done before GO (in a thread, while COMMIT travels and the destination checks its image),
+    so a miss rolls back with the original intact; what it adds to the downtime is at most
+    ``source_verify_ms``.
     """
     t0 = time.perf_counter()
     now = page_hashes(src.read_all(), src.layout.page_size)
@@ -450,9 +451,14 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     info = {"digest": image_digest(mem.hashes), "pages": len(mem.hashes)}
     if disk is not None:
         info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
-    await ctl.send_parts(P.commit_parts(info, mem.hashes))
-    await faults.ahit("source", "commit")
-    prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
+    verify = cfg.verify_source == "always" or (cfg.verify_source == "auto" and
+                                                src.mechanism != "page-hash")
+    async with trio.open_nursery() as checks:  # the source check overlaps the wait
+        if verify:  # page-hash tracking: its last collect compared every page already
+            checks.start_soon(trio.to_thread.run_sync, _verify_source, src, mem.hashes, res)
+        await ctl.send_parts(P.commit_parts(info, mem.hashes))
+        await faults.ahit("source", "commit")
+        prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
     res.rounds = round_no + 1
     res.switchover_reason = reason
     res.throttle_max = throttle.max_level
@@ -460,12 +466,9 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     if not prepared.get("ok"):
         res.integrity_ok = False
         raise MigrationFailed(f"destination rejected the image: {prepared.get('error')}")
-    if cfg.verify_source == "always" or (cfg.verify_source == "auto" and
-                                         src.mechanism != "page-hash"):
-        _verify_source(src, mem.hashes, res)  # page-hash: the last collect compared all
-        if not res.source_verified:
-            await _abort(ctl)
-            raise MigrationFailed("the paused original differs from what was sent")
+    if verify and not res.source_verified:
+        await _abort(ctl)
+        raise MigrationFailed("the paused original differs from what was sent")
     res.integrity_ok = True
     # --- the decision: GO, then only the destination's answer counts ----------------------
     sw.pending()

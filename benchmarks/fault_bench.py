@@ -19,27 +19,52 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.fault_harness import CASES, PY, kill, run_case, table  # noqa: E402
+from tests.integration.fault_harness import (  # noqa: E402
+    CASES,
+    PY,
+    Net,
+    kill,
+    run_case,
+    table,
+)
 
 
-def verify_cost(size: str) -> dict:
-    """One loopback migration of a built-in guest: the source check's share of downtime."""
-    dest = subprocess.Popen([*PY, "destination", "--listen", "127.0.0.1:0"],
+def verify_cost(size: str, verify: str, net: Net | None = None) -> dict:
+    """One migration of a built-in guest (loopback, or across ``net``'s tbf veth) with the
+    source check before the decision on (auto) or off: downtime and the check's time."""
+    host = net.dst if net else "127.0.0.1"
+    pre_d = ["ip", "netns", "exec", net.b] if net else []
+    pre_s = ["ip", "netns", "exec", net.a] if net else []
+    dest = subprocess.Popen([*pre_d, *PY, "destination", "--listen", f"{host}:0"],
                             stdout=subprocess.PIPE, text=True)
     try:
         port = json.loads(dest.stdout.readline())["listening"][1]
-        out = subprocess.run([*PY, "source", "--workload", size, "--to", f"127.0.0.1:{port}",
-                              "--preflight", "off", "--json"], capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run([*pre_s, *PY, "source", "--workload", size, "--to",
+                              f"{host}:{port}", "--preflight", "off", "--json",
+                              "--probe-interval-ms", "0", "--verify-source", verify],
+                             capture_output=True, text=True, timeout=180)
         res = json.loads(out.stdout)
     finally:
         dest.kill()
         dest.wait()
     for pid in (res.get("destination_pid"), res.get("source_pid")):
         kill(pid)  # whichever copy runs: the benchmark leaves none behind
-    return {"size": size, "downtime_ms": res.get("downtime_ms"),
-            "source_verify_ms": res.get("source_verify_ms"),
-            "verify_ms_destination": res.get("verify_ms"), "outcome": res.get("outcome")}
+    return {"size": size, "path": "tbf 1 Gbit/s veth" if net else "loopback",
+            "verify": verify, "downtime_ms": res.get("downtime_ms"),
+            "source_verify_ms": res.get("source_verify_ms"), "outcome": res.get("outcome")}
+
+
+def verify_costs() -> list[dict]:
+    out = []
+    net = Net(rate_mbit=1000)
+    try:
+        for size in ("64M", "256M"):
+            for where in (None, net):
+                for verify in ("auto", "off"):
+                    out.append(verify_cost(size, verify, where))
+    finally:
+        net.close()
+    return out
 
 
 def main() -> int:
@@ -61,13 +86,13 @@ def main() -> int:
                   file=sys.stderr, flush=True)
     print(table(verdicts))
     print(f"wall time {time.monotonic() - t0:.0f} s")
-    costs = [] if args.no_verify_cost else [verify_cost(s) for s in ("64M", "256M")]
+    costs = [] if args.no_verify_cost else verify_costs()
     if costs:
-        print("\n| guest | downtime ms | of which source check ms | destination check ms |")
-        print("|---|---|---|---|")
+        print("\n| guest | path | source check | downtime ms | source check ms |")
+        print("|---|---|---|---|---|")
         for c in costs:
-            print(f"| {c['size']} | {c['downtime_ms']} | {c['source_verify_ms']} | "
-                  f"{c['verify_ms_destination']} |")
+            print(f"| {c['size']} | {c['path']} | {c['verify']} | {c['downtime_ms']} | "
+                  f"{c['source_verify_ms']} |")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "cases": [{"name": v.case.name, "fault": v.case.fault, "outcome": v.outcome,
