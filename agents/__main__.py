@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shell command once the guest has resumed, before the ACK (e.g. move "
                         "its host route)")
     d.add_argument("--keep-serving", action="store_true")
+    d.add_argument("--also-listen", type=hostport, action="append", default=[],
+                   metavar="HOST:PORT", help="another address to serve on (e.g. the "
+                   "management stack's: a path for RESOLVE when the migration path is down)")
     d.add_argument("--decision-dir", help="where decisions are recorded (they outlive this "
                    "agent; default $AGENTS_DECISION_DIR or /tmp/agents-decisions)")
     d.add_argument("--decision-linger", type=float, default=30.0,
@@ -309,6 +312,7 @@ def cmd_destination(args: argparse.Namespace) -> int:
                             on_resume=args.on_resume,
                             decision_dir=args.decision_dir or default_dir(),
                             decision_linger=args.decision_linger,
+                            also_listen=list(args.also_listen),
                             max_unauthenticated_bytes=args.max_unauthenticated,
                             announce=None if args.announce == "none" else args.announce)
     dest = Destination(cfg, destination_transport(args))
@@ -317,7 +321,8 @@ def cmd_destination(args: argparse.Namespace) -> int:
     async def run() -> list[dict]:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(dest.serve, not args.keep_serving)
-            print(json.dumps({"listening": [cfg.host, port]}), flush=True)
+            print(json.dumps({"listening": [cfg.host, port],
+                              "also_listening": [list(a) for a in dest.also]}), flush=True)
         return dest.outcomes
 
     outcomes = trio.run(run)

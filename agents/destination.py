@@ -51,6 +51,7 @@ class DestinationConfig:
     max_unauthenticated_bytes: int = 2 << 30  # an image a plain (unauthenticated) HELLO asks
     decision_dir: str = field(default_factory=default_dir)
     decision_linger: float = 30.0  # answer RESOLVE this long after an unconfirmed decision
+    also_listen: list[tuple[str, int]] = field(default_factory=list)  # e.g. management
     guest_netns: str | None = None  # the guest's own namespace (its network identity)
     guest_dev: str = "eth0"
     guest_port: str | None = None  # its vSwitch port in this namespace, up at resume
@@ -108,6 +109,7 @@ class Destination:
         self.rejected: list[str] = []
         self.on_reject: Callable[[str], None] | None = None  # e.g. print it as it happens
         self.port: int | None = None
+        self.also: list[tuple[str, int]] = []  # the other listening addresses (all services)
         self.store = DecisionStore(cfg.decision_dir)
         self.pending: dict[str, Session] = {}  # decided, answer not yet confirmed
         self.answered: collections.deque[str] = collections.deque(maxlen=4096)  # ids told
@@ -118,6 +120,10 @@ class Destination:
                     task_status=trio.TASK_STATUS_IGNORED) -> list[dict]:
         listeners = await self.transport.listen(self.cfg.host, self.cfg.port)
         self.port = listeners[0].socket.getsockname()[1]
+        for host, port in self.cfg.also_listen:  # another path to the same destination
+            more = await self.transport.listen(host, port)
+            self.also.append((host, more[0].socket.getsockname()[1]))
+            listeners += more
         async with trio.open_nursery() as nursery:
             for lst in listeners:
                 nursery.start_soon(self._accept_loop, lst, nursery)
@@ -427,6 +433,8 @@ class Destination:
                 if msg.get("final"):
                     final_round = rnd
                 else:
+                    if rnd == 0:
+                        await faults.ahit("destination", "precopy")
                     await ctl.send(P.encode_json(P.FrameType.ROUND_ACK, {"round": rnd}))
             elif ftype == P.FrameType.COMMIT:
                 if final_round is None:

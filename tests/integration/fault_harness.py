@@ -54,6 +54,7 @@ class Verdict:
     lost: bool = False  # the running copy's counter is behind what a client already saw
     leftovers: list[int] = field(default_factory=list)
     resolved_by: str = ""  # source | guard | resolver
+    mgmt: str = ""  # the destination's management address (network cases)
     detail: str = ""
     seconds: float = 0.0
     result: dict = field(default_factory=dict)
@@ -80,6 +81,8 @@ CASES = [
     # kill -9 of the destination agent at each step
     Case("dst-kill-hello", "kill -9 destination at HELLO", env_dest="destination:hello:crash",
          expect=(BACK,)),
+    Case("dst-kill-precopy", "kill -9 destination in pre-copy",
+         env_dest="destination:precopy:crash", expect=(BACK,)),
     Case("dst-kill-prepared", "kill -9 destination before PREPARED",
          env_dest="destination:prepared:crash", expect=(BACK,)),
     Case("dst-kill-go", "kill -9 destination at GO", env_dest="destination:go:crash"),
@@ -99,6 +102,9 @@ CASES = [
          net="partition-stop"),
     Case("partition-decided", "partition after the decision",
          env_dest="destination:decided:delay", net="partition-decided", expect=(RESOLVED,)),
+    Case("partition-mgmt", "migration path cut after the decision; asked via management",
+         env_dest="destination:decided:delay", net="partition-decided-mgmt",
+         expect=(RESOLVED,)),
     Case("loss-5", "5 % loss both ways", net="loss", expect=(DONE,)),
     Case("flap-4s", "4 s link flap in pre-copy", net="flap", cap_mbit=40, size="16M",
          expect=(DONE,)),
@@ -150,7 +156,8 @@ def sh(*cmd: str, check: bool = True) -> None:
 
 
 class Net:
-    """Two namespaces joined by a veth (tbf-shaped when asked): src 10.N.0.1, dst 10.N.0.2."""
+    """Two namespaces joined by a tbf-shaped veth (the migration path: src 10.N.0.1, dst
+    10.N.0.2) and a second, unshaped one (the management path: 10.N.1.1, 10.N.1.2)."""
 
     def __init__(self, rate_mbit: int = 300) -> None:
         tag = uuid.uuid4().hex[:6]
@@ -158,16 +165,22 @@ class Net:
         self.va, self.vb = f"tf{tag}a", f"tf{tag}b"
         n = int(tag[:2], 16) % 200 + 20
         self.src, self.dst = f"10.{n}.0.1", f"10.{n}.0.2"
+        self.msrc, self.mdst = f"10.{n}.1.1", f"10.{n}.1.2"
         sh("ip", "netns", "add", self.a)
         sh("ip", "netns", "add", self.b)
         sh("ip", "link", "add", self.va, "netns", self.a, "type", "veth", "peer", "name",
            self.vb, "netns", self.b)
-        for ns, dev, ip in ((self.a, self.va, self.src), (self.b, self.vb, self.dst)):
+        sh("ip", "link", "add", f"{self.va}m", "netns", self.a, "type", "veth", "peer", "name",
+           f"{self.vb}m", "netns", self.b)
+        for ns, dev, ip in ((self.a, self.va, self.src), (self.b, self.vb, self.dst),
+                            (self.a, f"{self.va}m", self.msrc),
+                            (self.b, f"{self.vb}m", self.mdst)):
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-               "rate", f"{rate_mbit}mbit", "burst", "256k", "latency", "50ms")
+            if not dev.endswith("m"):
+                sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                   "rate", f"{rate_mbit}mbit", "burst", "256k", "latency", "50ms")
 
     def nft(self, *rules: str) -> None:
         """Rules in an ``inet fault`` table of the destination's namespace, on its veth only
@@ -326,10 +339,14 @@ def run_case(case: Case) -> Verdict:
                  "--decision-linger", "25", "--resume-host", "127.0.0.1" if not net else host]
         if case.guest != "workload":
             dargs.append("--no-resume")
+        if net:
+            dargs += ["--also-listen", f"{net.mdst}:0"]
+            v.mgmt = net.mdst
         dproc = subprocess.Popen([*prefix_d, *PY, *dargs, "--json", f"--decision-dir={records}"],
                                  stdout=subprocess.PIPE, text=True,
                                  env={**env, "AGENTS_FAULT": case.env_dest})
-        port = json.loads(dproc.stdout.readline())["listening"][1]
+        ready = json.loads(dproc.stdout.readline())
+        port = ready["listening"][1]
         to = f"{host}:{port}"
         sargs = ["source", "--pid", str(gpid), "--to", to, "--preflight", "off",
                  "--idle-timeout", idle, "--commit-timeout", "4" if not case.net else "3",
@@ -337,6 +354,8 @@ def run_case(case: Case) -> Verdict:
         if case.cap_mbit:
             sargs += ["--bandwidth-cap", str(case.cap_mbit)]
         sargs += case.source_args
+        if net:  # the management path, for RESOLVE
+            sargs += ["--resolve-via", ":".join(map(str, ready["also_listening"][0]))]
         sproc = subprocess.Popen([*prefix_s, *PY, *sargs], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True,
                                  env={**env, "AGENTS_FAULT": case.env_source})
@@ -415,6 +434,9 @@ def _network_fault(case: Case, net: Net, gpid: int, records: str) -> None:
             net.partition()
             time.sleep(6)
             net.heal()
+    elif case.net == "partition-decided-mgmt" and wait_for(
+            lambda: any('"committed"' in p.read_text() for p in Path(records).glob("*.json"))):
+        net.partition()  # for good: only the management path reaches the destination
     elif case.net == "loss":
         net.loss(5)
     elif case.net == "flap" and wait_for(lambda: net.tx_bytes() > 2 << 20):  # in round 0

@@ -24,6 +24,8 @@ def test_fault(case):
         assert any(v.outcome.startswith(e) for e in case.expect), info
     if v.result.get("completed"):  # the destination's copy is the source's memory at pause
         assert v.result["integrity_ok"] and v.result["source_verified"] is not False
+    if case.net == "partition-decided-mgmt":  # answered over the management path
+        assert v.result["resolved_via"].startswith(f"{v.mgmt}:"), info
     if case.guest == "shared":
         assert v.result["image_bytes"] >= 32 << 20 and v.result["integrity_ok"]
     if case.guest in ("unreadable", "growing"):
