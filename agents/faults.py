@@ -2,7 +2,7 @@
 named protocol step.
 
 Test-only: set ``AGENTS_FAULT="role:step:action[,role:step:action...]"`` in the agent's
-environment (role ``source`` | ``destination`` | ``guard``; action ``crash`` = SIGKILL of
+environment (role ``source`` | ``destination``; action ``crash`` = SIGKILL of
 itself, i.e. kill -9 at exactly that step; ``stall`` = stop making progress; ``drop`` = the
 message sent at that step is not sent; ``delay`` = wait one second there, a window for an
 external fault). Unset, every point is a no-op.

@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents import faults
 from agents.forking import DEVNULL, fork_call
 from agents.resolve import Addr, apply, settle
 
@@ -86,7 +85,6 @@ def _watch(fd: int, pid: int, mid: str, addrs: list[Addr], bind: str | None,
                 cgroup = None
             elif word == "pending":
                 pending = True
-    faults.hit("guard", "takeover")
     report: dict = {"guard": pid, "migration": mid, "pending": pending}
     if cgroup is not None:
         _uncgroup(*cgroup, pid)

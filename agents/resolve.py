@@ -82,13 +82,10 @@ def settle(addrs: Sequence[Addr], mid: str, within: float, records: str | None =
            bind: str | None = None, interval: float = 0.5) -> dict | None:
     """Ask every path until one answers or ``within`` seconds have passed."""
     deadline = time.monotonic() + within
-    errors: list[str] = []
     while True:
         for addr in addrs:
-            try:
+            with contextlib.suppress(OSError, P.ProtocolError):
                 return ask_one(addr, mid, bind=bind)
-            except (OSError, P.ProtocolError) as exc:
-                errors.append(f"{addr[0]}:{addr[1]}: {exc}")
         if records:
             got = from_records(records, mid)
             if got is not None:

@@ -10,7 +10,7 @@ paused for ``python -m agents resolve``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agents.guard import Guard
 from agents.resolve import Addr, destination_runs
@@ -27,7 +27,6 @@ class Switchover:
     answer: dict | None = None  # the destination's DECISION
     lost: str | None = None  # why the answer to GO was not received
     resolved_via: str | None = None
-    history: list[str] = field(default_factory=list)
 
     def stopped(self) -> None:
         self.phase = "stopped"

@@ -256,3 +256,19 @@ def test_shared_mappings_are_in_the_layout_and_device_mappings_refused(monkeypat
     regions, refused = proc.writable_regions(1)
     assert [r.name for r in regions] == ["/dev/zero (deleted)"]
     assert len(refused) == 1 and "/dev/dri/card0" in refused[0]
+
+
+def test_layout_changes_are_compared_as_address_coverage():
+    import agents.memory.process as proc
+
+    ps = proc.PAGE
+    then = [Region(0x10000, 4, "a"), Region(0x10000 + 4 * ps, 2, "")]  # neighbours
+    merged = [Region(0x10000, 6, "a")]
+    assert proc._coverage(then) == proc._coverage(merged)  # a merge is no change
+    grown = proc._coverage([Region(0x10000, 8, "a")])
+    assert proc._uncovered(grown, proc._coverage(then)) == [
+        (0x10000 + 6 * ps, 0x10000 + 8 * ps)]  # the new pages: not in the image
+    shrunk = proc._coverage([Region(0x10000 + ps, 2, "a")])
+    assert proc._uncovered(shrunk, proc._coverage(then)) == []  # nothing new
+    assert proc._uncovered(proc._coverage(then), shrunk) == [
+        (0x10000, 0x10000 + ps), (0x10000 + 3 * ps, 0x10000 + 6 * ps)]
