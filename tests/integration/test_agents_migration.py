@@ -102,6 +102,7 @@ def test_workload_live_migration_resumes_at_destination():
         try:
             assert rc == 0, res["error"]
             assert res["completed"] and res["integrity_ok"] and res["resumed"]
+            assert res["outcome"] == "completed" and res["decision"] == "committed"
             assert res["source_verified"] is True
             assert res["rounds"] >= 2 and len(res["pages_sent_per_round"]) == res["rounds"]
             assert res["pages_sent_per_round"][0] == 48 * 256
@@ -137,6 +138,7 @@ def test_destination_killed_midway_leaves_workload_running():
         out, _ = src.communicate(timeout=30)
         res = json.loads(out)
         assert src.returncode != 0 and not res["completed"] and res["error"]
+        assert res["outcome"] == "rolled-back"
         time.sleep(0.2)
         assert_runs_on(info)
 
@@ -284,7 +286,9 @@ def test_tracker_that_misses_writes_is_caught_by_the_source_check():
         try:
             # the destination holds exactly what was sent, but that was not the guest's memory
             assert res.source_verified is False and not res.integrity_ok
-            assert not res.completed
+            assert not res.completed and res.outcome == "rolled-back"
             assert any("missed writes" in w for w in res.warnings)
+            assert res.destination_pid is None  # checked before GO: no copy ever ran there
+            assert_runs_on(info)  # the good original carries on
         finally:
             kill(res.destination_pid)
