@@ -373,16 +373,40 @@ async def _precopy(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig
             sw.guard.tell("nocgroup")
 
 
+KEEPALIVE = P.encode_header(P.FrameType.FILLER, 0)
+
+
+async def _keepalive(ctl: FramedStream, period: float, stop: trio.Event) -> None:
+    """An empty FILLER on the control stream every ``period`` s while a round's data goes
+    over the data streams: a round longer than the destination's idle timeout (a slow link,
+    a link flap) is not taken for a silent source."""
+    while True:
+        with trio.move_on_after(period):
+            await stop.wait()
+        if stop.is_set():
+            return
+        with trio.CancelScope(shield=True):  # a frame is sent whole or not at all
+            await ctl.send(KEEPALIVE)
+
+
 async def _send_round(mem: Sender, dsk: Sender | None, round_no: int, pages: Sequence[int],
-                      blocks: list[int], res: MigrationResult) -> int:
-    """Send one round of memory pages and disk blocks; record it; return the batch count."""
-    batches, ndata, nzero = await mem.send_round(round_no, pages)
-    res.pages_sent_per_round.append(ndata + nzero)
-    res.zero_pages_per_round.append(nzero)
-    if dsk is not None:
-        b, _, _ = await dsk.send_round(round_no, blocks)
-        batches += b
-        res.disk_blocks_per_round.append(len(blocks))
+                      blocks: list[int], res: MigrationResult, ctl: FramedStream,
+                      idle_timeout: float) -> int:
+    """Send one round of memory pages and disk blocks (the control stream kept alive);
+    record it; return the batch count."""
+    stop = trio.Event()
+    async with trio.open_nursery() as keep:
+        keep.start_soon(_keepalive, ctl, idle_timeout / 3, stop)
+        try:
+            batches, ndata, nzero = await mem.send_round(round_no, pages)
+            res.pages_sent_per_round.append(ndata + nzero)
+            res.zero_pages_per_round.append(nzero)
+            if dsk is not None:
+                b, _, _ = await dsk.send_round(round_no, blocks)
+                batches += b
+                res.disk_blocks_per_round.append(len(blocks))
+        finally:
+            stop.set()
     return batches
 
 
@@ -408,7 +432,8 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     reason = ""
     while True:
         t0, w0 = trio.current_time(), wire()
-        batches = await _send_round(mem, dsk, round_no, pages, blocks, res)
+        batches = await _send_round(mem, dsk, round_no, pages, blocks, res, ctl,
+                                    cfg.idle_timeout)
         await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                      {"round": round_no, "batches": batches}))
         await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {round_no}")
@@ -439,7 +464,8 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     final_blocks = sorted(set(blocks) | set(disk.dirty())) if dsk is not None else []
     res.counter_at_switchover = _guest_counter(src)
     round_no += 1
-    batches = await _send_round(mem, dsk, round_no, final, final_blocks, res)
+    batches = await _send_round(mem, dsk, round_no, final, final_blocks, res, ctl,
+                                cfg.idle_timeout)
     res.dirty_pages_per_round.append(len(final))
     await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                  {"round": round_no, "batches": batches, "final": True}))

@@ -334,7 +334,7 @@ def run_case(case: Case) -> Verdict:
         host = net.dst if net else "127.0.0.1"
         prefix_d = ["ip", "netns", "exec", net.b] if net else []
         prefix_s = ["ip", "netns", "exec", net.a] if net else []
-        idle = "20" if case.net else "3"
+        idle = "8" if case.net else "3"
         dargs = ["destination", "--listen", f"{host}:0", "--idle-timeout", idle,
                  "--decision-linger", "25", "--resume-host", "127.0.0.1" if not net else host]
         if case.guest != "workload":
