@@ -202,10 +202,11 @@ def _wait_stable_layout(pid: int, quiet_s: float = 1.0, within_s: float = 10.0) 
 
 
 def test_foreign_stress_ng_image_verified_without_resume():
-    # --vm-keep: without it stress-ng unmaps and remaps its buffer on every pass, and a
-    # layout taken at the start may catch it unmapped (the result then says so in warnings)
-    ng = subprocess.Popen(["stress-ng", "--vm", "1", "--vm-bytes", "64M", "--vm-keep", "--quiet"],
-                          start_new_session=True)
+    # --vm-keep: without it stress-ng unmaps and remaps its buffer on every pass; even so it
+    # now and then maps an 8 MiB region for a moment, and a mapping that appears during the
+    # migration refuses it (nothing silently left out): one more try is allowed for that
+    ng = subprocess.Popen(["stress-ng", "--vm", "1", "--vm-bytes", "64M", "--vm-keep",
+                           "--vm-method", "write64", "--quiet"], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
         worker = None
@@ -214,17 +215,21 @@ def test_foreign_stress_ng_image_verified_without_resume():
             worker = _biggest_descendant(ng.pid, 60 << 20)
         assert worker, "stress-ng started no worker"
         _wait_stable_layout(worker)  # a mapping that changes mid-migration refuses it
-        with destination("--listen", "127.0.0.1:0", "--no-resume") as (dproc, port):
-            rc, res = run_source("--pid", str(worker), "--to", f"127.0.0.1:{port}",
-                                 "--max-rounds", "4", "--streams", "2")
-            assert rc == 0, res["error"]
-            assert res["integrity_ok"] and not res["resumed"]
-            assert res["image_bytes"] >= 64 << 20
-            assert res["dirty_tracking"] in ("soft-dirty", "page-hash")
-            assert res["memory_reader"] == "process_vm_readv"
-            assert res["switchover_reason"] in ("converged", "max-rounds", "max-bytes")
-            time.sleep(0.2)
-            assert process_state(worker) not in "tTZ"  # verified copy; original carries on
+        for attempt in range(2):
+            with destination("--listen", "127.0.0.1:0", "--no-resume") as (dproc, port):
+                rc, res = run_source("--pid", str(worker), "--to", f"127.0.0.1:{port}",
+                                     "--max-rounds", "4", "--streams", "2")
+            if rc == 0 or attempt or "mappings changed" not in (res["error"] or ""):
+                break
+            assert res["outcome"] == "rolled-back" and process_state(worker) not in "tTZ"
+        assert rc == 0, res["error"]
+        assert res["integrity_ok"] and not res["resumed"]
+        assert res["image_bytes"] >= 64 << 20
+        assert res["dirty_tracking"] in ("soft-dirty", "page-hash")
+        assert res["memory_reader"] == "process_vm_readv"
+        assert res["switchover_reason"] in ("converged", "max-rounds", "max-bytes")
+        time.sleep(0.2)
+        assert process_state(worker) not in "tTZ"  # verified copy; original carries on
     finally:
         os.killpg(ng.pid, signal.SIGKILL)
         ng.wait()
