@@ -119,7 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wss", type=float, default=0.0, help="image model working set, MiB")
     s.add_argument("--trace", help="image: recorded dirty trace ('seconds page' lines)")
     s.add_argument("--warmup", type=float, default=0.5, help="seconds before migrating")
-    s.add_argument("--timeout", type=float, default=300.0)
+    s.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds for the migration up to its decision (a lost decision is "
+                        "then resolved, never guessed)")
+    s.add_argument("--commit-timeout", type=float, default=60.0,
+                   help="seconds to wait for PREPARED and for the DECISION")
+    s.add_argument("--resolve-timeout", type=float, default=30.0,
+                   help="seconds to ask again after a lost DECISION before 'indeterminate'")
+    s.add_argument("--resolve-via", type=hostport, action="append", default=[],
+                   metavar="HOST:PORT", help="another path to the destination (e.g. its "
+                   "management address) to ask on; repeatable")
+    s.add_argument("--resolve-records", metavar="DIR",
+                   help="the destination's decision records, if reachable from here")
+    s.add_argument("--verify-source", choices=["auto", "always", "off"], default="auto",
+                   help="compare the paused original with what was sent before the decision "
+                        "(auto: unless page-hash tracking, whose last pass already did)")
+    s.add_argument("--no-guard", action="store_true",
+                   help="no guard process to put the guest back if this agent dies")
     s.add_argument("--idle-timeout", type=float, default=30.0)
     s.add_argument("--json", action="store_true", help="print the result as JSON (default)")
 
@@ -149,9 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shell command once the guest has resumed, before the ACK (e.g. move "
                         "its host route)")
     d.add_argument("--keep-serving", action="store_true")
+    d.add_argument("--also-listen", type=hostport, action="append", default=[],
+                   metavar="HOST:PORT", help="another address to serve on (e.g. the "
+                   "management stack's: a path for RESOLVE when the migration path is down)")
+    d.add_argument("--decision-dir", help="where decisions are recorded (they outlive this "
+                   "agent; default $AGENTS_DECISION_DIR or /tmp/agents-decisions)")
+    d.add_argument("--decision-linger", type=float, default=30.0,
+                   help="seconds to keep answering RESOLVE for an unconfirmed decision")
+    d.add_argument("--max-unauthenticated", type=parse_size, default="2G",
+                   help="largest image an unauthenticated (plain) HELLO may ask for")
     d.add_argument("--json", action="store_true")
     add_destination_args(d)
     add_credentials_parser(sub)
+
+    r = sub.add_parser("resolve", help="settle an indeterminate migration: ask the destination "
+                       "what it decided, end or continue the paused original")
+    r.add_argument("--migration", required=True, help="the migration id (the result's "
+                   "'migration')")
+    r.add_argument("--pid", type=int, help="the paused original (omit: only ask)")
+    r.add_argument("--to", type=hostport, action="append", default=[], metavar="HOST:PORT",
+                   help="a path to the destination agent; repeatable")
+    r.add_argument("--records", metavar="DIR", help="the destination's decision records")
+    r.add_argument("--bind", metavar="ADDR")
+    r.add_argument("--timeout", type=float, default=10.0)
     return ap
 
 
@@ -188,7 +224,6 @@ def cmd_source(args: argparse.Namespace) -> int:
     from agents.memory.image import DirtyModel, ImageMemory, load_trace
     from agents.memory.process import ProcessMemory
     from agents.precopy import PrecopyPolicy
-    from agents.result import MigrationResult
     from agents.source import SourceConfig, migrate
 
     transport = source_transport(args)  # resolves --locator into args.to
@@ -201,7 +236,11 @@ def cmd_source(args: argparse.Namespace) -> int:
                        socket_buffers=args.socket_buffers, on_end=args.on_end,
                        guest_port=args.guest_port, guest_netns=args.guest_netns,
                        probe_interval_s=args.probe_interval_ms / 1e3,
-                       batch_pages=args.batch_pages)
+                       batch_pages=args.batch_pages, timeout_s=args.timeout,
+                       commit_timeout=args.commit_timeout, resolve_s=args.resolve_timeout,
+                       resolve_via=list(args.resolve_via),
+                       resolve_records=args.resolve_records,
+                       verify_source=args.verify_source, guard=not args.no_guard)
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
         if args.disk else None
     source_pid = None
@@ -224,15 +263,8 @@ def cmd_source(args: argparse.Namespace) -> int:
         if src.info and not cfg.service:
             cfg.service = tuple(src.info["service"])
 
-    async def run() -> MigrationResult:
-        with trio.move_on_after(args.timeout) as scope:
-            return await migrate(src, cfg, transport, kind=kind, disk=disk)
-        assert scope.cancelled_caught
-        src.cont()
-        return MigrationResult(source_kind=kind, error=f"timed out after {args.timeout} s")
-
     try:
-        res = trio.run(run)
+        res = trio.run(lambda: migrate(src, cfg, transport, kind=kind, disk=disk))
     finally:
         src.close()
         if disk is not None:
@@ -244,12 +276,32 @@ def cmd_source(args: argparse.Namespace) -> int:
     out["cpu_s"] = cpu_seconds()
     out["source_pid"] = source_pid
     print(json.dumps(out), flush=True)
-    return 0 if res.completed else 1
+    return 0 if res.completed else 2 if res.outcome == "indeterminate" else 1
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """Settle an indeterminate migration by hand: ask the destination (every --to, then its
+    --records), act on the answer for the paused original --pid."""
+    from agents.resolve import apply, settle
+
+    answer = settle(args.to, args.migration, args.timeout, args.records, args.bind)
+    out: dict = {"migration": args.migration, "pid": args.pid}
+    if answer is None:
+        out |= {"outcome": "indeterminate", "action": "left paused: no path answered"}
+        print(json.dumps(out), flush=True)
+        return 2
+    out |= {"decision": answer["decision"], "via": answer.get("via"),
+            "destination_pid": answer.get("pid"), "outcome": "indeterminate-then-resolved"}
+    if args.pid is not None:
+        out["action"] = apply(answer, args.pid)
+    print(json.dumps(out), flush=True)
+    return 0
 
 
 def cmd_destination(args: argparse.Namespace) -> int:
     import trio
 
+    from agents.decisions import default_dir
     from agents.destination import Destination, DestinationConfig
 
     cfg = DestinationConfig(args.listen[0], args.listen[1], resume=not args.no_resume,
@@ -258,6 +310,10 @@ def cmd_destination(args: argparse.Namespace) -> int:
                             disk_dest=args.disk_dest, guest_netns=args.guest_netns,
                             guest_dev=args.guest_dev, guest_port=args.guest_port,
                             on_resume=args.on_resume,
+                            decision_dir=args.decision_dir or default_dir(),
+                            decision_linger=args.decision_linger,
+                            also_listen=list(args.also_listen),
+                            max_unauthenticated_bytes=args.max_unauthenticated,
                             announce=None if args.announce == "none" else args.announce)
     dest = Destination(cfg, destination_transport(args))
     dest.on_reject = lambda msg: print(json.dumps({"rejected": msg}), flush=True)
@@ -265,7 +321,8 @@ def cmd_destination(args: argparse.Namespace) -> int:
     async def run() -> list[dict]:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(dest.serve, not args.keep_serving)
-            print(json.dumps({"listening": [cfg.host, port]}), flush=True)
+            print(json.dumps({"listening": [cfg.host, port],
+                              "also_listening": [list(a) for a in dest.also]}), flush=True)
         return dest.outcomes
 
     outcomes = trio.run(run)
@@ -294,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_credentials(args)
     if args.cmd == "source":
         return cmd_source(args)
+    if args.cmd == "resolve":
+        return cmd_resolve(args)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(1))
     return cmd_destination(args)
 

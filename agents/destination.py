@@ -1,11 +1,17 @@
 """The destination agent: receives one migration, checks every batch and the whole image,
-resumes the guest from that image, and only then acknowledges.
+and is the one place where the switchover is decided.
 
-A mismatched image is never resumed: the ACK says ``ok: false`` and the source keeps its guest.
+After the final round it verifies the image and answers PREPARED (its standby guest waits,
+it does not run). On the source's GO it records ``committed`` durably, then starts the guest
+and answers DECISION. Before a GO, anything else (the source's ABORT, its connection lost,
+its silence past the idle timeout, a RESOLVE) records ``aborted`` and discards the standby.
+A decision, once recorded, is the answer to every later RESOLVE (``agents/decisions.py``),
+so the source can ask again after a lost answer and act on exactly one outcome.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import mmap
 import os
@@ -18,7 +24,9 @@ from pathlib import Path
 
 import trio
 
+from agents import faults
 from agents import protocol as P
+from agents.decisions import DecisionStore, default_dir
 from agents.digest import image_digest
 from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
 from agents.gcpause import gc_paused
@@ -40,6 +48,10 @@ class DestinationConfig:
     disk_dest: str | None = None  # where a migrated disk goes / the synchronous replica is
     idle_timeout: float = 30.0
     max_image_bytes: int = 8 << 30
+    max_unauthenticated_bytes: int = 2 << 30  # an image a plain (unauthenticated) HELLO asks
+    decision_dir: str = field(default_factory=default_dir)
+    decision_linger: float = 30.0  # answer RESOLVE this long after an unconfirmed decision
+    also_listen: list[tuple[str, int]] = field(default_factory=list)  # e.g. management
     guest_netns: str | None = None  # the guest's own namespace (its network identity)
     guest_dev: str = "eth0"
     guest_port: str | None = None  # its vSwitch port in this namespace, up at resume
@@ -62,6 +74,10 @@ class Session:
     scope: trio.CancelScope | None = None
     standby: ChildProcess | None = None
     changed: trio.Event = field(default_factory=trio.Event)
+    prepared: bool = False
+    decision: str | None = None  # committed | aborted, once decided
+    wait_scope: trio.CancelScope | None = None  # waiting for GO: cancelled by an abort
+    confirmed: trio.Event = field(default_factory=trio.Event)
 
     def notify(self) -> None:
         self.changed.set()
@@ -78,6 +94,10 @@ class DestinationBusy(P.ProtocolError):
     """A HELLO while another migration is in progress: refused, the other one goes on."""
 
 
+class StrayStream(P.ProtocolError):
+    """A data stream that belongs to no migration here (or one too many): refused alone."""
+
+
 class Destination:
     """Serves migrations on a listener; ``once`` stops after the first one (the default)."""
 
@@ -89,12 +109,21 @@ class Destination:
         self.rejected: list[str] = []
         self.on_reject: Callable[[str], None] | None = None  # e.g. print it as it happens
         self.port: int | None = None
+        self.also: list[tuple[str, int]] = []  # the other listening addresses (all services)
+        self.store = DecisionStore(cfg.decision_dir)
+        self.pending: dict[str, Session] = {}  # decided, answer not yet confirmed
+        self.answered: collections.deque[str] = collections.deque(maxlen=4096)  # ids told
+        # "aborted" without a record (unknown here): never to be prepared afterwards
         self._done = trio.Event()
 
     async def serve(self, once: bool = True,
                     task_status=trio.TASK_STATUS_IGNORED) -> list[dict]:
         listeners = await self.transport.listen(self.cfg.host, self.cfg.port)
         self.port = listeners[0].socket.getsockname()[1]
+        for host, port in self.cfg.also_listen:  # another path to the same destination
+            more = await self.transport.listen(host, port)
+            self.also.append((host, more[0].socket.getsockname()[1]))
+            listeners += more
         async with trio.open_nursery() as nursery:
             for lst in listeners:
                 nursery.start_soon(self._accept_loop, lst, nursery)
@@ -123,21 +152,25 @@ class Destination:
             ftype, payload = await stream.receive("HELLO")
             kind = ftype
             if ftype == P.FrameType.HELLO:
-                await self._control(stream, P.decode_json(ftype, payload))
+                await self._control(stream, P.decode_json(ftype, payload),
+                                    authenticated=isinstance(wrapped, trio.SSLStream))
             elif ftype == P.FrameType.DATA_HELLO:
                 await self._data(stream, P.decode_json(ftype, payload))
+            elif ftype == P.FrameType.RESOLVE:
+                await self._answer_resolve(stream, P.decode_json(ftype, payload))
             else:
                 raise P.ProtocolError(f"first frame must be HELLO or DATA_HELLO, not {ftype.name}")
         except (P.ProtocolError, ConnectionError, OSError, KeyError, TypeError,
                 ValueError) as exc:  # the last three: malformed fields in a peer's JSON
             msg = f"{type(exc).__name__}: {exc}"
             s = self.session
-            if kind == P.FrameType.DATA_HELLO and s is not None and not s.failed:
+            stray = isinstance(exc, StrayStream)
+            if kind == P.FrameType.DATA_HELLO and s is not None and not s.failed and not stray:
                 s.failed = msg
                 if s.scope is not None:
                     s.scope.cancel()
             busy = isinstance(exc, DestinationBusy)
-            if kind is None or busy:
+            if kind is None or busy or stray or kind == P.FrameType.RESOLVE:
                 self._reject(msg)  # a stray peer does not end a waiting destination
             with contextlib.suppress(Exception), trio.move_on_after(1):
                 await stream.send(P.encode_json(P.FrameType.ERROR, {"error": msg}))
@@ -160,7 +193,9 @@ class Destination:
     async def _data(self, stream: FramedStream, hello: dict) -> None:
         s = self.session
         if s is None or hello.get("migration") != s.mid:
-            raise P.ProtocolError("data stream for no migration in progress")
+            raise StrayStream("data stream for no migration in progress")
+        if s.attached >= s.streams or s.prepared:
+            raise StrayStream(f"data stream beyond the {s.streams} of the migration")
         s.attached += 1
         while True:
             try:
@@ -193,11 +228,16 @@ class Destination:
             raise P.ProtocolError(f"round {round_no}: more batches than announced")
 
     # --- control stream --------------------------------------------------------------------
-    async def _control(self, ctl: FramedStream, hello: dict) -> None:
+    async def _control(self, ctl: FramedStream, hello: dict, authenticated: bool) -> None:
         if self.session is not None:
             raise DestinationBusy("destination busy with another migration")
         if hello.get("version") != P.VERSION:
             raise P.ProtocolError(f"unsupported protocol version {hello.get('version')}")
+        mid = hello.get("migration")
+        if not isinstance(mid, str) or not 1 <= len(mid) <= 128 or \
+                mid in self.pending or mid in self.answered or \
+                self.store.get(mid) is not None:
+            raise P.ProtocolError("HELLO needs a new migration id (a string of 1-128 chars)")
         try:
             layout = Layout.from_json(hello["layout"])
             streams = int(hello["streams"])
@@ -208,6 +248,10 @@ class Destination:
                 not 1 <= batch_pages <= 4096 or \
                 batch_pages * (layout.page_size + 5) + 64 > P.MAX_FRAME:
             raise P.ProtocolError("HELLO asks for more than this destination accepts")
+        if not authenticated and layout.nbytes > self.cfg.max_unauthenticated_bytes:
+            raise P.ProtocolError(f"an unauthenticated HELLO may ask for at most "
+                                  f"{self.cfg.max_unauthenticated_bytes >> 20} MiB")
+        await faults.ahit("destination", "hello")
         limits = {P.SPACE_MEMORY: P.BatchLimits(layout.page_size, layout.npages, batch_pages)}
         stores: dict[int, ImageStore] = {}
         disk_mode = self._open_disk(hello.get("disk"), batch_pages, limits, stores)
@@ -230,8 +274,7 @@ class Destination:
         else:
             image, standby = mmap.mmap(-1, max(layout.nbytes, 1), flags=_PRIVATE_POPULATE), None
         stores[P.SPACE_MEMORY] = ImageStore(image, layout.page_size)
-        s = Session(str(hello.get("migration")), layout, streams, stores, limits, disk_mode,
-                    standby=standby)
+        s = Session(mid, layout, streams, stores, limits, disk_mode, standby=standby)
         self.session = s
         ctl.reserve(8 * layout.npages + P.MAX_JSON)  # the COMMIT arrives in the downtime
         try:
@@ -245,6 +288,8 @@ class Destination:
             if scope.cancelled_caught:
                 raise P.ProtocolError(f"data stream failed: {s.failed}")
         finally:
+            if s.decision is None and s.prepared:  # an error before the decision: abort
+                self._abort(s, "failed before the decision")
             if service_sock:
                 service_sock.close()
             if s.standby and not s.resumed:
@@ -256,7 +301,64 @@ class Destination:
             disk = s.stores.get(P.SPACE_DISK)
             if disk is not None:
                 disk.close()
+        self.session = None
+        await self._linger(s)
         self._finish(outcome)
+
+    async def _linger(self, s: Session) -> None:
+        """A decision whose answer the source has not confirmed stays answerable (RESOLVE)
+        for ``decision_linger`` seconds before a one-shot destination exits."""
+        if s.decision is None or s.confirmed.is_set():
+            return
+        self.pending[s.mid] = s
+        with trio.move_on_after(self.cfg.decision_linger):
+            await s.confirmed.wait()
+        self.pending.pop(s.mid, None)
+
+    # --- the decision ----------------------------------------------------------------------
+    def _abort(self, s: Session, why: str) -> str:
+        """Decide ``aborted`` (unless already decided): the standby is killed first, then the
+        decision recorded. Synchronous: nothing else runs in between."""
+        if s.decision is not None:
+            return s.decision
+        s.decision = "aborted"
+        if s.standby is not None:
+            s.standby.kill()
+            s.standby.wait()
+        self.store.put(s.mid, "aborted", reason=why)
+        if s.wait_scope is not None:
+            s.wait_scope.cancel()
+        return "aborted"
+
+    def _resolve(self, mid: str) -> str:
+        """The decision for ``mid``, deciding ``aborted`` now if none was made yet."""
+        s = self.session if self.session is not None and self.session.mid == mid \
+            else self.pending.get(mid)
+        if s is not None:
+            return self._abort(s, "resolved before any decision")
+        rec = self.store.get(mid)
+        if rec is None:  # never prepared here: nothing can run (commits are recorded)
+            self.answered.append(mid)
+            return "aborted"
+        if rec["state"] == "prepared":  # prepared by an agent that is gone with its standby
+            self.store.put(mid, "aborted", reason="resolved after its agent was gone")
+            return "aborted"
+        return rec["state"]
+
+    async def _answer_resolve(self, stream: FramedStream, msg: dict) -> None:
+        mid = msg.get("migration")
+        if not isinstance(mid, str) or not 1 <= len(mid) <= 128:
+            raise P.ProtocolError("RESOLVE needs a migration id")
+        decision = self._resolve(mid)
+        rec = self.store.get(mid) or {}
+        await stream.send(P.encode_json(P.FrameType.DECISION, {
+            "migration": mid, "decision": decision, "pid": rec.get("guest_pid"),
+            "service": rec.get("service")}))
+        if msg.get("confirm"):
+            s = self.pending.get(mid) or (self.session if self.session is not None and
+                                          self.session.mid == mid else None)
+            if s is not None and s.decision is not None:
+                s.confirmed.set()
 
     def _open_disk(self, disk: object, batch_pages: int, limits: dict[int, P.BatchLimits],
                    stores: dict[int, ImageStore]) -> str | None:
@@ -331,19 +433,80 @@ class Destination:
                 if msg.get("final"):
                     final_round = rnd
                 else:
+                    if rnd == 0:
+                        await faults.ahit("destination", "precopy")
                     await ctl.send(P.encode_json(P.FrameType.ROUND_ACK, {"round": rnd}))
             elif ftype == P.FrameType.COMMIT:
                 if final_round is None:
                     raise P.ProtocolError("COMMIT before the final round")
                 info, hashes = P.decode_commit(payload, s.layout.npages)
-                ack = await self._commit(s, info, hashes, service)
-                await ctl.send(P.encode_json(P.FrameType.ACK, ack))
-                return ack
+                verdict = await self._verify(s, info, hashes)
+                if not verdict["ok"]:
+                    await ctl.send(P.encode_json(P.FrameType.PREPARED, verdict))
+                    return verdict
+                out = verdict | await self._prepare_and_decide(ctl, s, verdict, service)
+                return out | {"ok": out["decision"] == "committed", "migration": s.mid}
             else:
                 raise P.ProtocolError(f"unexpected {ftype.name} on the control stream")
 
-    async def _commit(self, s: Session, info: dict, hashes: memoryview,
-                      service: tuple[str, int] | None) -> dict:
+    async def _prepare_and_decide(self, ctl: FramedStream, s: Session, verdict: dict,
+                                  service: tuple[str, int] | None) -> dict:
+        """PREPARED, then wait for the source's GO (commit) or anything else (abort)."""
+        self.store.put(s.mid, "prepared", agent_pid=os.getpid(),
+                       guest_pid=s.standby.pid if s.standby else None,
+                       service=list(service) if service else None)
+        s.prepared, s.scope = True, None  # data streams no longer matter
+        await faults.ahit("destination", "prepared")
+        if not faults.drops("destination", "prepared"):
+            await ctl.send(P.encode_json(P.FrameType.PREPARED, verdict))
+        ftype = None
+        with trio.CancelScope() as s.wait_scope:
+            try:
+                ftype, _ = await ctl.receive("GO")
+            except (P.ProtocolError, ConnectionError, OSError) as exc:
+                self._abort(s, f"source gone before the decision: {exc}")
+        s.wait_scope = None
+        if ftype == P.FrameType.GO and s.decision is None:
+            await faults.ahit("destination", "go")
+            out = await self._commit(s, service)
+        else:
+            self._abort(s, f"source sent {ftype.name} before GO" if ftype else
+                        "decided without GO")
+            if ftype == P.FrameType.ABORT:
+                s.confirmed.set()  # the source rolled back itself: it knows
+            out = {"decision": s.decision}
+        await faults.ahit("destination", "decided")
+        if not faults.drops("destination", "decided"):
+            with contextlib.suppress(P.ProtocolError, ConnectionError, OSError):
+                await ctl.send(P.encode_json(P.FrameType.DECISION, out))
+                with trio.move_on_after(min(5.0, self.cfg.idle_timeout)):
+                    ftype, _ = await ctl.receive("CONFIRM")
+                    if ftype == P.FrameType.CONFIRM:
+                        s.confirmed.set()
+        return out
+
+    async def _commit(self, s: Session, service: tuple[str, int] | None) -> dict:
+        """The decision: ``committed`` recorded before the guest is told to go. A guest that
+        then fails to start is killed and the decision revised to ``aborted`` (nobody has
+        been told ``committed`` yet, and no copy runs here)."""
+        s.decision = "committed"
+        self.store.put(s.mid, "committed")
+        out: dict = {"decision": "committed", "resumed": False}
+        if service is None:
+            return out
+        try:
+            out.update(await self._resume(s, service))
+        except P.ProtocolError as exc:
+            if s.standby is not None:
+                s.standby.kill()
+                s.standby.wait()
+            s.decision = "aborted"
+            self.store.put(s.mid, "aborted", revise=True, reason=str(exc))
+            return {"decision": "aborted", "error": str(exc)}
+        self.store.put(s.mid, "committed", guest_pid=out.get("pid"))
+        return out
+
+    async def _verify(self, s: Session, info: dict, hashes: memoryview) -> dict:
         """Compare this side's digests (kept current as batches arrived) with the source's;
         the source's page hashes are only unpacked to name the pages that differ."""
         t0 = time.monotonic()
@@ -365,10 +528,7 @@ class Destination:
             return {"ok": False, "verify_ms": verify_ms, "error": "; ".join(errors)}
         if self.cfg.save_image:
             Path(self.cfg.save_image).write_bytes(mem.buf)
-        ack = {"ok": True, "verify_ms": verify_ms, "digest": digest, "resumed": False}
-        if service is not None:
-            ack.update(await self._resume(s, service))
-        return ack
+        return {"ok": True, "verify_ms": verify_ms, "digest": digest}
 
     async def _resume(self, s: Session, service: tuple[str, int]) -> dict:
         """Tell the standby guest to go; wait until its service is up; run the on-resume

@@ -25,7 +25,7 @@ import zstandard
 from agents.digest import hash_units, zero_hash
 
 MAGIC = b"LM"
-VERSION = 2  # 2: batches as runs, checksum over the unit hashes
+VERSION = 3  # 2: batches as runs, checksum over the unit hashes; 3: two-phase switchover
 HEADER = struct.Struct("!2sBBI")
 MAX_FRAME = 16 * 1024 * 1024
 MAX_JSON = 256 * 1024
@@ -59,11 +59,19 @@ class FrameType(enum.IntEnum):
     ACK = 10
     ERROR = 11
     FILLER = 12  # bandwidth-probe payload, discarded by the receiver
+    PREPARED = 13  # destination: image verified, standby waiting (it does not run yet)
+    GO = 14  # source: the one decision request; the destination commits or refuses
+    DECISION = 15  # destination: committed | aborted (answer to GO, ABORT or RESOLVE)
+    ABORT = 16  # source: roll back before the decision
+    RESOLVE = 17  # anyone holding the migration id: what was decided? (aborts if undecided)
+    CONFIRM = 18  # source: decision received and acted on; the destination may forget it
 
 
 JSON_TYPES = frozenset(
     {FrameType.HELLO, FrameType.HELLO_OK, FrameType.DATA_HELLO, FrameType.PING, FrameType.PONG,
-     FrameType.ROUND_END, FrameType.ROUND_ACK, FrameType.ACK, FrameType.ERROR}
+     FrameType.ROUND_END, FrameType.ROUND_ACK, FrameType.ACK, FrameType.ERROR,
+     FrameType.PREPARED, FrameType.GO, FrameType.DECISION, FrameType.ABORT, FrameType.RESOLVE,
+     FrameType.CONFIRM}
 )
 
 

@@ -10,6 +10,11 @@ from typing import Any
 @dataclass
 class MigrationResult:
     completed: bool = False
+    # completed | rolled-back | indeterminate-then-resolved | indeterminate (guest paused)
+    outcome: str = ""
+    decision: str | None = None  # the destination's: committed | aborted (None: unknown)
+    migration: str = ""  # the migration id (what `python -m agents resolve` asks about)
+    resolved_via: str | None = None  # where the answer came from after it was lost
     source_kind: str = ""  # workload | pid | image
     image_bytes: int = 0
     bytes_on_wire: int = 0

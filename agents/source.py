@@ -1,7 +1,13 @@
-"""The source agent: preflight, pre-copy rounds over N streams, switchover, commit.
+"""The source agent: preflight, pre-copy rounds over N streams, the switchover.
 
-Until the destination acknowledges a verified (and, for a guest, resumed) image, the guest at
-the source is only ever stopped, never ended: every failure path lets it continue.
+Switchover (two phases, the destination decides; see ``agents/switchover.py``): the guest is
+paused, the last dirty set sent, COMMIT carries the digests; the destination answers PREPARED
+(verified, its standby waits); the source checks its own side (layout unchanged, no page
+unreadable, and, where the tracker is not trusted, the paused memory equals what was sent),
+then sends GO and acts on the DECISION: the original ends only if the destination runs the
+copy, and continues only if the destination will not run it. A lost answer is resolved by
+asking again, never by guessing. A guard process (``agents/guard.py``) does the same if this
+agent dies.
 """
 
 from __future__ import annotations
@@ -16,17 +22,21 @@ from dataclasses import dataclass, field
 
 import trio
 
+from agents import faults
 from agents import protocol as P
 from agents.digest import image_digest, page_hashes
 from agents.disk import DiskSource
 from agents.gcpause import gc_paused
+from agents.guard import Guard
 from agents.identity import run_hook, set_link
-from agents.memory.source import MemorySource
+from agents.memory.source import MemorySource, SourceRefused
 from agents.precopy import PrecopyPolicy
 from agents.probe import ProbeLog, probe
+from agents.resolve import settle
 from agents.result import MigrationResult
 from agents.sender import Sender
-from agents.throttle import make_throttle
+from agents.switchover import Switchover
+from agents.throttle import CgroupThrottle, make_throttle
 from agents.transport import (
     FramedStream,
     RateLimiter,
@@ -56,7 +66,13 @@ class SourceConfig:
     min_bandwidth_bps: float = 250e6
     max_rtt_s: float = 0.150
     idle_timeout: float = 30.0
-    commit_timeout: float = 60.0
+    commit_timeout: float = 60.0  # for each of PREPARED and DECISION
+    timeout_s: float | None = None  # the whole migration up to GO (then: the decision rules)
+    resolve_s: float = 30.0  # asking again after a lost DECISION, before "indeterminate"
+    resolve_via: list[tuple[str, int]] = field(default_factory=list)  # more paths to ask
+    resolve_records: str | None = None  # the destination's decision records, if reachable
+    verify_source: str = "auto"  # auto (unless page-hash tracking) | always | off
+    guard: bool = True  # a guard process outlives this agent (process sources)
     service: tuple[str, int] | None = None  # the guest's UDP service, for the client probe
     throttle: str = "auto"  # auto | cgroup | duty-cycle
     bind: str | None = None  # source address of every connection (the migration stack's)
@@ -142,23 +158,32 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
     if cfg.policy.max_bytes is None:
         moved = src.layout.nbytes + (disk.nbytes if disk and disk.mode == "transfer" else 0)
         cfg.policy.max_bytes = 3 * moved
-    committed = False
     log = ProbeLog()
     targets: list[tuple[str, int]] = [cfg.service] \
         if cfg.service and cfg.probe_interval_s > 0 else []
+    mid = uuid.uuid4().hex
+    sw = Switchover(mid, [(cfg.host, cfg.port), *cfg.resolve_via])
+    res.migration = mid
+    pid = getattr(src, "pid", None)
+    if cfg.guard and pid is not None:
+        sw.guard = Guard(pid, mid, sw.addrs, cfg.bind, cfg.resolve_s)
     try:
-        async with trio.open_nursery() as nursery:
-            if targets:
-                nursery.start_soon(probe, targets, log, cfg.probe_interval_s)
-                await trio.sleep(0.05)
-            try:
-                with gc_paused():
-                    committed = await _run(src, disk, cfg, transport, res, targets, nursery)
-            finally:
-                if targets and committed:
-                    await trio.sleep(0.3)  # let the probe hear the resumed guest
-                nursery.cancel_scope.cancel()
-    except (MigrationFailed, P.ProtocolError, ConnectionError, OSError) as exc:
+        with trio.move_on_after(cfg.timeout_s or float("inf")) as deadline:
+            async with trio.open_nursery() as nursery:
+                if targets:
+                    nursery.start_soon(probe, targets, log, cfg.probe_interval_s)
+                    await trio.sleep(0.05)
+                try:
+                    with gc_paused():
+                        await _run(src, disk, cfg, transport, res, targets, nursery, sw)
+                finally:
+                    if targets and sw.destination_runs:
+                        await trio.sleep(0.3)  # let the probe hear the resumed guest
+                    nursery.cancel_scope.cancel()
+        if deadline.cancelled_caught:
+            raise MigrationFailed(f"timed out after {cfg.timeout_s} s")
+    except (MigrationFailed, P.ProtocolError, ConnectionError, OSError,
+            SourceRefused) as exc:
         res.error = f"{type(exc).__name__}: {exc}"
     except BaseExceptionGroup as group:
         leaf = _first_leaf(group)
@@ -166,16 +191,67 @@ async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | N
             raise
         res.error = f"{type(leaf).__name__}: {leaf}"
     finally:
-        if not committed:
-            src.cont()
-            if cfg.guest_netns and src.can_resume:
-                _reannounce(cfg, res)
+        with trio.CancelScope(shield=True):
+            await _conclude(src, cfg, res, sw)
     _client_side(res, log)
-    res.completed = committed and res.integrity_ok and res.error is None
+    res.completed = sw.committed and res.integrity_ok
     return res
 
 
-EXPECTED = (MigrationFailed, P.ProtocolError, ConnectionError, OSError)
+async def _conclude(src: MemorySource, cfg: SourceConfig, res: MigrationResult,
+                    sw: Switchover) -> None:
+    """Act on the decision: ask again if it was lost; end the original only if the
+    destination runs the copy, continue it only if the destination will not."""
+    if sw.undecided:
+        sw.lost = res.error or "no answer to GO"
+        res.warnings.append(f"outcome indeterminate after GO ({sw.lost}): the guest stays "
+                            f"paused while the destination is asked again")
+        answer = await trio.to_thread.run_sync(settle, sw.addrs, sw.mid, cfg.resolve_s,
+                                               cfg.resolve_records, cfg.bind)
+        if answer is not None:
+            sw.decided(answer, answer.get("via"))
+            res.resolved_via = sw.resolved_via
+    res.outcome = sw.outcome()
+    res.decision = sw.answer.get("decision") if sw.answer else None
+    if sw.undecided:  # nobody could say: exactly one copy must not become two
+        res.error = (f"indeterminate: {sw.lost}; the guest stays paused; settle with "
+                     f"python -m agents resolve --migration {sw.mid} --pid "
+                     f"{getattr(src, 'pid', '?')} --to {cfg.host}:{cfg.port}")
+    elif sw.destination_runs:
+        _end_original(src, cfg, res)
+        if sw.lost is not None:
+            res.error = None  # resolved: the copy runs at the destination
+    else:
+        src.cont()
+        if cfg.guest_netns and src.can_resume:
+            _reannounce(cfg, res)
+    if sw.committed and sw.answer:
+        _record_decision(res, sw.answer)
+    if sw.guard is not None:
+        sw.guard.release()
+
+
+def _end_original(src: MemorySource, cfg: SourceConfig, res: MigrationResult) -> None:
+    src.end()  # the guest lives on at the destination
+    if cfg.guest_port:
+        try:
+            set_link(cfg.guest_port, False)
+        except OSError as exc:
+            res.warnings.append(f"could not disconnect the original guest: {exc}")
+    if cfg.on_end:
+        res.hooks["on_end"] = run_hook(cfg.on_end)
+
+
+def _record_decision(res: MigrationResult, answer: dict) -> None:
+    res.resumed = bool(answer.get("resumed", answer.get("pid") is not None))
+    res.destination_pid = answer.get("pid")
+    res.destination_service = answer.get("service")
+    res.resume_ms = answer.get("resume_ms")
+    if answer.get("on_resume"):
+        res.hooks["on_resume"] = answer["on_resume"]
+
+
+EXPECTED = (MigrationFailed, P.ProtocolError, ConnectionError, OSError, SourceRefused)
 
 
 def _verify_source(src: MemorySource, sent: array, res: MigrationResult) -> None:
@@ -183,7 +259,9 @@ def _verify_source(src: MemorySource, sent: array, res: MigrationResult) -> None
 
     The destination's digest proves it holds exactly what was sent; this proves that what was
     sent is the source's memory at the switchover (a tracker that missed a write fails here).
-    The original is still paused, so this adds nothing to the downtime.
+    Done before GO (in a thread, while COMMIT travels and the destination checks its image),
+    so a miss rolls back with the original intact; what it adds to the downtime is at most
+    ``source_verify_ms``.
     """
     t0 = time.perf_counter()
     now = page_hashes(src.read_all(), src.layout.page_size)
@@ -232,9 +310,12 @@ def _client_side(res: MigrationResult, log: ProbeLog) -> None:
 
 async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
                transport: Transport, res: MigrationResult, targets: list,
-               nursery: trio.Nursery) -> bool:
+               nursery: trio.Nursery, sw: Switchover) -> None:
     limiter = RateLimiter(cfg.bandwidth_cap_bps)
-    mid = uuid.uuid4().hex
+    mid = sw.mid
+    refusals = src.refusals()
+    if refusals:  # before anything is sent: the guest was never paused
+        raise MigrationFailed("refused: " + "; ".join(refusals))
     ctl = FramedStream(await transport.connect(cfg.host, cfg.port), cfg.idle_timeout,
                        limiter=limiter)
     # opportunistic encryption is decided by the first connection
@@ -248,6 +329,7 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
             "batch_pages": cfg.batch_pages,
             "disk": disk.describe() if disk is not None else None}))
         ok = await _expect(ctl, P.FrameType.HELLO_OK, "HELLO_OK")
+        await faults.ahit("source", "hello")
         if ok.get("resume_service") and targets:
             targets.append(tuple(ok["resume_service"]))
         bw = 0.0
@@ -266,7 +348,7 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
                              limiter=limiter)
             data.append(s)
             await s.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": mid, "index": i}))
-        return await _precopy(src, disk, cfg, res, ctl, data, nursery)
+        await _precopy(src, disk, cfg, res, ctl, data, nursery, sw)
     finally:
         for s in [*data, ctl]:
             await s.aclose()
@@ -274,35 +356,63 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
 
 async def _precopy(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
                    res: MigrationResult, ctl: FramedStream, data: list[FramedStream],
-                   nursery: trio.Nursery) -> bool:
+                   nursery: trio.Nursery, sw: Switchover) -> None:
     mem = Sender(P.SPACE_MEMORY, src, data, cfg.batch_pages, cfg.compress)
     dsk = Sender(P.SPACE_DISK, disk, data, cfg.batch_pages, cfg.compress) \
         if disk is not None and disk.mode == "transfer" else None
     throttle = make_throttle(src, cfg.throttle)
     res.throttle_mechanism = throttle.mechanism
+    if sw.guard is not None and isinstance(throttle, CgroupThrottle):
+        sw.guard.tell(f"cgroup {throttle.home} {throttle.path}")
     nursery.start_soon(throttle.run)
     try:
-        return await _rounds(src, disk, mem, dsk, throttle, cfg, res, ctl, data)
+        await _rounds(src, disk, mem, dsk, throttle, cfg, res, ctl, data, sw)
     finally:
         throttle.stop()
+        if sw.guard is not None and isinstance(throttle, CgroupThrottle):
+            sw.guard.tell("nocgroup")
+
+
+KEEPALIVE = P.encode_header(P.FrameType.FILLER, 0)
+
+
+async def _keepalive(ctl: FramedStream, period: float, stop: trio.Event) -> None:
+    """An empty FILLER on the control stream every ``period`` s while a round's data goes
+    over the data streams: a round longer than the destination's idle timeout (a slow link,
+    a link flap) is not taken for a silent source."""
+    while True:
+        with trio.move_on_after(period):
+            await stop.wait()
+        if stop.is_set():
+            return
+        with trio.CancelScope(shield=True):  # a frame is sent whole or not at all
+            await ctl.send(KEEPALIVE)
 
 
 async def _send_round(mem: Sender, dsk: Sender | None, round_no: int, pages: Sequence[int],
-                      blocks: list[int], res: MigrationResult) -> int:
-    """Send one round of memory pages and disk blocks; record it; return the batch count."""
-    batches, ndata, nzero = await mem.send_round(round_no, pages)
-    res.pages_sent_per_round.append(ndata + nzero)
-    res.zero_pages_per_round.append(nzero)
-    if dsk is not None:
-        b, _, _ = await dsk.send_round(round_no, blocks)
-        batches += b
-        res.disk_blocks_per_round.append(len(blocks))
+                      blocks: list[int], res: MigrationResult, ctl: FramedStream,
+                      idle_timeout: float) -> int:
+    """Send one round of memory pages and disk blocks (the control stream kept alive);
+    record it; return the batch count."""
+    stop = trio.Event()
+    async with trio.open_nursery() as keep:
+        keep.start_soon(_keepalive, ctl, idle_timeout / 3, stop)
+        try:
+            batches, ndata, nzero = await mem.send_round(round_no, pages)
+            res.pages_sent_per_round.append(ndata + nzero)
+            res.zero_pages_per_round.append(nzero)
+            if dsk is not None:
+                b, _, _ = await dsk.send_round(round_no, blocks)
+                batches += b
+                res.disk_blocks_per_round.append(len(blocks))
+        finally:
+            stop.set()
     return batches
 
 
 async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: Sender | None,
                   throttle, cfg: SourceConfig, res: MigrationResult, ctl: FramedStream,
-                  data: list[FramedStream]) -> bool:
+                  data: list[FramedStream], sw: Switchover) -> None:
     policy = cfg.policy
     ps = src.layout.page_size
 
@@ -322,7 +432,8 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     reason = ""
     while True:
         t0, w0 = trio.current_time(), wire()
-        batches = await _send_round(mem, dsk, round_no, pages, blocks, res)
+        batches = await _send_round(mem, dsk, round_no, pages, blocks, res, ctl,
+                                    cfg.idle_timeout)
         await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                      {"round": round_no, "batches": batches}))
         await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {round_no}")
@@ -336,6 +447,8 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
         res.dirty_pages_per_round.append(len(pages))
         remaining = len(pages) * ps + len(blocks) * (disk.layout.page_size if disk else 0)
         reason = policy.switchover(round_no, remaining, bw_Bps, wire() - wire_start)
+        if round_no == 0:
+            await faults.ahit("source", "precopy")
         if reason:
             break
         throttle.set(policy.next_throttle(throttle.level, remaining / dt, bw_Bps))
@@ -343,56 +456,75 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
 
     # --- stop and copy: only the last dirty set is read, hashed and sent -------------------
     t_pause = trio.current_time()
+    sw.stopped()
     src.pause()
     throttle.stop()
+    await faults.ahit("source", "stopped")
     final = sorted(set(pages) | set(src.dirty()))
     final_blocks = sorted(set(blocks) | set(disk.dirty())) if dsk is not None else []
     res.counter_at_switchover = _guest_counter(src)
-    res.warnings.extend(src.layout_warnings())
     round_no += 1
-    batches = await _send_round(mem, dsk, round_no, final, final_blocks, res)
+    batches = await _send_round(mem, dsk, round_no, final, final_blocks, res, ctl,
+                                cfg.idle_timeout)
     res.dirty_pages_per_round.append(len(final))
     await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                  {"round": round_no, "batches": batches, "final": True}))
+    refusals = src.refusals()  # while paused: what the image would silently leave out
+    res.warnings.extend(src.warnings)
+    if refusals:
+        await _abort(ctl)
+        raise MigrationFailed("refused: " + "; ".join(refusals))
     info = {"digest": image_digest(mem.hashes), "pages": len(mem.hashes)}
     if disk is not None:
         info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
-    await ctl.send_parts(P.commit_parts(info, mem.hashes))
-    ack = await _expect(ctl, P.FrameType.ACK, "commit ACK", cfg.commit_timeout)
-    t_ack = trio.current_time()
+    verify = cfg.verify_source == "always" or (cfg.verify_source == "auto" and
+                                                src.mechanism != "page-hash")
+    async with trio.open_nursery() as checks:  # the source check overlaps the wait
+        if verify:  # page-hash tracking: its last collect compared every page already
+            checks.start_soon(trio.to_thread.run_sync, _verify_source, src, mem.hashes, res)
+        await ctl.send_parts(P.commit_parts(info, mem.hashes))
+        await faults.ahit("source", "commit")
+        prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
     res.rounds = round_no + 1
     res.switchover_reason = reason
     res.throttle_max = throttle.max_level
+    res.verify_ms = prepared.get("verify_ms")
+    if not prepared.get("ok"):
+        res.integrity_ok = False
+        raise MigrationFailed(f"destination rejected the image: {prepared.get('error')}")
+    if verify and not res.source_verified:
+        await _abort(ctl)
+        raise MigrationFailed("the paused original differs from what was sent")
+    res.integrity_ok = True
+    # --- the decision: GO, then only the destination's answer counts ----------------------
+    sw.pending()
+    await faults.ahit("source", "go")
+    if not faults.drops("source", "go"):
+        await ctl.send(P.encode_json(P.FrameType.GO, {"migration": sw.mid}))
+    answer = await _expect(ctl, P.FrameType.DECISION, "DECISION", cfg.commit_timeout)
+    t_ack = trio.current_time()
+    sw.decided(answer)
+    await faults.ahit("source", "decided")
     res.bytes_on_wire = wire() - wire_start
     res.disk_bytes_on_wire = dsk.bytes_sent if dsk else 0
     res.migration_time_s = round(t_ack - t_start, 4)
     res.goodput_mbps = round(res.bytes_on_wire * 8 / max(t_ack - t_start, 1e-6) / 1e6, 1)
     res.stream_rate_mbps = round(res.stream_rate_mbps, 1)
-    res.verify_ms = ack.get("verify_ms")
-    if not ack.get("ok"):
-        res.integrity_ok = False
-        raise MigrationFailed(f"destination rejected the image: {ack.get('error')}")
-    res.integrity_ok = True
-    res.downtime_ms = round((t_ack - t_pause) * 1e3, 2)
-    _verify_source(src, mem.hashes, res)  # after the ACK: costs no downtime
-    res.resumed = bool(ack.get("resumed"))
-    res.destination_pid = ack.get("pid")
-    res.destination_service = ack.get("service")
-    res.resume_ms = ack.get("resume_ms")
-    if ack.get("on_resume"):
-        res.hooks["on_resume"] = ack["on_resume"]
-    if res.resumed:
-        src.end()  # the guest lives on at the destination
-        if cfg.guest_port:
-            try:
-                set_link(cfg.guest_port, False)
-            except OSError as exc:
-                res.warnings.append(f"could not disconnect the original guest: {exc}")
-        if cfg.on_end:
-            res.hooks["on_end"] = await trio.to_thread.run_sync(run_hook, cfg.on_end)
+    if sw.committed:
+        res.downtime_ms = round((t_ack - t_pause) * 1e3, 2)
     else:
-        src.cont()  # verified copy only (foreign process, image): the original carries on
-    return True
+        res.error = f"destination aborted at the decision: {answer.get('error')}"
+    with contextlib.suppress(P.ProtocolError, ConnectionError, OSError):
+        await ctl.send(P.encode_json(P.FrameType.CONFIRM, {"migration": sw.mid}))
+
+
+async def _abort(ctl: FramedStream) -> None:
+    """Roll back before GO: the destination discards its standby (it would anyway once
+    the connection is gone)."""
+    with contextlib.suppress(P.ProtocolError, ConnectionError, OSError), \
+            trio.move_on_after(2):
+        await ctl.send(P.encode_json(P.FrameType.ABORT, {}))
+        await ctl.receive("DECISION after ABORT")
 
 
 def _guest_counter(src: MemorySource) -> int | None:

@@ -14,9 +14,11 @@ Authentication: both certificates must chain to this migration's ephemeral CA (s
 ``agents.credentials``), the destination's must name the expected identity (the name from the
 service locator, not the address connected to: through a NAT gateway they differ). Then the
 destination sends a fresh nonce and the source answers with an HMAC of it under the one-time
-token, bound to this TLS channel. The first (control) stream burns the token and gets a
-session id; the data streams present the session id. A second session with the same token, a
-replay, is refused.
+token, bound to this TLS channel (RFC 9266 tls-exporter). The first (control) stream burns
+the token and gets a session id; the data streams present the session id. A second session
+with the same token, a replay, is refused. Opportunistic mode falls back to plain TCP only
+when the destination answers the ClientHello with a plain migration frame; a reset, a
+timeout or junk during the handshake fails the migration instead.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import trio
 
 from agents import protocol as P
 from agents.credentials import CredentialError, Material, context
+from agents.exporter import ExporterUnavailable, tls_exporter
 from agents.locator import MODES
 from agents.transport import FramedStream, TcpTransport
 
@@ -45,16 +48,40 @@ class AuthenticationFailed(P.ProtocolError):
 
 
 class NotTls(ConnectionError):
-    """The peer answered a TLS handshake with something that is not TLS."""
+    """The peer answered a TLS handshake with a plain migration frame: it does not speak TLS
+    (the one case in which opportunistic encryption falls back to plain TCP)."""
+
+
+class _FirstBytes(trio.abc.Stream):
+    """A stream passed through, keeping the first bytes the peer sent (to tell a plain
+    migration peer's answer from a reset, a timeout or junk)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner, self.first = inner, b""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        if len(self.first) < P.HEADER.size:
+            self.first += bytes(data[: P.HEADER.size - len(self.first)])
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _binding(obj: trio.SSLStream) -> bytes:
-    """Channel binding: unique per TLS connection (the handshake's Finished message)."""
-    with contextlib.suppress(ValueError, NotImplementedError):
-        cb = obj.get_channel_binding("tls-unique")
-        if cb:
-            return cb
-    return b""
+    """Channel binding: RFC 9266 tls-exporter (TLS 1.3 has no tls-unique); a connection
+    whose binding cannot be computed fails authentication, it is never bound to nothing."""
+    try:
+        return tls_exporter(obj._ssl_object)
+    except ExporterUnavailable as exc:
+        raise AuthenticationFailed(f"no channel binding: {exc}") from None
 
 
 def auth_mac(token: bytes, role: str, nonce: bytes, session: str, binding: bytes) -> str:
@@ -129,7 +156,8 @@ class TlsTransport(TcpTransport):
 
     async def _secure(self, raw: trio.SocketStream) -> trio.SSLStream:
         assert self.ctx is not None and self.material is not None
-        tls = trio.SSLStream(raw, self.ctx, server_hostname=self.identity)
+        seen = _FirstBytes(raw)
+        tls = trio.SSLStream(seen, self.ctx, server_hostname=self.identity)
         role = "data" if self.session else "control"
         try:
             with trio.fail_after(self.handshake_timeout):
@@ -139,8 +167,11 @@ class TlsTransport(TcpTransport):
             if isinstance(cause, ssl.SSLCertVerificationError):
                 raise AuthenticationFailed(f"destination failed authentication as "
                                            f"{self.identity!r}: {_reason(cause)}") from None
-            # reset, closed, or bytes that are not TLS before any TLS came back
-            raise NotTls(_reason(cause)) from None
+            if seen.first.startswith(P.MAGIC):  # a plain migration frame came back
+                raise NotTls(_reason(cause)) from None
+            # a reset, an early close, junk: not a definite "no TLS here", never a downgrade
+            raise ConnectionError(f"TLS handshake with {self.identity} failed: "
+                                  f"{_reason(cause)}") from None
         except trio.TooSlowError:
             raise ConnectionError(f"TLS handshake with {self.identity} timed out") from None
         try:
@@ -216,6 +247,8 @@ class TlsServerTransport(TcpTransport):
         if not first:
             raise ConnectionError(f"{peer} closed the connection before its first frame")
         if first != b"\x16":  # not a TLS handshake: a plain migration peer (or junk)
+            if self.mode == "required" and await _is_resolve(stream):
+                return stream  # a RESOLVE: it names a migration, it cannot make one commit
             if self.mode == "required":
                 msg = (f"refused unencrypted source {peer}: this destination requires an "
                        f"encrypted, authenticated migration")
@@ -298,6 +331,18 @@ class TlsServerTransport(TcpTransport):
         if self.session is None or not hmac.compare_digest(session, self.session):
             raise AuthenticationFailed(f"refused data stream from {peer}: no such session")
         return {"session": self.session}
+
+
+async def _is_resolve(stream: trio.SocketStream) -> bool:
+    """The plain frame waiting is a RESOLVE (peeked, not consumed)."""
+    with trio.move_on_after(1):
+        while True:
+            head = await stream.socket.recv(P.HEADER.size, socket.MSG_PEEK)
+            if len(head) >= 4 or not head:
+                break
+            await trio.sleep(0.01)
+        return head[:2] == P.MAGIC and len(head) >= 4 and head[3] == P.FrameType.RESOLVE
+    return False
 
 
 def _peer(stream: trio.SocketStream) -> str:

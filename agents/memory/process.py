@@ -1,5 +1,10 @@
-"""A live process as a memory source: its writable private mappings (process_vm_readv), or a
-built-in guest's shared arena (mapped here, read with a memory copy)."""
+"""A live process as a memory source: its writable mappings, private and shared (anonymous
+shared memory, memfd, shmem, shared files; read with process_vm_readv), or a built-in
+guest's shared arena (mapped here, read with a memory copy).
+
+Nothing is left out silently: a device mapping refuses the migration (naming it), and so do,
+checked while the process is paused, a page that could not be read and a mapping that
+changed since the layout was taken; a process that does not stop refuses it too."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from agents.memory.dirty import (
     probe_soft_dirty,
 )
 from agents.memory.layout import Layout, Region
-from agents.memory.source import MemorySource
+from agents.memory.source import MemorySource, SourceRefused
 from agents.workload import INFO_DIR, start_ticks
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -30,18 +35,57 @@ _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 SKIP = ("[vvar]", "[vdso]", "[vsyscall]", "[vvar_vclock]")
 
 
-def writable_private_regions(pid: int) -> list[Region]:
-    """Parse /proc/PID/maps: every rw-p mapping except kernel-provided special ones."""
-    regions = []
+def _shared_ok(name: str) -> bool:
+    """Shared mappings that are memory: anonymous shared (/dev/zero), shmem, memfd, SysV, files;
+    not a device's registers or buffers."""
+    return not name.startswith("/dev/") or name.startswith(("/dev/zero", "/dev/shm/"))
+
+
+def writable_regions(pid: int) -> tuple[list[Region], list[str]]:
+    """Parse /proc/PID/maps: every writable mapping, private (rw-p) and shared (rw-s), except
+    kernel-provided special ones; and the mappings that cannot be migrated, named."""
+    regions, refused = [], []
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         parts = line.split(maxsplit=5)
         span, perms = parts[0], parts[1]
         name = parts[5] if len(parts) > 5 else ""
-        if perms[:2] != "rw" or perms[3] != "p" or name in SKIP:
+        if perms[:2] != "rw" or name in SKIP:
+            continue
+        if perms[3] == "s" and not _shared_ok(name):
+            refused.append(f"{span} {perms} {name}: a device mapping cannot be migrated")
             continue
         lo, hi = (int(x, 16) for x in span.split("-"))
-        regions.append(Region(lo, (hi - lo) // PAGE, name))
-    return regions
+        regions.append(Region(lo, (hi - lo) // PAGE, name or ("[anon shared]" if perms[3] == "s"
+                                                             else "")))
+    return regions, refused
+
+
+def _coverage(regions: list[Region]) -> set[tuple[int, int]]:
+    """The address ranges the regions cover, adjacent ones merged."""
+    spans: list[list[int]] = []
+    for r in sorted(regions, key=lambda r: r.start):
+        end = r.start + r.npages * PAGE
+        if spans and spans[-1][1] == r.start:
+            spans[-1][1] = end
+        else:
+            spans.append([r.start, end])
+    return {(a, b) for a, b in spans}
+
+
+def _uncovered(spans: set[tuple[int, int]], by: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``spans`` that no range of ``by`` covers."""
+    out = []
+    for lo, hi in sorted(spans):
+        cur = lo
+        for blo, bhi in sorted(by):
+            if bhi <= cur or blo >= hi:
+                continue
+            if blo > cur:
+                out.append((cur, blo))
+            cur = max(cur, bhi)
+        if cur < hi:
+            out.append((cur, hi))
+    return out
 
 
 def workload_info(pid: int) -> dict | None:
@@ -68,10 +112,11 @@ class ProcessMemory(MemorySource):
     def __init__(self, pid: int, tracking: str = "auto") -> None:
         self.pid = pid
         self.info = workload_info(pid)
+        self.refused: list[str] = []
         if self.info:
             regions = [Region(self.info["arena_addr"], self.info["arena_bytes"] // PAGE, "arena")]
         else:
-            regions = writable_private_regions(pid)
+            regions, self.refused = writable_regions(pid)
         self.layout = Layout(PAGE, regions)
         self.can_resume = bool(self.info)
         self._fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
@@ -81,6 +126,7 @@ class ProcessMemory(MemorySource):
         self._stopped_by_us = False
         self._unarmed = 0  # pages round 0 has yet to arm (a lazy tracker)
         self.unreadable_reads = 0
+        self.unreadable: set[int] = set()  # page addresses whose read failed
         self.tracker = self._choose_tracker(tracking)
         self.mechanism = self.tracker.mechanism
 
@@ -111,6 +157,7 @@ class ProcessMemory(MemorySource):
                 end = min(len(view), (done // PAGE + 1) * PAGE)
                 view[done:end] = bytes(end - done)
                 self.unreadable_reads += 1
+                self.unreadable.add((addr + done) // PAGE * PAGE)
                 n = end - done
             done += n
         return view
@@ -166,13 +213,24 @@ class ProcessMemory(MemorySource):
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, sig)
 
-    def pause(self) -> None:
-        """SIGSTOP and wait until the kernel reports the process stopped."""
+    def pause(self, wait_s: float = 2.0) -> None:
+        """SIGSTOP and wait until the kernel reports the process stopped; SourceRefused
+        (and SIGCONT) if it has not within ``wait_s`` (or is gone)."""
         self._signal(signal.SIGSTOP)
-        deadline = time.monotonic() + 2.0
-        while process_state(self.pid) not in "tT" and time.monotonic() < deadline:
-            time.sleep(0.0005)
         self._stopped_by_us = True
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                state = process_state(self.pid)
+            except OSError:
+                state = "X"
+            if state in "tT":
+                return
+            if state in "ZX" or time.monotonic() >= deadline:
+                self.cont()
+                raise SourceRefused(f"process {self.pid} did not stop within {wait_s} s "
+                                    f"(state {state})")
+            time.sleep(0.0005)
 
     def cont(self) -> None:
         self._stopped_by_us = False
@@ -189,17 +247,41 @@ class ProcessMemory(MemorySource):
             if not already:
                 self.cont()
 
-    def layout_warnings(self) -> list[str]:
-        """Say so when the process's mappings moved since the layout was taken."""
+    def refusals(self) -> list[str]:
+        """What the image would leave out: a device mapping; memory mapped now that the
+        layout taken at the start does not cover (a new or grown mapping); a page still
+        mapped whose read failed. Memory unmapped meanwhile leaves nothing out (it is in
+        the image as zeros, with a warning)."""
+        out = list(self.refused)
+        self.warnings = []
         if self.info:
-            return []
-        now = {(r.start, r.npages) for r in writable_private_regions(self.pid)}
-        then = {(r.start, r.npages) for r in self.layout.regions}
-        if now == then and not self.unreadable_reads:
-            return []
-        return [f"mappings changed during the migration ({len(then - now)} regions gone, "
-                f"{len(now - then)} new); the image covers the layout taken at the start, "
-                "unreadable pages as zeros"]
+            now_regions = self.layout.regions
+        else:
+            try:
+                now_regions, _ = writable_regions(self.pid)
+            except OSError as exc:
+                return [*out, f"mappings unreadable: {exc}"]
+            now, then = _coverage(now_regions), _coverage(self.layout.regions)
+            new = _uncovered(now, then)
+            if new:
+                out.append("mappings changed during the migration: not in the image "
+                           + ", ".join(f"{a:#x}-{b:#x}" for a, b in new[:3]))
+            gone = _uncovered(then, now)
+            if gone:
+                self.warnings.append("unmapped during the migration (zeros in the image): "
+                                     + ", ".join(f"{a:#x}-{b:#x}" for a, b in gone[:3]))
+        spans = _coverage(now_regions)
+        bad = sorted(a for a in self.unreadable if any(lo <= a < hi for lo, hi in spans))
+        if bad:
+            out.append(f"{len(bad)} mapped page(s) could not be read, first at {bad[0]:#x} "
+                       f"({self._region_of(bad[0])}): they would travel as zeros")
+        return out
+
+    def _region_of(self, addr: int | None) -> str:
+        for r in self.layout.regions:
+            if addr is not None and r.start <= addr < r.start + r.npages * PAGE:
+                return r.name or "anonymous"
+        return "?"
 
     def end(self) -> None:
         self._signal(signal.SIGKILL)

@@ -8,6 +8,10 @@ from collections.abc import Iterator, Sequence
 from agents.memory.layout import Layout
 
 
+class SourceRefused(Exception):
+    """The source cannot be migrated faithfully (the guest runs on where it is)."""
+
+
 class MemorySource:
     """Base of the memory sources (a live process, an image file with a dirty model).
 
@@ -35,7 +39,11 @@ class MemorySource:
     def end(self) -> None: ...
     def alive(self) -> bool: return True
     def close(self) -> None: ...
-    def layout_warnings(self) -> list[str]: return []
+    warnings: list[str] = []  # set by refusals(): worth saying, no reason to refuse
+
+    def refusals(self) -> list[str]:
+        """Why the image taken would not be the guest's memory (checked while paused)."""
+        return []
 
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:

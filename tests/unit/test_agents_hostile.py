@@ -1,14 +1,23 @@
-"""Hostile peers over loopback TCP: a clear error, no hang past the timeout, no bad write."""
+"""Hostile peers over loopback TCP: a clear error, no hang past the timeout, no bad write;
+strangers and stray streams do not disturb a migration; decisions are final."""
 
+import ctypes
+import mmap
+import os
+import signal
 import struct
 
 import pytest
 import trio
 import trio.testing
 
+from agents import faults
 from agents import protocol as P
+from agents.decisions import DecisionStore
 from agents.destination import Destination, DestinationConfig
 from agents.memory.layout import Layout, Region
+from agents.memory.source import SourceRefused
+from agents.resolve import ask_one, from_records
 from agents.transport import FramedStream, PeerStalled, TcpTransport
 
 LAYOUT = Layout(4096, [Region(0, 16, "t")]).to_json()
@@ -98,3 +107,168 @@ def test_truncated_frame_is_a_connection_error():
         with pytest.raises(ConnectionError, match="closed"):
             await fb.receive()
     trio.run(main)
+
+
+def _prepare(_unused=None):
+    """ROUND_END final + COMMIT for a 16-page zero image."""
+    from agents.digest import image_digest, page_hashes
+
+    hashes = page_hashes(bytearray(16 * 4096), 4096)
+    return [P.encode_json(P.FrameType.ROUND_END, {"round": 0, "batches": 0, "final": True}),
+            P.encode_commit({"digest": image_digest(hashes)}, hashes.tobytes())]
+
+
+def test_stray_and_extra_data_streams_do_not_touch_the_migration():
+    async def main():
+        async with trio.open_nursery() as n:
+            d, port = await _dest(n)
+            ctl = await _hello(port)
+            assert (await ctl.receive())[0] == P.FrameType.HELLO_OK
+            stray = FramedStream(await TcpTransport().connect("127.0.0.1", port), 5)
+            await stray.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": "forged"}))
+            assert (await stray.receive())[0] == P.FrameType.ERROR
+            mine = FramedStream(await TcpTransport().connect("127.0.0.1", port), 5)
+            await mine.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": "m1"}))
+            extra = FramedStream(await TcpTransport().connect("127.0.0.1", port), 5)
+            await extra.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": "m1"}))
+            ftype, payload = await extra.receive()  # one more than the HELLO's 1 stream
+            assert ftype == P.FrameType.ERROR and "beyond" in P.decode_json(ftype, payload)[
+                "error"]
+            await extra.send(P.encode_batch(0, 0, [(3, b"\x01" * 4096)], 4096))
+            assert d.session is not None and not d.session.failed and len(d.rejected) == 2
+            for frame in _prepare(None):
+                await ctl.send(frame)
+            ftype, payload = await ctl.receive()
+            assert ftype == P.FrameType.PREPARED and P.decode_json(ftype, payload)["ok"]
+            await ctl.send(P.encode_json(P.FrameType.GO, {}))
+            ftype, payload = await ctl.receive()
+            assert P.decode_json(ftype, payload)["decision"] == "committed"
+            await ctl.send(P.encode_json(P.FrameType.CONFIRM, {}))
+        assert d.outcomes[0]["ok"] is True and d.store.state("m1") == "committed"
+    trio.run(main)
+
+
+def test_unauthenticated_hello_is_bounded_before_anything_is_allocated():
+    async def main():
+        async with trio.open_nursery() as n:
+            d = Destination(DestinationConfig("127.0.0.1", 0, resume=False, idle_timeout=2,
+                                              max_unauthenticated_bytes=1 << 20))
+            port = await n.start(d.serve, True)
+            big = Layout(4096, [Region(0, 512, "t")]).to_json()  # 2 MiB
+            s = FramedStream(await TcpTransport().connect("127.0.0.1", port), 5)
+            await s.send(P.encode_json(P.FrameType.HELLO, {
+                "version": P.VERSION, "migration": "m1", "layout": big, "streams": 1}))
+            ftype, payload = await s.receive()
+            assert ftype == P.FrameType.ERROR
+            assert "unauthenticated" in P.decode_json(ftype, payload)["error"]
+            assert d.session is None
+    trio.run(main)
+
+
+def test_resolve_before_the_decision_aborts_and_the_answer_never_changes():
+    async def main():
+        async with trio.open_nursery() as n:
+            d, port = await _dest(n)
+            ctl = await _hello(port)
+            await ctl.receive()
+            for frame in _prepare(None):
+                await ctl.send(frame)
+            assert (await ctl.receive())[0] == P.FrameType.PREPARED
+            answer = await trio.to_thread.run_sync(lambda: ask_one(("127.0.0.1", port), "m1",
+                                                                   confirm=False))
+            assert answer["decision"] == "aborted"
+            await ctl.send(P.encode_json(P.FrameType.GO, {}))  # too late: decided
+            ftype, payload = await ctl.receive()
+            assert P.decode_json(ftype, payload)["decision"] == "aborted"
+            again = await trio.to_thread.run_sync(lambda: ask_one(("127.0.0.1", port), "m1"))
+            assert again["decision"] == "aborted"
+        assert d.outcomes[0]["ok"] is False and d.store.state("m1") == "aborted"
+    trio.run(main)
+
+
+def test_source_gone_before_go_discards_the_standby_and_records_aborted():
+    async def main():
+        async with trio.open_nursery() as n:
+            d, port = await _dest(n)
+            ctl = await _hello(port)
+            await ctl.receive()
+            for frame in _prepare(None):
+                await ctl.send(frame)
+            assert (await ctl.receive())[0] == P.FrameType.PREPARED
+            await ctl.aclose()
+            with trio.fail_after(5):
+                while d.store.state("m1") != "aborted":
+                    await trio.sleep(0.01)
+            n.cancel_scope.cancel()
+    trio.run(main)
+
+
+def test_decision_records_are_final(tmp_path):
+    store = DecisionStore(tmp_path)
+    store.put("m", "prepared", guest_pid=1)
+    store.put("m", "committed")
+    with pytest.raises(RuntimeError, match="already committed"):
+        store.put("m", "aborted")
+    assert store.get("m") == {"migration": "m", "state": "committed", "guest_pid": 1}
+    assert from_records(tmp_path, "m")["decision"] == "committed"
+    store.put("n", "prepared", agent_pid=2 ** 22 + 7, guest_pid=None)  # its agent is gone
+    assert from_records(tmp_path, "n")["decision"] == "aborted"
+    assert store.state("n") == "aborted"
+
+
+def test_fault_settings_parse_and_refuse_unknown_actions():
+    assert faults.parse("source:go:drop, destination:prepared:crash") == {
+        ("source", "go"): "drop", ("destination", "prepared"): "crash"}
+    with pytest.raises(ValueError, match="unknown fault action"):
+        faults.parse("source:go:explode")
+
+
+def test_a_process_that_does_not_stop_is_refused_and_continued(monkeypatch):
+    import agents.memory.process as proc
+
+    mem = object.__new__(proc.ProcessMemory)
+    mem.pid, mem._stopped_by_us = os.getpid(), False
+    sent = []
+    monkeypatch.setattr(mem, "_signal", sent.append, raising=False)
+    monkeypatch.setattr(proc, "process_state", lambda pid: "D")  # never reaches T
+    with pytest.raises(SourceRefused, match="did not stop"):
+        mem.pause(wait_s=0.05)
+    assert sent == [signal.SIGSTOP, signal.SIGCONT]
+
+
+def test_shared_mappings_are_in_the_layout_and_device_mappings_refused(monkeypatch, tmp_path):
+    import agents.memory.process as proc
+
+    shared = mmap.mmap(-1, 64 * 4096, flags=mmap.MAP_SHARED)
+    try:
+        regions, refused = proc.writable_regions(os.getpid())
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(shared))
+        assert any(r.start == addr and r.npages == 64 for r in regions)
+        assert refused == []
+    finally:
+        del addr
+        shared.close()
+    maps = tmp_path / "maps"
+    maps.write_text("7f0000000000-7f0000010000 rw-s 00000000 00:05 12 /dev/dri/card0\n"
+                    "7f0000010000-7f0000020000 rw-s 00000000 00:01 41 /dev/zero (deleted)\n")
+    real = proc.Path
+    monkeypatch.setattr(proc, "Path", lambda p: maps if p.endswith("/maps") else real(p))
+    regions, refused = proc.writable_regions(1)
+    assert [r.name for r in regions] == ["/dev/zero (deleted)"]
+    assert len(refused) == 1 and "/dev/dri/card0" in refused[0]
+
+
+def test_layout_changes_are_compared_as_address_coverage():
+    import agents.memory.process as proc
+
+    ps = proc.PAGE
+    then = [Region(0x10000, 4, "a"), Region(0x10000 + 4 * ps, 2, "")]  # neighbours
+    merged = [Region(0x10000, 6, "a")]
+    assert proc._coverage(then) == proc._coverage(merged)  # a merge is no change
+    grown = proc._coverage([Region(0x10000, 8, "a")])
+    assert proc._uncovered(grown, proc._coverage(then)) == [
+        (0x10000 + 6 * ps, 0x10000 + 8 * ps)]  # the new pages: not in the image
+    shrunk = proc._coverage([Region(0x10000 + ps, 2, "a")])
+    assert proc._uncovered(shrunk, proc._coverage(then)) == []  # nothing new
+    assert proc._uncovered(proc._coverage(then), shrunk) == [
+        (0x10000, 0x10000 + ps), (0x10000 + 3 * ps, 0x10000 + 6 * ps)]

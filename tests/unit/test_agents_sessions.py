@@ -49,7 +49,12 @@ def test_second_hello_is_refused_and_the_migration_completes():
                                          {"round": 0, "batches": 1, "final": True}))
             await ctl.send(P.encode_commit({"digest": image_digest(hashes)}, hashes.tobytes()))
             ftype, payload = await ctl.receive()
-            assert ftype == P.FrameType.ACK and P.decode_json(ftype, payload)["ok"] is True
+            assert ftype == P.FrameType.PREPARED and P.decode_json(ftype, payload)["ok"] is True
+            await ctl.send(P.encode_json(P.FrameType.GO, {}))
+            ftype, payload = await ctl.receive()
+            assert ftype == P.FrameType.DECISION
+            assert P.decode_json(ftype, payload)["decision"] == "committed"
+            await ctl.send(P.encode_json(P.FrameType.CONFIRM, {}))
         assert [o["ok"] for o in d.outcomes] == [True] and len(d.rejected) == 1
     trio.run(main)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import stat
@@ -193,3 +194,54 @@ def test_modes(creds):
     assert c[0][1] == "tls1.3" and c[1][1] == "tcp"
     with pytest.raises(CredentialError, match="needs credentials"):
         TlsTransport("required")
+
+
+def _handshake(cctx, sctx):
+    """An in-memory TLS 1.3 handshake: (client, server) SSLObjects."""
+    import ssl
+
+    cin, cout, sin, sout = (ssl.MemoryBIO() for _ in range(4))
+    cli = cctx.wrap_bio(cin, cout, server_hostname=ID)
+    srv = sctx.wrap_bio(sin, sout, server_side=True)
+    for _ in range(10):
+        for obj in (cli, srv):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                obj.do_handshake()
+        sin.write(cout.read())
+        cin.write(sout.read())
+    return cli, srv
+
+
+def test_channel_binding_is_rfc9266_tls_exporter(creds):
+    from agents.credentials import context
+    from agents.exporter import tls_exporter
+
+    cctx = context(load(creds, "source"), server=False)
+    sctx = context(load(creds, "destination"), server=True)
+    cli, srv = _handshake(cctx, sctx)
+    assert cli.version() == "TLSv1.3"
+    a, b = tls_exporter(cli), tls_exporter(srv)
+    assert a == b and len(a) == 32  # the same on both ends of one connection
+    cli2, srv2 = _handshake(cctx, sctx)
+    assert tls_exporter(cli2) == tls_exporter(srv2) != a  # and another on the next
+
+
+def test_opportunistic_does_not_fall_back_after_a_reset(creds):
+    async def main():
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+
+        async def reset_all():
+            while True:
+                raw = await listeners[0].accept()
+                await raw.receive_some(1)  # the ClientHello's first bytes, then a close
+                await raw.aclose()
+
+        opp = TlsTransport("opportunistic", load(creds, "source"), ID)
+        async with trio.open_nursery() as n:
+            n.start_soon(reset_all)
+            with pytest.raises(ConnectionError, match="handshake") as info:
+                await opp.connect("127.0.0.1", port)
+            n.cancel_scope.cancel()
+        assert not isinstance(info.value, AuthenticationFailed) and opp.decided is None
+    trio.run(main)
