@@ -67,6 +67,8 @@ class ModelInputs:
     max_rounds: int
     rtt_s: float = 0.0  # one round trip per round (its end is acknowledged), one at the stop
     resume_s: float = 0.0  # measured: the destination's resume and its network move (hook)
+    check_s: float = 0.0  # measured: the source's check of the paused original (it overlaps
+    #                       the round trip to the destination's answer)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def forecast(inp: ModelInputs) -> Forecast:
     rounds = stop_round(inp)
     p = precopy(inp.volume_bytes, inp.rate_bytes_s, inp.dirty_bytes_s, rounds)
     total = p.migration_time_s + rounds * inp.rtt_s + inp.resume_s
-    down = p.downtime_ms + (inp.rtt_s + inp.resume_s) * 1000.0
+    down = p.downtime_ms + (max(inp.rtt_s, inp.check_s) + inp.resume_s) * 1000.0
     return Forecast(rounds, total, down, p.ratio)
 
 
@@ -113,4 +115,5 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
         ((m.get("hooks") or {}).get("on_resume") or {}).get("ms", 0.0)
     return ModelInputs(volume, rate_mbps * 1e6 / 8, dirty_rate,
                        m.get("downtime_target_ms") or 300.0, m.get("max_rounds") or 30,
-                       rtt_ms / 1000.0, resume_ms / 1000.0)
+                       rtt_ms / 1000.0, resume_ms / 1000.0,
+                       (m.get("source_verify_ms") or 0.0) / 1000.0)

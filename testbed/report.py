@@ -165,8 +165,13 @@ def write_report(out_dir: Path, docs: list[dict[str, Any]], plots: list[Path]) -
               "send (zero pages are references), R = iperf3 on the same path shared among "
               "the migrations crossing its bottleneck, D = the dirty rate the tracker "
               "measured, n + 1 = the rounds by the model's own stop rule: V lambda^n / R "
-              "within the downtime target, or the round limit) and its deviation; deviations "
-              "above 20 % are flagged. A migration that failed is shown as failed.", ""]
+              "within the downtime target, or the round limit; resume = the destination's "
+              "measured resume and network move; the stop's round trip overlaps the source's "
+              "measured check of the paused original) and its deviation; deviations above "
+              "20 % are flagged. The model's D is one rate for every round: a hot set that is "
+              "dirtied again and again makes short rounds dirty more per second than long "
+              "ones, so the last round's set (and the downtime) comes out larger than "
+              "predicted. A migration that failed is shown as failed.", ""]
     for doc in docs:
         spec = doc["spec"]
         lines += [f"## {spec['name']} ({spec['kind']})", "",
