@@ -109,13 +109,24 @@ def test_truncated_frame_is_a_connection_error():
     trio.run(main)
 
 
-def _prepare(_unused=None):
+def _prepare():
     """ROUND_END final + COMMIT for a 16-page zero image."""
     from agents.digest import image_digest, page_hashes
 
     hashes = page_hashes(bytearray(16 * 4096), 4096)
     return [P.encode_json(P.FrameType.ROUND_END, {"round": 0, "batches": 0, "final": True}),
             P.encode_commit({"digest": image_digest(hashes)}, hashes.tobytes())]
+
+
+async def _prepared(nursery):
+    """A destination with migration m1 prepared (PREPARED received): (dest, port, control)."""
+    d, port = await _dest(nursery)
+    ctl = await _hello(port)
+    await ctl.receive()
+    for frame in _prepare():
+        await ctl.send(frame)
+    assert (await ctl.receive())[0] == P.FrameType.PREPARED
+    return d, port, ctl
 
 
 def test_stray_and_extra_data_streams_do_not_touch_the_migration():
@@ -136,7 +147,7 @@ def test_stray_and_extra_data_streams_do_not_touch_the_migration():
                 "error"]
             await extra.send(P.encode_batch(0, 0, [(3, b"\x01" * 4096)], 4096))
             assert d.session is not None and not d.session.failed and len(d.rejected) == 2
-            for frame in _prepare(None):
+            for frame in _prepare():
                 await ctl.send(frame)
             ftype, payload = await ctl.receive()
             assert ftype == P.FrameType.PREPARED and P.decode_json(ftype, payload)["ok"]
@@ -168,12 +179,7 @@ def test_unauthenticated_hello_is_bounded_before_anything_is_allocated():
 def test_resolve_before_the_decision_aborts_and_the_answer_never_changes():
     async def main():
         async with trio.open_nursery() as n:
-            d, port = await _dest(n)
-            ctl = await _hello(port)
-            await ctl.receive()
-            for frame in _prepare(None):
-                await ctl.send(frame)
-            assert (await ctl.receive())[0] == P.FrameType.PREPARED
+            d, port, ctl = await _prepared(n)
             answer = await trio.to_thread.run_sync(lambda: ask_one(("127.0.0.1", port), "m1",
                                                                    confirm=False))
             assert answer["decision"] == "aborted"
@@ -189,12 +195,7 @@ def test_resolve_before_the_decision_aborts_and_the_answer_never_changes():
 def test_source_gone_before_go_discards_the_standby_and_records_aborted():
     async def main():
         async with trio.open_nursery() as n:
-            d, port = await _dest(n)
-            ctl = await _hello(port)
-            await ctl.receive()
-            for frame in _prepare(None):
-                await ctl.send(frame)
-            assert (await ctl.receive())[0] == P.FrameType.PREPARED
+            d, port, ctl = await _prepared(n)
             await ctl.aclose()
             with trio.fail_after(5):
                 while d.store.state("m1") != "aborted":
