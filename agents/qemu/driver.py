@@ -164,13 +164,14 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
         src, dst = qmps["source"], qmps["destination"]
         assert src is not None and dst is not None
         version = src.greeting["QMP"]["version"]["qemu"]
+        # settings first: a refusal is reported at once, not after the guest's boot
+        _configure(dst, opts, "destination", None)
+        _configure(src, opts, "source", plan.dst_addr if opts.tls else None)
         if console.wait_beat(paths["source"].serial, 0, plan.boot_timeout_s) is None:
             raise QemuError(f"the source guest did not boot within {plan.boot_timeout_s:.0f} s"
                             f": {console.tail(paths['source'].serial)}")
         boot_s = time.monotonic() - t_start
         time.sleep(plan.warmup_s)
-        _configure(dst, opts, "destination", None)
-        _configure(src, opts, "source", plan.dst_addr if opts.tls else None)
         where = uri(plan.dst_addr, plan.port)
         try:
             dst.execute("migrate-incoming", uri=where)
