@@ -133,6 +133,8 @@ def _guest_after(plan: Plan, paths: dict[Role, Paths], qmps: dict[Role, QMP | No
             "heartbeat_continued": bool(dst_beats and src_last < dst_beats[0] <= src_last + 3
                                         and later),
             "source_running": _running(qmps["source"])})
+        if not check["heartbeat_continued"]:  # what the guest said instead (e.g. an oops)
+            check["destination_console_tail"] = console.tail(paths["destination"].serial, 12)
     else:
         later = console.wait_beat(paths["source"].serial, src_last, 5.0)
         check.update({"source_running": _running(qmps["source"]),
