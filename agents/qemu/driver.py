@@ -229,8 +229,13 @@ def _poll(plan: Plan, src: QMP, procs: dict[Role, Process], on_active: Hook | No
     t0 = time.monotonic()
     hooked, timed_out, postcopy_at = False, False, None
     info: dict[str, Any] = {}
+    last_ram: dict[str, Any] = {}
     while True:
         info = src.execute("query-migrate")
+        if "ram" in info:
+            last_ram = info["ram"]
+        else:  # a failed or cancelled migration reports no counters: keep the last ones
+            info["ram"] = last_ram
         now = time.monotonic() - t0
         iters.observe(now, info)
         status = info.get("status")
