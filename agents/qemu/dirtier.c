@@ -2,9 +2,9 @@
  * pages in a HOT MiB hot set, printing a heartbeat line on the console every PERIOD ms.
  * Parameters come from the kernel command line: tb.size= tb.rate= tb.hot= tb.period=.
  * Built statically at image build time by agents/qemu/image.py.
- * It never sleeps (a busy guest): with a 2 ms usleep() per loop, TCG guests crashed at the
- * destination after most migrations on a loaded host (corrupted kernel stacks in the timer
- * interrupt of the idle vCPU); busy, far fewer did (README, "Real hypervisors"). */
+ * It never sleeps (a busy guest, like a CPU-bound workload): an idle vCPU's kernel pages were
+ * the ones QEMU 7.2's TCG lost writes to (see the TLB note below and README, "Real
+ * hypervisors"). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
