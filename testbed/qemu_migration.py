@@ -44,6 +44,7 @@ class QemuJob:
     accel: str | None = None  # None: what doctor says (kvm only where a KVM guest boots)
     warmup_s: float = 1.0
     timeout_s: float = 300.0
+    boot_timeout_s: float = 90.0  # the source guest's boot (minutes under nested emulation)
     label: str = ""
     iperf3_s: float = 0.0  # > 0: an iperf3 baseline on the same path first
 
@@ -112,7 +113,8 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
 
     plan = Plan(dst_ip, run_dir, job.port, job.guest, job.options,
                 job.accel or accelerator(), tls_identity=f"{job.dst}.migration",
-                warmup_s=job.warmup_s, timeout_s=job.timeout_s)
+                boot_timeout_s=job.boot_timeout_s, warmup_s=job.warmup_s,
+                timeout_s=job.timeout_s)
     t0 = time.monotonic()
     try:
         res = migrate(plan, lab_launcher(lab, job), on_active=active)

@@ -103,7 +103,9 @@ def test_qemu_refusal_and_start_failure_are_clear_errors(tmp_path):
 def test_qemu_guest_across_a_wan_link_with_delay():
     net = build("wan", sites=2, rtt_ms=40, bw_mbps=100, stacks=True)
     with Lab(net) as lab:
-        res = migrate_qemu(lab, QemuJob("a-h1", "b-h1", guest=GUEST, iperf3_s=3))
+        # inside the full-kernel VM this guest is emulated twice over: give its boot time
+        res = migrate_qemu(lab, QemuJob("a-h1", "b-h1", guest=GUEST, iperf3_s=3,
+                                        boot_timeout_s=600, timeout_s=900))
     _assert_moved(res)
     assert res["source_addresses_seen"] == [net.stacks_of("a-h1")["migration"].ip]
     assert 0 < res["goodput_mbps"] <= 100 * 1.1
