@@ -125,6 +125,8 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
         if table is not None:
             lab.run(job.src, ["ip", "rule", "del", *pin], check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the run's directory, once its last one is gone
+            run_dir.parent.rmdir()
         with contextlib.suppress(ValueError):
             lab.state.paths.remove(str(run_dir))
         lab.state.save()
