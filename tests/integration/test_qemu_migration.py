@@ -99,13 +99,15 @@ def test_qemu_refusal_and_start_failure_are_clear_errors(tmp_path):
     assert not [p for p in _qemu_pids() if str(tmp_path) in p[1]]
 
 
-@pytest.mark.needs("netem")
 def test_qemu_guest_across_a_wan_link_with_delay():
+    # the WAN link's delay is netem: natively where the kernel has it, else carried by the
+    # impairment appliance (testbed.appliance); the QEMU guests themselves run on the host
     net = build("wan", sites=2, rtt_ms=40, bw_mbps=100, stacks=True)
     with Lab(net) as lab:
-        # inside the full-kernel VM this guest is emulated twice over: give its boot time
         res = migrate_qemu(lab, QemuJob("a-h1", "b-h1", guest=GUEST, iperf3_s=3,
-                                        boot_timeout_s=600, timeout_s=900))
+                                        boot_timeout_s=180))
+    print({k: res.get(k) for k in ("migration_time_s", "downtime_ms", "goodput_mbps",
+                                   "iperf3_mbps", "rounds", "bytes_on_wire")})
     _assert_moved(res)
     assert res["source_addresses_seen"] == [net.stacks_of("a-h1")["migration"].ip]
     assert 0 < res["goodput_mbps"] <= 100 * 1.1
