@@ -90,7 +90,7 @@ def main() -> int:
         rows = [r for r in runs if r["rtt_ms"] == rtt]
         ip3 = statistics.median(r["iperf3_mbps"] for r in rows)
         for name in ("agents", "qemu"):
-            def med(key: str, who: str = name) -> float:
+            def med(key: str, who: str = name, rows: list[dict] = rows) -> float:
                 return round(statistics.median((r[who][key] or 0) for r in rows), 3)
             ok = sum(bool(r[name]["completed"] and r[name]["integrity_ok"]) for r in rows)
             print(f"| {rtt:g} | {ip3:.1f} | {name} | {med('throughput_over_iperf3')} | "
