@@ -3,11 +3,14 @@
 What counts as ours: what the run registry (``testbed.state``) recorded for runs whose owner
 is gone; Mininet node shells (``mininet:<node>`` in their command line) and every process in
 their network namespaces; named namespaces with the testbed's prefixes; root-namespace veth
-links with Mininet's ``<node>-eth<N>`` names; OVS bridges recorded by a run. Idempotent.
+links with Mininet's ``<node>-eth<N>`` names; OVS bridges recorded by a run; the per-run
+directories under the registry's directory (QEMU's QMP sockets, consoles, TLS files) of runs
+that are gone, and any QEMU whose command line names one of them. Idempotent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +19,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import state
 
@@ -30,11 +34,12 @@ class CleanReport:
     links: list[str] = field(default_factory=list)
     ovs_bridges: list[str] = field(default_factory=list)
     registry: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (self.processes or self.namespaces or self.links or self.ovs_bridges
-                    or self.registry)
+                    or self.registry or self.files)
 
     def lines(self) -> list[str]:
         if self.empty:
@@ -44,6 +49,7 @@ class CleanReport:
                              ("namespaces removed", self.namespaces),
                              ("links removed", self.links),
                              ("OVS bridges removed", self.ovs_bridges),
+                             ("run directories removed", self.files),
                              ("stale run records removed", self.registry)):
             if items:
                 out.append(f"{label} ({len(items)}): {', '.join(items)}")
@@ -133,6 +139,33 @@ def kill_recorded_processes(dead: list[state.RunState], report: CleanReport) -> 
                     pass
 
 
+def remove_run_directories(dead: list[state.RunState], live: list[state.RunState],
+                           report: CleanReport) -> None:
+    """Per-run directories (``<registry>/qemu/<run>/...``) of runs that are gone: first any
+    QEMU still using one (its command line names the directory), then the directory."""
+    root = state.STATE_DIR.resolve()
+    spare = {st.run_id for st in live}
+    dirs = {Path(p) for st in dead for p in st.paths}
+    qemu_root = state.STATE_DIR / "qemu"
+    if qemu_root.is_dir():  # also a run whose record is gone altogether
+        dirs |= {d for d in qemu_root.iterdir() if d.name not in spare}
+    dirs = {d for d in dirs if d.resolve().is_relative_to(root) and d.resolve() != root}
+    for pid in _all_pids() if dirs else []:
+        cmd = _cmdline(pid)
+        if "qemu-system" in cmd and any(str(d) in cmd for d in dirs):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                report.processes.append(f"{pid} ({cmd[:60]})")
+    for d in sorted(dirs):
+        if d.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            report.files.append(str(d))
+    if qemu_root.is_dir():
+        for d in qemu_root.iterdir():  # a dead run's now empty parent
+            if d.name not in spare and d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+
+
 def remove_named_namespaces(report: CleanReport, spare: set[str] | None = None,
                             only: set[str] | None = None) -> None:
     """Kill what runs in our named namespaces and delete them (but ``spare``: a live run's;
@@ -188,6 +221,7 @@ def clean() -> CleanReport:
     kill_recorded_processes(dead, report)
     kill_namespaces(leftover_namespaces(dead, live), report)
     remove_named_namespaces(report, spare={n for st in live for n in st.named_netns})
+    remove_run_directories(dead, live, report)
     remove_ovs_bridges(dead, report)
     remove_root_links(dead, report)
     for st in dead:

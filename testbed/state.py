@@ -1,7 +1,8 @@
 """A registry of what each run created, so `testbed clean` can remove it after a crash.
 
 Each live lab writes ``/run/testbed/<run>.json``: the owner PID, every node's PID and network
-namespace inode, processes started in nodes, root-namespace links and OVS bridges.
+namespace inode, processes started in nodes, root-namespace links, OVS bridges and per-run
+directories (QEMU's QMP sockets and consoles).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class RunState:
     root_links: list[str] = field(default_factory=list)
     ovs_bridges: list[str] = field(default_factory=list)
     named_netns: list[str] = field(default_factory=list)  # guest slots (ip netns add)
+    paths: list[str] = field(default_factory=list)  # run directories (QEMU sockets, consoles)
 
     @property
     def path(self) -> Path:

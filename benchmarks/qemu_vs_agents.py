@@ -1,0 +1,104 @@
+"""QEMU's own live migration next to the agents', on the same path (root; prints JSON + a table).
+
+    python benchmarks/qemu_vs_agents.py [--rtt-ms 0,50,200] [--bw 250] [--size 64] \
+        [--dirty-rate 8] [--reps 2]
+
+For each RTT a lab of two hosts joined by one link of ``--bw`` Mbit/s (tbf) and RTT/2 delay
+each way (netem: natively where the kernel has it, else through the impairment appliance;
+RTT 0 needs no netem at all). For each repetition, one right after the other on that path:
+iperf3 (5 s), an agents migration of a ``--size`` MiB built-in workload (random pages, like
+the QEMU guest's), a QEMU migration of a TCG guest whose dirtier holds ``--size`` MiB of
+random pages (hot set: 10 % of it, the agents' default hot fraction). Same dirty rate, both
+against the same 300 ms downtime limit. Medians end the output. Under TCG the emulated CPU,
+not the network, shapes the guest's dirtying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.qemu.command import Guest, Options  # noqa: E402
+from testbed.lab import Lab  # noqa: E402
+from testbed.measure import iperf3  # noqa: E402
+from testbed.migration import MigrationJob, migrate  # noqa: E402
+from testbed.qemu_migration import QemuJob, migrate_qemu  # noqa: E402
+from topologies.pair import pair  # noqa: E402
+
+LIMIT_MS = 300
+FIELDS = ("completed", "integrity_ok", "migration_time_s", "downtime_ms", "goodput_mbps",
+          "bytes_on_wire", "image_bytes", "rounds", "error")
+
+
+def agents(lab: Lab, dst_ip: str, size: int, rate: float) -> dict:
+    job = MigrationJob("h1", "h2", dst_ip, workload_mib=size, dirty_rate_mbs=rate,
+                       downtime_ms=LIMIT_MS, extra_args=("--mix", "random=100"))
+    return migrate(lab, job).result
+
+
+def qemu(lab: Lab, size: int, rate: float) -> dict:
+    guest = Guest(ram_mib=max(192, size + 64), dirty_mib=size, dirty_rate_mbs=rate,
+                  hot_mib=max(1, size // 10))
+    return migrate_qemu(lab, QemuJob("h1", "h2", guest=guest,
+                                     options=Options(downtime_limit_ms=LIMIT_MS),
+                                     boot_timeout_s=180))
+
+
+def point(rtt: float, args: argparse.Namespace) -> list[dict]:
+    net = pair(delay_ms=rtt / 2, bw_mbps=args.bw)
+    rows = []
+    with Lab(net) as lab:
+        dst = net.address("h2")
+        lab.run("h1", ["ping", "-c", "3", "-i", "0.2", "-W", "3", dst], check=False)  # warm
+        for _ in range(args.reps):
+            ip3 = iperf3(lab, "h1", "h2", dst, seconds=5,
+                         window=f"{int(args.bw * 1e6 / 8 * max(rtt, 1) / 1000 * 2) + 65536}")
+            row = {"rtt_ms": rtt, "iperf3_mbps": ip3["iperf3_mbps"]}
+            for name, res in (("agents", agents(lab, dst, args.size, args.dirty_rate)),
+                              ("qemu", qemu(lab, args.size, args.dirty_rate))):
+                row[name] = {k: res.get(k) for k in FIELDS} | {
+                    "throughput_over_iperf3": round((res.get("goodput_mbps") or 0)
+                                                    / ip3["iperf3_mbps"], 3)}
+                if name == "qemu":
+                    row[name] |= {k: res.get(k) for k in ("setup_time_ms", "dirty_sync_count",
+                                                          "pages_per_second", "accel")}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rtt-ms", default="0", help="comma-separated RTTs")
+    ap.add_argument("--bw", type=float, default=250.0, help="Mbit/s")
+    ap.add_argument("--size", type=int, default=64, help="MiB of dirtied memory")
+    ap.add_argument("--dirty-rate", type=float, default=8.0, help="MB/s")
+    ap.add_argument("--reps", type=int, default=2)
+    args = ap.parse_args()
+    runs = [r for rtt in (float(x) for x in args.rtt_ms.split(",")) for r in point(rtt, args)]
+    print(f"\n{args.bw:g} Mbit/s, {args.size} MiB dirtied at {args.dirty_rate:g} MB/s, "
+          f"downtime limit {LIMIT_MS} ms, medians of {args.reps} per RTT:")
+    print("| RTT ms | iperf3 Mbit/s | | throughput / iperf3 | goodput Mbit/s | downtime ms "
+          "| time s | wire MB | ok |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for rtt in sorted({r["rtt_ms"] for r in runs}):
+        rows = [r for r in runs if r["rtt_ms"] == rtt]
+        ip3 = statistics.median(r["iperf3_mbps"] for r in rows)
+        for name in ("agents", "qemu"):
+            def med(key: str, who: str = name, rows: list[dict] = rows) -> float:
+                return round(statistics.median((r[who][key] or 0) for r in rows), 3)
+            ok = sum(bool(r[name]["completed"] and r[name]["integrity_ok"]) for r in rows)
+            print(f"| {rtt:g} | {ip3:.1f} | {name} | {med('throughput_over_iperf3')} | "
+                  f"{med('goodput_mbps')} | {med('downtime_ms')} | "
+                  f"{med('migration_time_s')} | {med('bytes_on_wire') / 1e6:.1f} | "
+                  f"{ok}/{len(rows)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
