@@ -253,9 +253,11 @@ def diagnose(check_kvm: bool = True) -> Report:
         reasons.append("no network namespaces or veth (run as root on Linux)")
     else:
         try:
-            chosen = decide(SUITE_FEATURES, feats, vm_available=not absent, in_vm=in_vm,
+            # about the kernel it runs on, inside the VM too (no VM within the VM)
+            chosen = decide(SUITE_FEATURES, feats, vm_available=not (absent or in_vm),
                             kernel=f"kernel {platform.release()}",
-                            vm_reason="; ".join(f"{t}: {FIXES[t]}" for t in absent))
+                            vm_reason="already inside the testbed's VM" if in_vm else
+                            "; ".join(f"{t}: {FIXES[t]}" for t in absent))
             verdict, placement = chosen.where, chosen.describe()
         except PlacementError as exc:
             verdict = "cannot-run"
