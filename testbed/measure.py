@@ -50,13 +50,13 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
     the server listens (they differ behind a NAT gateway's published port).
     """
     listen = server_port or port
-    srv = lab.popen(server, ["iperf3", "-s", "-1", "-p", str(listen),
+    srv = lab.popen(server, ["iperf3", "-s", "-1", "-J", "-p", str(listen),
                              *(["-B", server_bind] if server_bind else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(lab, server, listen)
         cmd = ["iperf3", "-c", server_ip, "-p", str(port), "-J", "-t", str(seconds),
-               "-P", str(streams)]
+               "-P", str(streams), "--get-server-output"]
         if window:
             cmd += ["-w", window]
         if bind:
@@ -67,7 +67,9 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
             raise RuntimeError(f"iperf3 {client}->{server_ip} failed: "
                                f"{doc.get('error', proc.stderr.strip())}")
         end = doc["end"]
-        late = [i["sum"] for i in doc.get("intervals", []) if i["sum"]["start"] >= omit_s]
+        # the receiver's intervals (the sender's count what its socket took, queues included)
+        received = (doc.get("server_output_json") or {}).get("intervals") or []
+        late = [i["sum"] for i in received if i["sum"]["start"] >= omit_s]
         steady = sum(i["bytes"] for i in late) * 8 / max(sum(i["seconds"] for i in late), 1e-9)
         return {
             "iperf3_mbps": round(end["sum_received"]["bits_per_second"] / 1e6, 3),
