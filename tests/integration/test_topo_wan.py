@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ from dataclasses import replace
 import pytest
 
 from testbed import shaping
+from testbed.doctor import IN_VM_ENV
 from testbed.lab import Lab
 from topologies import build
 
@@ -77,7 +79,12 @@ def test_rtt_matches_configuration(lab, src, dst, link, rtt_ms):
     base = base_rtt(lab, src, dst, link)
     print(f"{src}->{dst}: RTT {got:.2f} ms, configured {rtt_ms}, path without delay "
           f"{base:.2f} ms, emulated {got - base:.2f} ms")
-    tolerance = max(0.05 * rtt_ms, 2.0)
+    # Under TCG a netem qdisc's timer fires late by about 1 ms per direction (the impairment
+    # appliance calibrates it away; whole-VM links do not yet): measured on this machine with
+    # Debian's 6.1.0-57 kernel, +2.2 ms at 10 ms and +3.0 ms at 50 ms, the commit before this
+    # one included.
+    timers = 3.0 if os.environ.get(IN_VM_ENV) == "1" else 0.0
+    tolerance = max(0.05 * rtt_ms, 2.0) + timers
     assert abs(got - base - rtt_ms) <= tolerance
     assert abs(got - rtt_ms) <= tolerance + base
 
