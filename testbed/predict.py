@@ -65,7 +65,8 @@ class ModelInputs:
     dirty_bytes_s: float  # D: the dirty rate the tracker measured (unique pages per second)
     downtime_target_ms: float
     max_rounds: int
-    rtt_s: float = 0.0  # one round trip per round (its end is acknowledged), one at the stop
+    rtt_s: float = 0.0  # one round trip per round (its end is acknowledged), two at the stop
+    #                     (the image to PREPARED, then GO to the destination's DECISION)
     resume_s: float = 0.0  # measured: the destination's resume and its network move (hook)
     check_s: float = 0.0  # measured: the source's check of the paused original (it overlaps
     #                       the round trip to the destination's answer)
@@ -95,7 +96,7 @@ def forecast(inp: ModelInputs) -> Forecast:
     rounds = stop_round(inp)
     p = precopy(inp.volume_bytes, inp.rate_bytes_s, inp.dirty_bytes_s, rounds)
     total = p.migration_time_s + rounds * inp.rtt_s + inp.resume_s
-    down = p.downtime_ms + (max(inp.rtt_s, inp.check_s) + inp.resume_s) * 1000.0
+    down = p.downtime_ms + (max(inp.rtt_s, inp.check_s) + inp.rtt_s + inp.resume_s) * 1000.0
     return Forecast(rounds, total, down, p.ratio)
 
 
