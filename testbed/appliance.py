@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from . import state
+from .appliance_guest import READY
 from .nsexec import CommandError, ns_prefix, run
 
 GUEST_SCRIPT = Path(__file__).with_name("appliance_guest.py")
-READY = "@@appliance-ready@@"
 DEFAULT_PORTS = int(os.environ.get("TESTBED_APPLIANCE_PORTS", "4"))
 MEMORY = os.environ.get("TESTBED_APPLIANCE_MEMORY", "1G")
 BOOT_TIMEOUT_S = float(os.environ.get("TESTBED_VM_BOOT_TIMEOUT", "240"))
@@ -148,6 +148,7 @@ class Appliance:
                     self._answers.put(json.loads(line))
             else:
                 self._tail.append(line)
+                del self._tail[:-50]
         self._answers.put(None)  # the guest is gone
 
     def _read_stderr(self) -> None:
@@ -304,13 +305,16 @@ def shared(ports: int = 1) -> Appliance:
             _shared.stop()
         from . import doctor
 
-        report = doctor.diagnose()
-        kernel = report.tools.get("full_kernel")
-        if not (kernel and report.tools.get("vng") and report.tools.get("qemu")
-                and report.tools.get("busybox_static")):
+        tools = doctor.probe_tools()  # the tools only: the kernel was probed already
+        need = ("full_kernel", "vng", "qemu", "busybox_static")
+        absent = [t for t in need if not tools[t]]
+        if absent:
             raise ApplianceError("an impairment appliance needs a full kernel, virtme-ng, "
-                                 "qemu and busybox-static: " + "; ".join(report.reasons))
-        accel = str(report.vm["accelerator"]) if report.vm else "tcg"
+                                 "qemu and busybox-static: "
+                                 + "; ".join(f"{t}: {doctor.FIXES[t]}" for t in absent))
+        kernel = str(tools["full_kernel"])
+        kvm_ok, _ = doctor.kvm_can_boot(Path(kernel), tools["vng"])
+        accel = "kvm" if kvm_ok else "tcg"
         print(f"testbed: booting the impairment appliance ({Path(kernel).name}, {accel}, "
               f"{max(ports, DEFAULT_PORTS)} link ports) for the netem links", file=sys.stderr,
               flush=True)
