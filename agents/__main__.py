@@ -16,8 +16,10 @@ import sys
 import time
 
 from agents.addresses import hostport
-from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
-from agents.locator import (
+from agents.guest import workload
+from agents.guest.workload import parse_mix, parse_size
+from agents.runtime.forking import DEVNULL, PIPE, ChildProcess, fork_call
+from agents.security.locator import (
     add_credentials_parser,
     add_destination_args,
     add_source_args,
@@ -25,7 +27,6 @@ from agents.locator import (
     destination_transport,
     source_transport,
 )
-from agents.workload import parse_mix, parse_size
 
 
 def cpu_seconds() -> float:
@@ -40,33 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m agents")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    w = sub.add_parser("workload", help="start the built-in guest (or resume one from an image)")
-    w.add_argument("--size", type=parse_size, help="arena size, e.g. 64M")
-    w.add_argument("--mix", type=parse_mix, default=(0.25, 0.25, 0.25, 0.25),
-                   help="page content mix, e.g. zero=25,text=25,comp=25,random=25")
-    w.add_argument("--dirty-rate", type=float, default=20.0, help="MB/s written")
-    w.add_argument("--hot-fraction", type=float, default=0.1)
-    w.add_argument("--hot-share", type=float, default=0.9)
-    w.add_argument("--host", default="127.0.0.1")
-    w.add_argument("--port", type=int, default=0, help="UDP service port")
-    w.add_argument("--resume", metavar="IMAGE", help="carry on from a received arena image")
-    w.add_argument("--service-fd", type=int, help="an already bound UDP socket to serve on")
-    w.add_argument("--wait-go", action="store_true",
-                   help="standby: read the image only after a line on stdin (EOF: exit)")
-    w.add_argument("--duration", type=float)
-    w.add_argument("--no-uffd", action="store_true", help="do not register for PAGEMAP_SCAN")
-    w.add_argument("--seed", type=int, default=1)
-    w.add_argument("--disk", metavar="PATH", help="the guest's disk image (it writes blocks)")
-    w.add_argument("--disk-rate", type=float, default=0.0, help="MB/s of disk blocks written")
-    w.add_argument("--markers", type=int, default=0,
-                   help="plant N plaintext marker strings in the arena (agents/markers.py)")
-    w.add_argument("--netns", metavar="PATH", help="run in this network namespace (the "
-                   "guest's own, e.g. /run/netns/NAME)")
-    w.add_argument("--announce-on", metavar="DEV",
-                   help="once running, announce the guest from DEV (see --announce)")
-    w.add_argument("--announce", metavar="SPEC", default="rounds=5,initial=50,max=550,step=100",
-                   help="gratuitous ARP + RARP rounds and spacing in ms (QEMU's defaults); "
-                        "'none' for no announcement")
+    workload.add_arguments(sub.add_parser(
+        "workload", help="start the built-in guest (or resume one from an image)"))
 
     s = sub.add_parser("source", help="migrate a process, an image or a new guest")
     what = s.add_mutually_exclusive_group(required=True)
@@ -204,7 +180,7 @@ def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
             *(["--disk", args.disk, "--disk-rate", str(args.disk_rate)] if args.disk else []),
             *(["--markers", str(args.markers)] if args.markers else [])]
     # not the agent's stderr: a guest that outlives a failed migration must not hold it open
-    proc = fork_call(lambda: main(argv), stdout=PIPE, stderr=DEVNULL, new_session=True,
+    proc = fork_call(lambda: workload.cli(argv[1:]), stdout=PIPE, stderr=DEVNULL, new_session=True,
                      args=argv)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -220,7 +196,7 @@ def cmd_source(args: argparse.Namespace) -> int:
     if args.replicated and not args.disk:
         raise SystemExit("--replicated needs --disk")
 
-    from agents.disk import DiskSource
+    from agents.memory.disk import DiskSource
     from agents.memory.image import DirtyModel, ImageMemory, load_trace
     from agents.memory.process import ProcessMemory
     from agents.precopy import PrecopyPolicy
@@ -334,19 +310,12 @@ def cmd_destination(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["probe"]:  # the client's view of a guest (agents/clientprobe.py)
-        from agents.clientprobe import main as probe_main
+        from agents.client.probe import main as probe_main
 
         return probe_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.cmd == "workload":
-        from agents import workload
-
-        return workload.main(args.size, args.mix, args.dirty_rate, args.hot_fraction,
-                             args.hot_share, args.host, args.port, args.resume, args.service_fd,
-                             args.duration, not args.no_uffd, args.seed, args.wait_go,
-                             args.disk, args.disk_rate, args.markers, args.netns,
-                             args.announce_on,
-                             None if args.announce == "none" else args.announce)
+        return workload.from_args(args)
     if args.cmd == "credentials":
         return cmd_credentials(args)
     if args.cmd == "source":

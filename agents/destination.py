@@ -24,17 +24,18 @@ from pathlib import Path
 
 import trio
 
-from agents import faults
-from agents import protocol as P
 from agents.decisions import DecisionStore, default_dir
-from agents.digest import image_digest
-from agents.forking import DEVNULL, PIPE, ChildProcess, fork_call
-from agents.gcpause import gc_paused
-from agents.identity import run_hook, set_link
-from agents.imagestore import ImageStore, open_disk_store
+from agents.guest import workload
+from agents.guest.identity import run_hook, set_link
 from agents.memory.layout import Layout
-from agents.receiver import receive_batch
-from agents.transport import FramedStream, PeerStalled, TcpTransport, Transport
+from agents.runtime import faults
+from agents.runtime.forking import DEVNULL, PIPE, ChildProcess, fork_call
+from agents.runtime.gcpause import gc_paused
+from agents.wire import protocol as P
+from agents.wire.digest import image_digest
+from agents.wire.imagestore import ImageStore, open_disk_store
+from agents.wire.receiver import receive_batch
+from agents.wire.transport import FramedStream, PeerStalled, TcpTransport, Transport
 
 
 @dataclass
@@ -55,7 +56,7 @@ class DestinationConfig:
     guest_netns: str | None = None  # the guest's own namespace (its network identity)
     guest_dev: str = "eth0"
     guest_port: str | None = None  # its vSwitch port in this namespace, up at resume
-    announce: str | None = None  # after resume (agents.announce schedule), None: silent
+    announce: str | None = None  # after resume (agents.guest.announce schedule), None: silent
     on_resume: str | None = None  # hook once the guest runs here, before the ACK
 
 
@@ -387,8 +388,6 @@ class Destination:
                  with_disk: bool = False) -> tuple[mmap.mmap, ChildProcess]:
         """Receive into a memfd and start the guest process now (forked from this warm
         interpreter, like an incoming QEMU), waiting for its image."""
-        from agents.__main__ import main
-
         mfd = os.memfd_create("agents-image")
         try:
             os.ftruncate(mfd, nbytes)
@@ -396,7 +395,7 @@ class Destination:
             disk = ["--disk", self.cfg.disk_dest] if with_disk and self.cfg.disk_dest else []
             argv = ["workload", "--wait-go", "--resume", f"/dev/fd/{mfd}", *service_args,
                     *disk]
-            proc = fork_call(lambda: main(argv), keep_fds=[*keep_fds, mfd],
+            proc = fork_call(lambda: workload.cli(argv[1:]), keep_fds=[*keep_fds, mfd],
                              new_session=True, stdin=PIPE, stdout=PIPE, stderr=DEVNULL,
                              args=argv)
         finally:

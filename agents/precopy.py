@@ -5,7 +5,7 @@ bandwidth (threshold = bandwidth x downtime limit). Xen's stop conditions bound 
 a maximum number of rounds or of total bytes sent. Convergence assist follows QEMU's
 auto-converge / vMotion's SDPS: when the guest dirties faster than half the link drains,
 it is throttled, starting at 20 % and adding 10 % per round, up to 99 % (how: see
-``agents.throttle``: cgroup CPU quota or stop/continue duty cycles).
+``agents.guest.throttle``: cgroup CPU quota or stop/continue duty cycles).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents import protocol as P
 from agents.decisions import DecisionStore
+from agents.wire import protocol as P
 
 Addr = tuple[str, int]
 

@@ -22,22 +22,23 @@ from dataclasses import dataclass, field
 
 import trio
 
-from agents import faults
-from agents import protocol as P
-from agents.digest import image_digest, page_hashes
-from agents.disk import DiskSource
-from agents.gcpause import gc_paused
-from agents.guard import Guard
-from agents.identity import run_hook, set_link
+from agents.client.gap import ProbeLog, probe
+from agents.guest.guard import Guard
+from agents.guest.identity import run_hook, set_link
+from agents.guest.throttle import CgroupThrottle, make_throttle
+from agents.guest.workload import read_header
+from agents.memory.disk import DiskSource
 from agents.memory.source import MemorySource, SourceRefused
 from agents.precopy import PrecopyPolicy
-from agents.probe import ProbeLog, probe
 from agents.resolve import settle
 from agents.result import MigrationResult
-from agents.sender import Sender
+from agents.runtime import faults
+from agents.runtime.gcpause import gc_paused
 from agents.switchover import Switchover
-from agents.throttle import CgroupThrottle, make_throttle
-from agents.transport import (
+from agents.wire import protocol as P
+from agents.wire.digest import image_digest, page_hashes
+from agents.wire.sender import Sender
+from agents.wire.transport import (
     FramedStream,
     RateLimiter,
     TcpTransport,
@@ -45,7 +46,6 @@ from agents.transport import (
     buffer_for_bdp,
     raise_buffer_sysctls,
 )
-from agents.workload import read_header
 
 
 class MigrationFailed(Exception):
@@ -278,8 +278,8 @@ def _verify_source(src: MemorySource, sent: array, res: MigrationResult) -> None
 def _reannounce(cfg: SourceConfig, res: MigrationResult) -> None:
     """The guest stays here after all: announce it again from its namespace (a destination
     may have announced it there already), like the destination would have, in a child."""
-    from agents.forking import DEVNULL, fork_call, setns
-    from agents.identity import announce_from
+    from agents.guest.announce import announce_from
+    from agents.runtime.forking import DEVNULL, fork_call, setns
 
     def announce() -> int:
         setns(cfg.guest_netns)

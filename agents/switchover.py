@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.guard import Guard
+from agents.guest.guard import Guard
 from agents.resolve import Addr, destination_runs
 
 OUTCOMES = ("completed", "rolled-back", "indeterminate-then-resolved", "indeterminate")

@@ -17,9 +17,9 @@ import argparse
 import json
 import time
 
-from testbed import appliance
+from testbed.host import appliance
 from testbed.lab import Lab
-from testbed.measure import iperf3, ping
+from testbed.measure.path import iperf3, ping
 from topologies.wan import wan
 
 

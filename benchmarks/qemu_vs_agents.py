@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.qemu.command import Guest, Options  # noqa: E402
-from testbed.lab import Lab  # noqa: E402
-from testbed.measure import iperf3  # noqa: E402
-from testbed.migration import MigrationJob, migrate  # noqa: E402
-from testbed.qemu_migration import QemuJob, migrate_qemu  # noqa: E402
+from testbed.lab import Lab
+from testbed.measure.migration import MigrationJob, migrate
+from testbed.measure.path import iperf3
+from testbed.measure.qemu_migration import QemuJob, migrate_qemu
 from topologies.pair import pair  # noqa: E402
 
 LIMIT_MS = 300

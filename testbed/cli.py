@@ -14,11 +14,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import doctor as doctor_mod
-from .spec import SpecError
+from .host import doctor as doctor_mod
+from .run.spec import SpecError
 
 if TYPE_CHECKING:
-    from .placement import Placement
+    from .host.placement import Placement
 
 console = Console(stderr=True)
 
@@ -108,8 +108,8 @@ def _need_root() -> None:
 
 
 def _placements(ctx: click.Context, specs: list[tuple[Path, Any]]) -> dict[Path, Placement]:
-    """Where each spec runs (``testbed.placement``), decided from one doctor probe."""
-    from .placement import PlacementError, decide
+    """Where each spec runs (``testbed.host.placement``), decided from one doctor probe."""
+    from .host.placement import PlacementError, decide
 
     in_vm = os.environ.get(doctor_mod.IN_VM_ENV) == "1"
     report = doctor_mod.diagnose(check_kvm=ctx.obj["vm"] != "never" and not in_vm)
@@ -124,7 +124,7 @@ def _placements(ctx: click.Context, specs: list[tuple[Path, Any]]) -> dict[Path,
 
 def _run_in_vm(paths: list[Path], out: Path) -> int:
     """Run the specs at ``paths`` inside the full-kernel VM (one boot); its exit status."""
-    from .vm import VMError, run_in_vm
+    from .host.vm import VMError, run_in_vm
 
     report = doctor_mod.diagnose()
     assert report.vm is not None  # placement chose the VM only where one can run
@@ -151,7 +151,7 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
     Each spec runs natively, natively with its netem links through the impairment appliance,
     or inside the full-kernel VM, as this kernel requires (`testbed doctor`; --vm).
     """
-    from . import spec as spec_mod
+    from .run import spec as spec_mod
 
     try:
         paths = [p.resolve() for p in specs] or spec_mod.default_suite_files()
@@ -173,10 +173,10 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
         if to_vm and _run_in_vm(to_vm, out) != 0:
             failed.append("(in the VM)")
     finally:
-        from . import appliance
+        from .host import appliance
 
         appliance.shutdown()
-    from .report import failures, finish
+    from .results.report import failures, finish
 
     if not no_report:
         finish(out, console)
@@ -193,8 +193,8 @@ def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement],
               out: Path) -> list[str]:
     """Run ``specs`` in this kernel (netem links through the appliance where placed so);
     the names of those that failed."""
-    from . import zygote
-    from .runner import run_spec
+    from .lab import zygote
+    from .run.runner import run_spec
 
     zygote.shared()  # the agents' fork server imports them while the first lab comes up
     failed = []
@@ -217,7 +217,7 @@ def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement],
 @main.command()
 def clean() -> None:
     """Remove every namespace, link, qdisc, OVS bridge and process a dead run left."""
-    from .clean import clean as do_clean
+    from .host.clean import clean as do_clean
 
     _need_root()
     for line in do_clean().lines():
@@ -231,7 +231,7 @@ def clean() -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def vm_exec(rwdirs: tuple[Path, ...], timeout: float | None, command: tuple[str, ...]) -> None:
     """Run COMMAND inside the full-kernel VM (exit status propagated)."""
-    from .vm import VMError, run_in_vm
+    from .host.vm import VMError, run_in_vm
 
     _need_root()
     report = doctor_mod.diagnose()

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from . import doctor
+from .host import doctor
 
 RESULTS_OPT = "--testbed-results"
 
@@ -124,7 +124,7 @@ def _run_batch(config: pytest.Config) -> dict[str, Any]:
     """Run every deferred test in one VM boot (once); return nodeid -> outcome."""
     if _BATCH in config.stash:
         return config.stash[_BATCH]
-    from .vm import VMError, run_in_vm
+    from .host.vm import VMError, run_in_vm
 
     deferred = config.stash[_DEFERRED]
     report = _report()
@@ -184,7 +184,7 @@ def testbed_lab() -> Any:
     """
     from topologies import build
 
-    from .lab import Lab
+    from .lab.lab import Lab
 
     labs: list[Lab] = []
 
@@ -207,7 +207,7 @@ def testbed_migrate() -> Any:
     Uses the hosts' migration stacks when the topology has them (source bound to its
     migration address, destination listening on its own), else their first addresses.
     """
-    from .migration import MigrationJob, migrate
+    from .measure.migration import MigrationJob, migrate
 
     def run(lab: Any, src: str, dst: str, **job: Any) -> dict[str, Any]:
         net = lab.network

@@ -1,9 +1,9 @@
 """A Mininet ``Topo`` of a :class:`~topologies.model.Network`, for plain Mininet users.
 
-``Mininet(topo=net.to_mininet_topo(), controller=None)`` builds the same nodes and links;
+``Mininet(topo=to_mininet_topo(net), controller=None)`` builds the same nodes and links;
 each node's class (:class:`PlanHost`) applies its addresses, sysctls, routes and commands when
 Mininet configures it. Shaping is the caller's choice: pass ``shaper(dev, spec)`` returning the
-tc commands for one interface (``testbed.Lab`` uses ``testbed.shaping``); without one, links
+tc commands for one interface (``testbed.Lab`` uses ``testbed.lab.shaping``); without one, links
 are unshaped rather than silently mis-shaped by ``TCLink``. Function stacks in VRF mode and
 gateway firewalls need ``testbed.Lab``; here stacks use policy routing.
 """

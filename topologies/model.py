@@ -1,6 +1,6 @@
 """The network plan: pure data that says WHAT a topology is.
 
-A topology builder returns a :class:`Network`; the lab (``testbed.lab``) turns it into
+A topology builder returns a :class:`Network`; the lab (``testbed.lab.lab``) turns it into
 Mininet nodes, veth links, addresses, shaping and routes. Nothing here touches the kernel.
 """
 
@@ -242,9 +242,3 @@ class Network:
             "gateways": [asdict(g) for g in self.gateways],
             "commands": {k: [list(c) for c in v] for k, v in self.commands.items()},
         }
-
-    def to_mininet_topo(self, shaper: object = None) -> object:
-        """A Mininet ``Topo`` of this network for plain Mininet (see ``topologies.mininet``)."""
-        from .mininet import to_mininet_topo
-
-        return to_mininet_topo(self, shaper)  # type: ignore[arg-type]

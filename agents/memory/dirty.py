@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import xxhash
 
-from agents.digest import hash_units
 from agents.memory.layout import Layout
+from agents.wire.digest import hash_units
 
 # --- uapi constants (linux/userfaultfd.h, linux/fs.h) --------------------------------------
 _IOC_WRITE, _IOC_READ = 1, 2

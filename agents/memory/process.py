@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from agents.guest.workload import INFO_DIR, start_ticks
 from agents.memory.dirty import (
     HashTracker,
     PagemapScanTracker,
@@ -28,7 +29,6 @@ from agents.memory.dirty import (
 )
 from agents.memory.layout import Layout, Region
 from agents.memory.source import MemorySource, SourceRefused
-from agents.workload import INFO_DIR, start_ticks
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)

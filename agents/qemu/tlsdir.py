@@ -1,5 +1,5 @@
 """QEMU's ``tls-creds-x509`` directory made from a per-migration credential set
-(:mod:`agents.credentials`): each side gets only the files its endpoint loads."""
+(:mod:`agents.security.credentials`): each side gets only the files its endpoint loads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from agents.credentials import make_credentials
+from agents.security.credentials import make_credentials
 
 from .command import Role
 

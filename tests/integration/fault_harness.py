@@ -220,7 +220,7 @@ def socket_in(netns: str | None) -> socket.socket:
     """A UDP socket created inside ``netns`` (by a thread that enters it, then ends)."""
     if netns is None:
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    from agents.forking import setns
+    from agents.runtime.forking import setns
 
     box: list[socket.socket] = []
 

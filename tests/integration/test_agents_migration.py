@@ -20,8 +20,8 @@ import trio
 import agents.source
 from agents.destination import Destination, DestinationConfig
 from agents.memory.process import ProcessMemory, process_state
-from agents.sender import Sender
 from agents.source import SourceConfig, migrate
+from agents.wire.sender import Sender
 
 pytestmark = pytest.mark.integration
 PY = [sys.executable, "-m", "agents"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.guest.throttle import CgroupThrottle, make_throttle
 from agents.memory.source import MemorySource
-from agents.throttle import CgroupThrottle, make_throttle
 from tests.integration.test_agents_migration import destination, kill, run_source
 
 pytestmark = pytest.mark.integration

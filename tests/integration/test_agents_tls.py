@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from agents.credentials import make_credentials
 from agents.memory.process import process_state
+from agents.security.credentials import make_credentials
 from tests.integration.test_agents_migration import destination as loopback_destination
 from tests.integration.test_agents_migration import kill
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agents.announce import AnnounceSchedule
+from agents.guest.announce import AnnounceSchedule
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ GUEST_IP = "10.9.0.7"
 
 _ANNOUNCE = """
 import json, sys, threading, time
-from agents.announce import AnnounceSchedule, announce, announce_in_background
+from agents.guest.announce import AnnounceSchedule, announce, announce_in_background
 a = json.loads(sys.argv[1])
 sched = AnnounceSchedule.parse(a["schedule"])
 kinds = tuple(a["kinds"])

@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from testbed import appliance
+from testbed.host import appliance
 from testbed.lab import Lab
-from testbed.measure import iperf3, ping
-from testbed.migration import MigrationJob, migrate
+from testbed.measure.migration import MigrationJob, migrate
+from testbed.measure.path import iperf3, ping
 from topologies.wan import wan
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from agents import clientprobe
+from agents.client import probe as clientprobe
 
 pytestmark = pytest.mark.integration
 PY = [sys.executable, "-m", "agents"]
@@ -142,7 +142,7 @@ def test_relay_switch_to_another_guest_is_a_move():
 def test_cli_prints_probing_then_the_summary_on_sigterm():
     with guest() as (_, info):
         host, port = info["service"]
-        cli = subprocess.Popen([*PY[:2], "agents.clientprobe", "--target", f"{host}:{port}",
+        cli = subprocess.Popen([*PY[:2], "agents.client.probe", "--target", f"{host}:{port}",
                                 "--interval-ms", "2", "--timeout-ms", "200"],
                                stdout=subprocess.PIPE, text=True)
         try:

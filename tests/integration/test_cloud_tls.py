@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.credentials import make_credentials
-from testbed import wirecheck
+from agents.security.credentials import make_credentials
+from testbed.host.nsexec import ns_prefix
 from testbed.lab import Lab
-from testbed.nsexec import ns_prefix
+from testbed.measure import wirecheck
 from topologies import build
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import state
+from testbed.host import state
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from testbed import doctor
+from testbed.host import doctor
 
 pytestmark = pytest.mark.integration
 

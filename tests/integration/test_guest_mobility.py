@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from testbed.lab import Lab
-from testbed.migration import MigrationJob, migrate
+from testbed.measure.migration import MigrationJob, migrate
 from topologies.guests import add_guests
 from topologies.spine_leaf import spine_leaf
 

@@ -3,7 +3,7 @@
 import pytest
 
 from testbed.lab import Lab
-from testbed.migration import MigrationJob, migrate
+from testbed.measure.migration import MigrationJob, migrate
 from topologies.pair import pair
 
 pytestmark = pytest.mark.integration

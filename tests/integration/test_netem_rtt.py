@@ -3,7 +3,7 @@
 import pytest
 
 from testbed.lab import Lab
-from testbed.measure import ping
+from testbed.measure.path import ping
 from topologies.pair import pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs("netem")]

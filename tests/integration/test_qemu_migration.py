@@ -20,9 +20,9 @@ import pytest
 
 from agents.qemu.command import Guest, Options
 from agents.qemu.driver import Plan, QemuError, local_launcher, migrate
-from testbed import clean, state
+from testbed.host import clean, state
 from testbed.lab import Lab
-from testbed.qemu_migration import QEMU_RUN_DIR, QemuJob, migrate_qemu
+from testbed.measure.qemu_migration import QEMU_RUN_DIR, QemuJob, migrate_qemu
 from topologies import build
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,7 @@ def test_qemu_refusal_and_start_failure_are_clear_errors(tmp_path):
 
 def test_qemu_guest_across_a_wan_link_with_delay():
     # the WAN link's delay is netem: natively where the kernel has it, else carried by the
-    # impairment appliance (testbed.appliance); the QEMU guests themselves run on the host
+    # impairment appliance (testbed.host.appliance); the QEMU guests themselves run on the host
     net = build("wan", sites=2, rtt_ms=40, bw_mbps=100, stacks=True)
     with Lab(net) as lab:
         res = migrate_qemu(lab, QemuJob("a-h1", "b-h1", guest=GUEST, iperf3_s=3,
@@ -129,7 +129,7 @@ DRIVER = textwrap.dedent("""
     import json, sys
     from agents.qemu.command import Guest, Options
     from testbed.lab import Lab
-    from testbed.qemu_migration import QemuJob, migrate_qemu
+    from testbed.measure.qemu_migration import QemuJob, migrate_qemu
     from topologies.pair import pair
     with Lab(pair(delay_ms=0, bw_mbps=None)) as lab:
         print(json.dumps({"run_id": lab.run_id}), flush=True)

@@ -3,8 +3,8 @@
 import pytest
 
 from testbed.lab import Lab
-from testbed.measure import iperf3
-from testbed.samplers import CounterSampler, utilisation_summary
+from testbed.measure.path import iperf3
+from testbed.measure.samplers import CounterSampler, utilisation_summary
 from topologies.pair import pair
 
 pytestmark = pytest.mark.integration

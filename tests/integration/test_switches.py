@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from testbed import clean, state
+from testbed.host import clean, state
 from testbed.lab import Lab
 from topologies.lan import lan
 

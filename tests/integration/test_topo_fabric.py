@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from testbed import firewall
-from testbed.lab import Lab
+from testbed.lab import Lab, firewall
 from topologies import build
 from topologies.fabric import SHORT
+from topologies.mininet import to_mininet_topo
 
 pytestmark = pytest.mark.integration
 MB = 1_000_000
@@ -151,7 +151,7 @@ def test_plain_mininet_builds_the_same_network_from_the_topo():
 
     net = build("spine_leaf", spines=2, leaves=2, hosts_per_leaf=1)
     setLogLevel("error")
-    mn = Mininet(topo=net.to_mininet_topo(), controller=None, autoSetMacs=False)
+    mn = Mininet(topo=to_mininet_topo(net), controller=None, autoSetMacs=False)
     mn.start()
     try:
         src, dst = net.stacks_of("h1-1")["migration"].ip, net.stacks_of("h2-1")["migration"].ip

@@ -25,9 +25,8 @@ from dataclasses import replace
 
 import pytest
 
-from testbed import shaping
-from testbed.doctor import IN_VM_ENV
-from testbed.lab import Lab
+from testbed.host.doctor import IN_VM_ENV
+from testbed.lab import Lab, shaping
 from topologies import build
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs("netem")]

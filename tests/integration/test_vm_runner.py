@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from testbed import doctor
-from testbed.vm import VMError, run_in_vm
+from testbed.host import doctor
+from testbed.host.vm import VMError, run_in_vm
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def _qemu_pids() -> set[str]:
 
 
 def test_guest_that_hangs_is_stopped_at_the_boot_deadline(monkeypatch):
-    monkeypatch.setattr("testbed.vm.BOOT_TIMEOUT_S", 3.0)
+    monkeypatch.setattr("testbed.host.vm.BOOT_TIMEOUT_S", 3.0)
     before = _qemu_pids()
     t0 = time.monotonic()
     with pytest.raises(VMError, match="within 3 s"):

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from testbed.zygote import Zygote
+from testbed.lab.zygote import Zygote
 
 pytestmark = pytest.mark.integration
 

@@ -11,14 +11,14 @@ import pytest
 import trio
 import trio.testing
 
-from agents import faults
-from agents import protocol as P
 from agents.decisions import DecisionStore
 from agents.destination import Destination, DestinationConfig
 from agents.memory.layout import Layout, Region
 from agents.memory.source import SourceRefused
 from agents.resolve import ask_one, from_records
-from agents.transport import FramedStream, PeerStalled, TcpTransport
+from agents.runtime import faults
+from agents.wire import protocol as P
+from agents.wire.transport import FramedStream, PeerStalled, TcpTransport
 
 LAYOUT = Layout(4096, [Region(0, 16, "t")]).to_json()
 
@@ -111,7 +111,7 @@ def test_truncated_frame_is_a_connection_error():
 
 def _prepare():
     """ROUND_END final + COMMIT for a 16-page zero image."""
-    from agents.digest import image_digest, page_hashes
+    from agents.wire.digest import image_digest, page_hashes
 
     hashes = page_hashes(bytearray(16 * 4096), 4096)
     return [P.encode_json(P.FrameType.ROUND_END, {"round": 0, "batches": 0, "final": True}),

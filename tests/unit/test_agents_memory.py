@@ -4,12 +4,7 @@ import time
 
 import pytest
 
-from agents.digest import image_digest, page_hashes
-from agents.memory.dirty import HashTracker
-from agents.memory.image import DirtyModel, ImageMemory
-from agents.memory.layout import Layout, Region
-from agents.precopy import PrecopyPolicy
-from agents.workload import (
+from agents.guest.workload import (
     Config,
     fill_arena,
     new_arena,
@@ -18,6 +13,11 @@ from agents.workload import (
     read_header,
     write_header,
 )
+from agents.memory.dirty import HashTracker
+from agents.memory.image import DirtyModel, ImageMemory
+from agents.memory.layout import Layout, Region
+from agents.precopy import PrecopyPolicy
+from agents.wire.digest import image_digest, page_hashes
 
 
 def test_layout_runs_split_at_region_edges():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents import protocol as P
+from agents.wire import protocol as P
 
 PS = 4096
 LIMITS = {P.SPACE_MEMORY: P.BatchLimits(PS, 100, 64)}

@@ -7,13 +7,13 @@ import os
 
 import trio
 
-from agents import protocol as P
 from agents.destination import Destination, DestinationConfig
-from agents.digest import image_digest, page_hashes
 from agents.memory.image import ImageMemory
 from agents.memory.layout import Layout, Region
 from agents.source import SourceConfig, migrate
-from agents.transport import FramedStream, TcpTransport
+from agents.wire import protocol as P
+from agents.wire.digest import image_digest, page_hashes
+from agents.wire.transport import FramedStream, TcpTransport
 
 PS = 4096
 LAYOUT = Layout(PS, [Region(0, 16, "t")]).to_json()

@@ -7,14 +7,14 @@ import os
 
 import pytest
 
-from agents import protocol as P
-from agents.digest import image_digest, page_hashes
-from agents.disk import DiskSource
-from agents.imagestore import ImageStore
+from agents.guest.throttle import DutyCycleThrottle, make_throttle
+from agents.memory.disk import DiskSource
 from agents.memory.image import ImageMemory
 from agents.memory.source import MemorySource
-from agents.sender import Sender
-from agents.throttle import DutyCycleThrottle, make_throttle
+from agents.wire import protocol as P
+from agents.wire.digest import image_digest, page_hashes
+from agents.wire.imagestore import ImageStore
+from agents.wire.sender import Sender
 
 PS = 4096
 

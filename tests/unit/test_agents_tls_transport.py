@@ -11,12 +11,12 @@ import pytest
 import trio
 from cryptography import x509
 
-from agents import protocol as P
-from agents.credentials import CredentialError, Material, load, make_credentials
-from agents.locator import LocatorError, load_locator
-from agents.markers import find, marker, plant
-from agents.tls import AuthenticationFailed, TlsServerTransport, TlsTransport
-from agents.transport import FramedStream
+from agents.guest.markers import find, marker, plant
+from agents.security.credentials import CredentialError, Material, load, make_credentials
+from agents.security.locator import LocatorError, load_locator
+from agents.security.tls import AuthenticationFailed, TlsServerTransport, TlsTransport
+from agents.wire import protocol as P
+from agents.wire.transport import FramedStream
 
 ID = "dst.test"
 
@@ -213,8 +213,8 @@ def _handshake(cctx, sctx):
 
 
 def test_channel_binding_is_rfc9266_tls_exporter(creds):
-    from agents.credentials import context
-    from agents.exporter import tls_exporter
+    from agents.security.credentials import context
+    from agents.security.exporter import tls_exporter
 
     cctx = context(load(creds, "source"), server=False)
     sctx = context(load(creds, "destination"), server=True)

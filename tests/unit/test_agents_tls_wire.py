@@ -6,8 +6,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
-from agents.markers import marker
-from testbed.wirecheck import inspect
+from agents.guest.markers import marker
+from testbed.measure.wirecheck import inspect
 
 
 def _pkt(seq: int, data: bytes, dport: int = 7000):

@@ -8,7 +8,7 @@ import threading
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from agents.announce import (
+from agents.guest.announce import (
     AnnounceSchedule,
     announce,
     announce_in_background,
@@ -143,7 +143,7 @@ def test_a_missing_interface_is_named():
 
 
 def test_import_is_light():
-    code = ("import sys, agents.announce; "
+    code = ("import sys, agents.guest.announce; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "{'scapy', 'trio', 'pyroute2', 'xxhash', 'zstandard', 'pydantic'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

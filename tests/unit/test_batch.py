@@ -1,4 +1,4 @@
-from testbed.batch import groups
+from testbed.lab.batch import groups
 
 
 def test_consecutive_commands_of_a_kind_are_grouped_in_order():

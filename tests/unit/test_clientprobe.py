@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from agents import clientprobe as cp
+from agents.client import probe as cp
 
 IV = 0.001  # 1 ms between requests
 T0 = 100.0  # monotonic time of the first send

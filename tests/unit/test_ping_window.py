@@ -1,6 +1,6 @@
 """The management probe's windows follow when pings were really sent, not the nominal rate."""
 
-from testbed.probes import PingProbe
+from testbed.measure.probes import PingProbe
 
 
 def probe_with(replies, sent, interval=0.02):

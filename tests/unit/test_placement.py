@@ -2,7 +2,7 @@
 
 import pytest
 
-from testbed.placement import PlacementError, decide
+from testbed.host.placement import PlacementError, decide
 
 ALL = dict.fromkeys(("netns", "veth", "bridge", "htb", "tbf", "netem", "vrf", "openvswitch",
                      "ecmp", "vxlan"), True)

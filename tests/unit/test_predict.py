@@ -2,50 +2,50 @@ import math
 
 import pytest
 
-from testbed import predict
+from testbed.results import model
 
 
 def test_single_round_is_plain_copy():
-    p = predict.precopy(1e9, 1e8, 0.0, rounds=1)
+    p = model.precopy(1e9, 1e8, 0.0, rounds=1)
     assert math.isclose(p.migration_time_s, 10.0)
     assert math.isclose(p.downtime_ms, 10_000.0)  # n = 0: everything after the stop
 
 
 def test_converging_precopy_matches_closed_form():
     v, r, d, rounds = 4e9, 1.25e8, 2.5e7, 5  # lambda = 0.2
-    p = predict.precopy(v, r, d, rounds)
+    p = model.precopy(v, r, d, rounds)
     series = sum(v * 0.2 ** k / r for k in range(rounds))
     assert math.isclose(p.migration_time_s, series, rel_tol=1e-12)
     assert math.isclose(p.downtime_ms, v * 0.2 ** 4 / r * 1000, rel_tol=1e-12)
 
 
 def test_lambda_one_and_deviation_flags():
-    p = predict.precopy(1e9, 1e8, 1e8, rounds=3)
+    p = model.precopy(1e9, 1e8, 1e8, rounds=3)
     assert math.isclose(p.migration_time_s, 30.0)
-    assert predict.flagged(predict.deviation(13.0, 10.0))
-    assert not predict.flagged(predict.deviation(11.0, 10.0))
-    assert predict.deviation(1.0, 0.0) is None
+    assert model.flagged(model.deviation(13.0, 10.0))
+    assert not model.flagged(model.deviation(11.0, 10.0))
+    assert model.deviation(1.0, 0.0) is None
     with pytest.raises(ValueError):
-        predict.precopy(1e9, 0, 0, 1)
+        model.precopy(1e9, 0, 0, 1)
 
 
 def _inputs(**kw):
     base = dict(volume_bytes=1e9, rate_bytes_s=1e8, dirty_bytes_s=2e7,
                 downtime_target_ms=300.0, max_rounds=30)
-    return predict.ModelInputs(**(base | kw))
+    return model.ModelInputs(**(base | kw))
 
 
 def test_the_model_stops_by_its_own_rule():
     # lambda = 0.2: after round n the rest is 1e9 * 0.2**n; it fits 300 ms at 1e8 B/s
     # (3e7 bytes) from n = 3 on: rounds 0, 1, 2 pre-copy, round 3 the stop-and-copy
-    assert predict.stop_round(_inputs()) == 4
-    assert predict.stop_round(_inputs(dirty_bytes_s=2e8, max_rounds=7)) == 7  # never fits
-    assert predict.stop_round(_inputs(volume_bytes=0.0)) == 2
+    assert model.stop_round(_inputs()) == 4
+    assert model.stop_round(_inputs(dirty_bytes_s=2e8, max_rounds=7)) == 7  # never fits
+    assert model.stop_round(_inputs(volume_bytes=0.0)) == 2
 
 
 def test_forecast_adds_a_round_trip_per_round_and_the_resume():
-    bare = predict.forecast(_inputs())
-    slow = predict.forecast(_inputs(rtt_s=0.15, resume_s=0.02))
+    bare = model.forecast(_inputs())
+    slow = model.forecast(_inputs(rtt_s=0.15, resume_s=0.02))
     assert slow.rounds == bare.rounds == 4
     assert math.isclose(slow.migration_time_s - bare.migration_time_s, 4 * 0.15 + 0.02)
     assert math.isclose(slow.downtime_ms - bare.downtime_ms, 320.0)  # PREPARED, DECISION
@@ -56,10 +56,10 @@ def test_inputs_come_from_what_was_measured():
          "zero_pages_per_round": [400, 0, 0], "round_seconds": [1.0, 0.5],
          "dirty_pages_per_round": [60, 30, 10], "downtime_target_ms": 100,
          "max_rounds": 5, "rtt_measured_ms": 20.0, "resume_ms": 5.0}
-    inp = predict.inputs_from(m)
+    inp = model.inputs_from(m)
     assert inp.volume_bytes == 600 * 4096  # zero pages travel as references
     assert inp.rate_bytes_s == 200e6 / 8  # the share beside the other migrations
     assert math.isclose(inp.dirty_bytes_s, 90 * 4096 / 1.5)  # measured, not configured
     assert (inp.downtime_target_ms, inp.max_rounds, inp.rtt_s, inp.resume_s) == \
         (100, 5, 0.02, 0.005)
-    assert predict.inputs_from({"iperf3_mbps": 100.0}) is None
+    assert model.inputs_from({"iperf3_mbps": 100.0}) is None

@@ -2,7 +2,7 @@
 
 import math
 
-from testbed import report
+from testbed.results import report
 
 OK = {"case": "ok", "completed": True, "integrity_ok": True, "downtime_ms": 120.0,
       "migration_time_s": 2.0, "goodput_mbps": 90.0, "iperf3_mbps": 95.0, "rounds": 3,

@@ -1,6 +1,6 @@
 import pytest
 
-from testbed import shaping
+from testbed.lab import shaping
 from topologies.model import LinkSpec
 
 

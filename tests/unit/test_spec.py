@@ -1,6 +1,6 @@
 import pytest
 
-from testbed import spec
+from testbed.run import spec
 
 
 def test_default_suite_is_valid():

@@ -10,6 +10,7 @@ import pytest
 import topologies
 from topologies import TopologyError, build
 from topologies.fabric import TABLES
+from topologies.mininet import to_mininet_topo
 from topologies.model import Route
 from topologies.show import render
 
@@ -171,7 +172,7 @@ def test_mininet_node_commands_configure_a_host():
 
 def test_to_mininet_topo_has_all_nodes_and_links():
     net = build("wan", sites=2, hosts_per_leaf=2, rtt_ms=10)
-    topo = net.to_mininet_topo()
+    topo = to_mininet_topo(net)
     assert sorted(topo.nodes()) == sorted(net.nodes)
     assert len(topo.links()) == len(net.links)
 

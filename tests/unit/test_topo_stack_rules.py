@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from testbed import firewall, routing
+from testbed.lab import firewall, routing
 from topologies import build
 
 

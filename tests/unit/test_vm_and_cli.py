@@ -1,7 +1,7 @@
 import shlex
 
-from testbed import doctor, vm
-from testbed.lab import route_command
+from testbed.host import doctor, vm
+from testbed.lab.lab import route_command
 from topologies.model import Route
 
 

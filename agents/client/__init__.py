@@ -1,0 +1,1 @@
+"""The client's view: UDP probes of the guest's service (stdlib only)."""

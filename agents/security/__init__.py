@@ -1,0 +1,1 @@
+"""Security: per-migration credentials, TLS 1.3 with channel binding, the service locator."""

@@ -1,0 +1,189 @@
+"""Run migration agents inside lab nodes and read their JSON back.
+
+The lab knows the agents only as commands (``python -m agents ...``) and the JSON they print:
+the destination announces ``{"listening": [host, port]}`` and later its outcome; the source
+prints one result document (see agents/result.py) and exits non-zero unless it completed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..lab.lab import Lab
+
+
+@dataclass(frozen=True)
+class MigrationJob:
+    """One migration: a fresh guest of ``workload_mib`` on ``src`` moves to ``dst``."""
+
+    src: str
+    dst: str
+    dst_addr: str
+    port: int = 7800
+    workload_mib: int = 64
+    dirty_rate_mbs: float = 8.0
+    streams: int = 1
+    compress: bool = False
+    downtime_ms: float = 300.0
+    bandwidth_cap_mbps: float | None = None
+    max_rounds: int = 30
+    timeout_s: float = 600.0
+    extra_args: tuple[str, ...] = ()
+    bind: str | None = None
+    label: str = ""
+    keep_guest: bool = False  # leave the resumed guest running after the migration
+    connect_addr: str | None = None  # where the source connects (e.g. a gateway's public
+    connect_port: int | None = None  # address and port); default: dst_addr and port
+    destination_args: tuple[str, ...] = ()
+    guest: str | None = None  # a guest with a network identity (topologies.guests) moves
+    client_probe_ms: float = 1.0  # the client's request interval, for such a guest
+
+    def source_command(self) -> list[str]:
+        """The source agent's arguments (``python -m agents ...``)."""
+        argv = ["source", "--workload", f"{self.workload_mib}M",
+                "--to", f"{self.connect_addr or self.dst_addr}:{self.connect_port or self.port}",
+                "--json",
+                "--dirty-rate", str(self.dirty_rate_mbs), "--streams", str(self.streams),
+                "--downtime-ms", str(self.downtime_ms), "--max-rounds", str(self.max_rounds),
+                "--timeout", str(self.timeout_s)]
+        if self.compress:
+            argv.append("--compress")
+        if self.bandwidth_cap_mbps:
+            argv += ["--bandwidth-cap", str(self.bandwidth_cap_mbps)]
+        if self.bind:
+            argv += ["--bind", self.bind]
+        return argv + list(self.extra_args)
+
+    def destination_command(self) -> list[str]:
+        """The destination agent's arguments (``python -m agents ...``)."""
+        return ["destination", "--listen", f"{self.dst_addr}:{self.port}", "--json",
+                *self.destination_args]
+
+
+@dataclass
+class MigrationRun:
+    job: MigrationJob
+    result: dict[str, Any] = field(default_factory=dict)
+    destination: list[dict[str, Any]] = field(default_factory=list)
+    started_s: float = 0.0
+    ended_s: float = 0.0
+    source_stderr: str = ""
+    exit_code: int | None = None
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    docs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                docs.append(json.loads(line))
+    return docs
+
+
+def start_destination(lab: Lab, job: MigrationJob,
+                      wait_s: float = 180.0) -> Any:
+    """Start the destination agent in ``job.dst`` and wait until it listens."""
+    proc = lab.spawn_agent(job.dst, job.destination_command(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready: list[str] = []
+    reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(wait_s)
+    if not ready or "listening" not in ready[0]:
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        raise RuntimeError(f"destination agent on {job.dst} did not start listening on "
+                           f"{job.dst_addr}:{job.port}: {ready[:1]} {err[-500:]}")
+    return proc
+
+
+def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRun:
+    """Run one migration to completion (or failure) and return both agents' JSON."""
+    run = MigrationRun(job)
+    base = t0 if t0 is not None else time.monotonic()
+    src_args: list[str] = []
+    client = None
+    if job.guest is not None:
+        from ..lab.guestnet import agent_args, start_client_probe
+
+        src_args, dst_args = agent_args(lab, job.guest, job.src, job.dst)
+        job = replace(job, destination_args=(*job.destination_args, *dst_args))
+    dest = start_destination(lab, job)
+    run.started_s = time.monotonic() - base
+    src = lab.spawn_agent(job.src, [*job.source_command(), *src_args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    if job.guest is not None:  # the client asks from before the guest is up to the end
+        client = start_client_probe(lab, job.guest, job.client_probe_ms)
+    try:
+        out, err = src.communicate(timeout=job.timeout_s + 60)
+    except subprocess.TimeoutExpired:
+        src.kill()
+        try:
+            out, err = src.communicate(timeout=15)
+        except subprocess.TimeoutExpired:  # something else holds its pipes
+            out, err = "", ""
+        err = (err or "") + f"\nsource agent killed after {job.timeout_s + 60:.0f} s"
+    run.ended_s = time.monotonic() - base
+    run.exit_code = src.returncode
+    run.source_stderr = err[-2000:]
+    docs = _json_lines(out)
+    run.result = docs[-1] if docs else {"completed": False,
+                                        "error": f"no JSON from the source: {err[-500:]}"}
+    # what the migration was asked to do, for the model (testbed.results.model)
+    run.result |= {"downtime_target_ms": job.downtime_ms, "max_rounds": job.max_rounds}
+    try:
+        dout, _ = dest.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        dest.kill()
+        try:
+            dout, _ = dest.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            dout = ""
+    run.destination = _json_lines(dout)
+    if client is not None:
+        from ..lab.guestnet import PROBE_TAIL_S, stop_client_probe
+
+        time.sleep(PROBE_TAIL_S)
+        run.result["client"] = stop_client_probe(client)
+        run.result["client_outage_ms"] = run.result["client"].get("outage_ms")
+    guest = run.result.get("destination_pid")
+    if guest and not job.keep_guest:
+        # measured: stop the resumed guest, so bursts do not pile up running guests
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(guest), signal.SIGKILL)
+    return run
+
+
+def migrate_concurrently(lab: Lab, jobs: list[MigrationJob],
+                         t0: float | None = None) -> list[MigrationRun]:
+    """Start every job at once (a DRS-like burst) and wait for all of them."""
+    base = t0 if t0 is not None else time.monotonic()
+    runs: list[MigrationRun | None] = [None] * len(jobs)
+    errors: list[BaseException] = []
+
+    def one(i: int, job: MigrationJob) -> None:
+        try:
+            runs[i] = migrate(lab, job, base)
+        except BaseException as exc:  # reported below, with the job named
+            errors.append(RuntimeError(f"{job.label or job.src}->{job.dst}: {exc}"))
+
+    threads = [threading.Thread(target=one, args=(i, j), daemon=True)
+               for i, j in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [r for r in runs if r is not None]

@@ -1,0 +1,96 @@
+"""Path measurements between two lab nodes: ping RTT and an iperf3 baseline."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..lab.lab import Lab
+
+IPERF_PORT = 5201
+
+
+def ping(lab: Lab, src: str, dst_ip: str, count: int = 20,
+         interval_s: float = 0.2) -> dict[str, Any]:
+    """RTT percentiles (ms) and loss of ``count`` pings from ``src`` to ``dst_ip``."""
+    proc = lab.run(src, ["ping", "-n", "-c", str(count), "-i",
+                         str(interval_s), "-W", "2", dst_ip], check=False,
+                   timeout=count * interval_s + 30)
+    rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", proc.stdout)]
+    sent = count
+    received = len(rtts)
+    if not rtts:
+        return {"sent": sent, "received": 0, "loss_pct": 100.0, "error": proc.stdout[-300:]}
+    q = statistics.quantiles(rtts, n=100, method="inclusive") if len(rtts) > 1 else rtts * 99
+    return {
+        "sent": sent, "received": received,
+        "loss_pct": round(100.0 * (sent - received) / sent, 2),
+        "rtt_min_ms": min(rtts), "rtt_mean_ms": round(statistics.fmean(rtts), 3),
+        "rtt_p50_ms": round(q[49], 3), "rtt_p99_ms": round(q[98], 3), "rtt_max_ms": max(rtts),
+        "rtts_ms": rtts,
+    }
+
+
+def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 5.0,
+           streams: int = 1, window: str | None = None, bind: str | None = None,
+           port: int = IPERF_PORT, server_bind: str | None = None,
+           server_port: int | None = None, omit_s: float = 0.0) -> dict[str, Any]:
+    """Throughput (Mbit/s) of an iperf3 TCP test from ``client`` to ``server``.
+
+    ``iperf3_mbps`` is the whole run's rate from a cold start, as a migration starts;
+    ``steady_mbps`` leaves the first ``omit_s`` seconds (slow start on a long path) out,
+    computed from the same run's one-second intervals.
+
+    ``server_ip``/``port``: where the client connects; ``server_bind``/``server_port``: where
+    the server listens (they differ behind a NAT gateway's published port).
+    """
+    listen = server_port or port
+    srv = lab.popen(server, ["iperf3", "-s", "-1", "-J", "-p", str(listen),
+                             *(["-B", server_bind] if server_bind else [])],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(lab, server, listen)
+        cmd = ["iperf3", "-c", server_ip, "-p", str(port), "-J", "-t", str(seconds),
+               "-P", str(streams), "--get-server-output"]
+        if window:
+            cmd += ["-w", window]
+        if bind:
+            cmd += ["-B", bind]
+        proc = lab.run(client, cmd, check=False, timeout=seconds + 60)
+        doc = json.loads(proc.stdout or "{}")
+        if "error" in doc or proc.returncode != 0:
+            raise RuntimeError(f"iperf3 {client}->{server_ip} failed: "
+                               f"{doc.get('error', proc.stderr.strip())}")
+        end = doc["end"]
+        # the receiver's intervals (the sender's count what its socket took, queues included)
+        received = (doc.get("server_output_json") or {}).get("intervals") or []
+        late = [i["sum"] for i in received if i["sum"]["start"] >= omit_s]
+        steady = sum(i["bytes"] for i in late) * 8 / max(sum(i["seconds"] for i in late), 1e-9)
+        return {
+            "iperf3_mbps": round(end["sum_received"]["bits_per_second"] / 1e6, 3),
+            "steady_mbps": round(steady / 1e6, 3) if late else None,
+            "sender_mbps": round(end["sum_sent"]["bits_per_second"] / 1e6, 3),
+            "retransmits": end["sum_sent"].get("retransmits"),
+            "seconds": seconds, "omit_s": omit_s, "streams": streams,
+        }
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait()
+
+
+def _wait_listening(lab: Lab, node: str, port: int, limit_s: float = 15.0) -> None:
+    """Wait until a TCP socket listens on ``port`` in ``node`` (without connecting to it)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        out = lab.run(node, ["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} in {node} after {limit_s} s")
+

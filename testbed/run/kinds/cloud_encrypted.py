@@ -1,0 +1,150 @@
+"""cloud-encrypted: on-prem -> WAN -> cloud gateway, plaintext vs encrypted migration.
+
+The destination agent runs on a cloud host behind the gateway, reachable only through the
+gateway's published port; credentials (a per-migration ephemeral CA, mutual TLS) are handed to
+both agents through the management plane (here: a directory both can read). For each mode:
+goodput, CPU seconds per GB (both agents), downtime; a capture on the WAN link searched for the
+guest's plaintext markers; and the management-plane isolation check (on-prem management must
+not reach the cloud's management network).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from topologies.cloud import cloud
+
+from ...lab.lab import Lab
+from ...measure import wirecheck
+from ...measure.migration import MigrationJob, migrate
+from ...measure.path import iperf3
+from ...results.plots import save_figure
+from ...results.report import cell, value
+from ..spec import CloudSpec
+from . import Progress
+
+SRC, DST, GW_ROUTER, WAN_DEV = "a-h1", "c-h1", "a-r", "a-r-cloud"
+MARKERS = 64
+
+
+def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
+    net = cloud(onprem_hosts=1, cloud_hosts=1, rtt_ms=spec.rtt_ms, bw_mbps=spec.bw_mbps)
+    gw = net.gateways[0]
+    pub = gw.published[0]
+    src_mig = net.stacks_of(SRC)["migration"]
+    dst_mig = net.stacks_of(DST)["migration"]
+    out: dict[str, Any] = {"public": f"{gw.public_addr}:{pub.port}", "modes": [],
+                           "migrations": []}
+    t0 = time.monotonic()
+    with Lab(net) as lab, tempfile.TemporaryDirectory(prefix="tb-cloud-") as tmp:
+        progress(f"{spec.name}: cloud path up in {time.monotonic() - t0:.1f} s "
+                 f"(published {gw.public_addr}:{pub.port})")
+        out["isolation"] = isolation_check(lab, net)
+        progress(f"{spec.name}: management isolation "
+                 f"{'holds' if out['isolation']['isolated'] else 'BROKEN'}")
+        # the path's baseline through the gateway's published port
+        out["iperf3"] = iperf3(lab, SRC, DST, gw.public_addr, seconds=4, bind=src_mig.ip,
+                               port=pub.port, server_bind=dst_mig.ip, server_port=pub.to_port)
+        creds = Path(tmp) / "credentials"
+        subprocess.run([sys.executable, "-m", "agents", "credentials", "--out", str(creds),
+                        "--identity", "c-h1.cloud.test", "--ip", gw.public_addr,
+                        "--ip", dst_mig.ip], check=True, capture_output=True, timeout=60)
+        for mode in spec.modes:
+            enc = ["--encryption", "required", "--credentials", str(creds)] \
+                if mode == "encrypted" else ["--encryption", "disabled"]
+            m = spec.migration
+            job = MigrationJob(SRC, DST, dst_mig.ip, port=pub.to_port,
+                               connect_addr=gw.public_addr, connect_port=pub.port,
+                               workload_mib=m.workload_mib, dirty_rate_mbs=m.dirty_rate_mbs,
+                               streams=m.streams, compress=m.compress,
+                               downtime_ms=m.downtime_ms, max_rounds=m.max_rounds,
+                               timeout_s=m.timeout_s, bind=src_mig.ip, label=mode,
+                               extra_args=(*enc, "--markers", str(MARKERS)),
+                               destination_args=tuple(enc))
+            pcap = Path(tmp) / f"{mode}.pcap"
+            if spec.wire_check:
+                with wirecheck.capture(lab.pid(GW_ROUTER), WAN_DEV, pcap):
+                    run_ = migrate(lab, job)
+                wire = wirecheck.inspect(pcap)
+                seen = {"packets": wire.packets, "payload_bytes": wire.payload_bytes,
+                        "markers_found": len(wire.markers), "markers_planted": MARKERS}
+            else:
+                run_ = migrate(lab, job)
+                seen = None
+            res = dict(run_.result)
+            dst_cpu = next((d.get("cpu_s") for d in reversed(run_.destination)
+                            if "cpu_s" in d), None)
+            cpu = (res.get("cpu_s") or 0) + (dst_cpu or 0)
+            gb = (res.get("bytes_on_wire") or 0) / 1e9
+            mig = res | {"case": mode, "mode": mode, "iperf3_mbps": out["iperf3"]["iperf3_mbps"],
+                         "dirty_rate_mbs": m.dirty_rate_mbs, "wire": seen,
+                         "cpu_s_total": cpu if res.get("cpu_s") is not None else None,
+                         "cpu_s_per_gb": round(cpu / gb, 2) if gb and res.get("cpu_s")
+                         else None}
+            out["migrations"].append(mig)
+            progress(f"{spec.name}: {mode}: {'ok' if mig.get('integrity_ok') else 'FAILED'}, "
+                     f"goodput {mig.get('goodput_mbps') or 0:.0f} Mbit/s, downtime "
+                     f"{mig.get('downtime_ms') or 0:.0f} ms, encrypted {mig.get('encrypted')}"
+                     + (f", markers on the wire {seen['markers_found']}/{MARKERS}" if seen
+                        else ""))
+        out["modes"] = [m["mode"] for m in out["migrations"]]
+    return out
+
+
+def isolation_check(lab: Lab, net: Any) -> dict[str, Any]:
+    """From the on-prem host's management stack, try to reach the cloud's management plane."""
+    src = net.stacks_of(SRC)["management"].ip
+    target = net.stacks_of(DST)["management"].ip
+    ping = lab.run(SRC, ["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", src, target],
+                   check=False, timeout=30)
+    tcp = lab.run(SRC, ["timeout", "3", "bash", "-c",
+                        f"exec 3<>/dev/tcp/{target}/22"], check=False, timeout=30)
+    return {"from": src, "to": target, "ping_rc": ping.returncode, "tcp22_rc": tcp.returncode,
+            "isolated": ping.returncode != 0 and tcp.returncode != 0}
+
+
+def report_section(doc: dict[str, Any]) -> list[str]:
+    lines = ["| mode | encrypted | goodput Mbit/s | iperf3 Mbit/s | CPU s/GB | downtime ms | "
+             "markers on the wire | integrity |", "|---|---|---|---|---|---|---|---|"]
+    iso = []
+    for v in doc["variants"]:
+        iso.append(v.get("isolation", {}))
+        for m in v.get("migrations", []):
+            w = m.get("wire") or {}
+            lines.append(
+                f"| {m['mode']} | {m.get('encrypted')} | {cell(m, 'goodput_mbps')} | "
+                f"{m.get('iperf3_mbps') or 0:.1f} | {cell(m, 'cpu_s_per_gb')} | "
+                f"{cell(m, 'downtime_ms', '.0f')} | "
+                f"{w.get('markers_found', '-')}/{w.get('markers_planted', '-')} | "
+                f"{m.get('integrity_ok')} |")
+    for i in iso:
+        lines += ["", f"Management-plane isolation ({i.get('from')} -> {i.get('to')}): "
+                      f"{'holds' if i.get('isolated') else 'BROKEN'} (ping exit "
+                      f"{i.get('ping_rc')}, TCP exit {i.get('tcp22_rc')})."]
+    return lines
+
+
+def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
+    import matplotlib.pyplot as plt
+
+    migs = [m for v in doc["variants"] for m in v.get("migrations", [])]
+    if not migs:
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    names = [m["mode"] for m in migs]
+    axes[0].bar(names, [value(m, "goodput_mbps") for m in migs])
+    axes[0].axhline(migs[0].get("iperf3_mbps") or 0, color="k", ls="--", label="iperf3")
+    axes[0].set_ylabel("goodput (Mbit/s)")
+    axes[0].legend(fontsize=7)
+    axes[1].bar(names, [value(m, "cpu_s_per_gb") for m in migs])
+    axes[1].set_ylabel("CPU s per GB (both agents)")
+    axes[2].bar(names, [value(m, "downtime_ms") for m in migs])
+    axes[2].set_ylabel("downtime (ms)")
+    fig.suptitle(f"{doc['spec']['name']}: plaintext vs encrypted, "
+                 f"{doc['spec']['rtt_ms']:g} ms RTT, {doc['spec']['bw_mbps']:g} Mbit/s")
+    return [save_figure(fig, out_dir / f"{doc['spec']['name']}-encryption.png")]

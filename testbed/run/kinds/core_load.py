@@ -1,0 +1,303 @@
+"""core-load: DRS-like bursts of concurrent migrations across a spine-leaf fabric.
+
+For each path (migration on its own stack, sharing the management stack, or on its own stack
+with a rate cap) and each burst size, migrations run from hosts on leaf 1 to hosts on the
+last leaf. Measured: every spine's load over time (interface counters at ``sample_hz``),
+ECMP balance across spines, the management plane's RTT and loss (a ping between management
+stacks on different leaves) idle vs during the burst, and a background flow's throughput.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from topologies.guests import add_guests
+from topologies.spine_leaf import spine_leaf
+
+from ...lab import routing
+from ...lab.lab import Lab
+from ...measure.migration import MigrationJob, migrate_concurrently
+from ...measure.path import iperf3
+from ...measure.probes import PingProbe
+from ...measure.samplers import CounterSampler, utilisation_summary
+from ...results.plots import save_figure
+from ...results.report import failed, outage_never_ended
+from ..spec import CoreLoadSpec
+from . import Progress
+
+IDLE_S = 3.0
+BASE_PORT = 7800
+
+
+def jain(values: list[float]) -> float | None:
+    """Jain's fairness index of per-spine bytes: 1 = perfectly balanced, 1/n = one spine."""
+    if not values or not any(values):
+        return None
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
+    """Every path on one fabric (brought up once): the capped path runs last, its caps stay."""
+    out: dict[str, Any] = {"paths": [], "migrations": []}
+    paths = sorted(spec.paths, key=lambda p: p == "capped")
+    net = spine_leaf(spines=spec.spines, leaves=spec.leaves,
+                     hosts_per_leaf=spec.hosts_per_leaf, host_link_mbps=spec.host_link_mbps,
+                     fabric_link_mbps=spec.fabric_link_mbps, ecmp_hash=spec.ecmp_hash,
+                     stacks=True)
+    src_hosts = [f"h1-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
+    dst_hosts = [f"h{spec.leaves}-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
+    sizes = {path: spec.concurrency if k == 0 or spec.compare_paths_at is None
+             else [c for c in spec.concurrency if c in spec.compare_paths_at]
+             for k, path in enumerate(paths)}
+    m = spec.migration
+    if m.guest_network != "none":  # a fresh guest per migration, a client on leaf 1
+        names = [(_guest(path, c, i), i) for path in paths for c in sizes[path]
+                 for i in range(c)]
+        add_guests(net, m.guest_network, {g: src_hosts[i % len(src_hosts)] for g, i in names},
+                   {g: [dst_hosts[i % len(dst_hosts)]] for g, i in names},
+                   client_on=src_hosts[0])
+    t0 = time.monotonic()
+    with Lab(net) as lab:
+        progress(f"{spec.name}: fabric up ({len(net.nodes)} nodes, stacks by "
+                 f"{lab.stack_mode}, {len(net.guests.slots) if net.guests else 0} guest "
+                 f"slots) in {time.monotonic() - t0:.1f} s")
+        for path in paths:
+            if path == "capped":
+                routing.cap_function(lab, "migration", spec.migration_cap_mbps)
+            out["paths"].append(_run_path(spec, lab, path, sizes[path], src_hosts, dst_hosts,
+                                          progress, out["migrations"]))
+    return out
+
+
+def _guest(path: str, c: int, i: int) -> str:
+    return f"{path[:3]}{c}-{i + 1}"
+
+
+def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
+              src_hosts: list[str], dst_hosts: list[str], progress: Progress,
+              all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
+    net = lab.network
+    func = "management" if path == "shared-management" else "migration"
+    spines = [f"s{i}" for i in range(1, spec.spines + 1)]
+    m = spec.migration
+    result: dict[str, Any] = {"path": path, "function": func, "bursts": [],
+                              "stack_mode": lab.stack_mode, "guest_network": m.guest_network}
+    sampler = CounterSampler(spec.sample_hz)
+    for spine in spines:
+        for end in net.interfaces(spine):
+            sampler.watch(spine, end.name, lab.pid(spine), spec.fabric_link_mbps,
+                          f"{spine}:{end.name}")
+    mgmt = {h: net.stacks_of(h)["management"] for h in (src_hosts[0], dst_hosts[0])}
+    bg_src, bg_dst = src_hosts[-1], dst_hosts[-1]
+    bg_dev = net.stacks_of(bg_src)["replication"].dev
+    if spec.background_flow:
+        sampler.watch(bg_src, bg_dev, lab.pid(bg_src), spec.host_link_mbps, "background")
+    # the path's baseline: iperf3 between the first pair's stacks of this path
+    a, b = (net.stacks_of(src_hosts[0])[func], net.stacks_of(dst_hosts[0])[func])
+    base = iperf3(lab, src_hosts[0], dst_hosts[0], b.ip, seconds=3, bind=a.ip)
+    result["iperf3"] = base
+    probe = PingProbe(lab, src_hosts[0], mgmt[src_hosts[0]].ip, mgmt[dst_hosts[0]].ip,
+                      spec.probe_interval_ms / 1000).start()
+    bg: list[Any] = []
+    if spec.background_flow:
+        rb, ra = (net.stacks_of(bg_dst)["replication"], net.stacks_of(bg_src)["replication"])
+        bg = _start_background(lab, bg_src, bg_dst, ra.ip, rb.ip, spec.background_mbps)
+    sampler.start()
+    base_t = time.monotonic()
+    try:
+        for c in sizes:
+            time.sleep(IDLE_S)  # idle window before each burst
+            idle = (time.monotonic() - IDLE_S, time.monotonic())
+            jobs = []
+            for i in range(c):
+                s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
+                ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
+                jobs.append(MigrationJob(
+                    s, d, ds.ip, port=BASE_PORT + i, workload_mib=m.workload_mib,
+                    dirty_rate_mbs=m.dirty_rate_mbs, streams=m.streams,
+                    compress=m.compress, downtime_ms=m.downtime_ms,
+                    bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
+                    timeout_s=m.timeout_s, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
+                    guest=_guest(path, c, i) if m.guest_network != "none" else None,
+                    client_probe_ms=m.client_probe_ms))
+            progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
+            start = time.monotonic()
+            runs = migrate_concurrently(lab, jobs)
+            end = time.monotonic()
+            burst = _burst_summary(spec, c, runs, sampler, probe, bool(bg),
+                                   (start - base_t, end - base_t), idle, (start, end),
+                                   base_t)
+            share = fair_share_mbps(spec, path, c, base["iperf3_mbps"])
+            for r in runs:
+                mig = dict(r.result) | {
+                    "case": r.job.label, "iperf3_mbps": base["iperf3_mbps"],
+                    "fair_share_mbps": share,
+                    "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
+                    "concurrency": c, "t_start_s": round(r.started_s, 3)}
+                burst["migrations"].append(mig)
+                all_migrations.append(mig)
+            result["bursts"].append(burst)
+            ok = sum(bool(m.get("integrity_ok")) for m in burst["migrations"])
+            progress(f"{spec.name}/{path} x{c}: {ok}/{c} verified, spines peak "
+                     + ", ".join(f"{s} {v['peak_util'] or 0:.0%}"
+                                 for s, v in burst["spines"].items()))
+    finally:
+        sampler.stop()
+        probe.stop()
+        for proc in bg:  # client and server: the next path starts its own
+            if proc.poll() is None:
+                proc.kill()
+    # the probe's windows can only be read after it stopped
+    for burst in result["bursts"]:
+        w = burst.pop("_windows")
+        burst["management"] = {"idle": probe.window(*w["idle"]),
+                               "burst": probe.window(*w["burst"])}
+    result["series"] = sampler.series()
+    result["sampler_error"] = sampler.error
+    result["sampler_dropped_samples"] = sampler.dropped
+    return result
+
+
+def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -> float:
+    """What one of ``c`` concurrent migrations can expect: the path's iperf3 shared by the
+    migrations from one host (its link, or its stack's cap) and by the whole burst on the
+    source leaf's uplinks (ECMP assumed even), at iperf3's efficiency."""
+    per_host = -(-c // spec.hosts_per_leaf)
+    link = min(spec.host_link_mbps, spec.fabric_link_mbps,
+               spec.migration_cap_mbps if path == "capped" else float("inf"))
+    efficiency = iperf3_mbps / link
+    uplinks = spec.spines * spec.fabric_link_mbps * efficiency / c
+    return round(min(iperf3_mbps / per_host, uplinks), 3)
+
+
+def spine_load(series: list[dict[str, Any]],
+               window: tuple[float, float] | None = None) -> dict[str, dict[str, list[float]]]:
+    """Per spine and sample: total tx bytes/s, and utilisation of its busiest link.
+
+    A spine's links are read together (one read per node), so they share timestamps.
+    """
+    by_spine: dict[str, dict[float, list[tuple[float, float]]]] = {}
+    for s in series:
+        if s["label"] == "background":
+            continue
+        cap = s["capacity_bytes_s"] or 0.0
+        for t, v in zip(s["t_s"], s["tx_bytes_s"], strict=True):
+            if window is None or window[0] <= t <= window[1]:
+                by_spine.setdefault(s["node"], {}).setdefault(t, []).append((v, cap))
+    out = {}
+    for spine, samples in sorted(by_spine.items()):
+        ts = sorted(samples)
+        out[spine] = {
+            "t_s": ts,
+            "bytes_s": [sum(v for v, _ in samples[t]) for t in ts],
+            "util": [max((v / cap if cap else 0.0) for v, cap in samples[t]) for t in ts]}
+    return out
+
+
+def _start_background(lab: Lab, src: str, dst: str, src_ip: str, dst_ip: str,
+                      mbps: float) -> list[Any]:
+    """A tenant-like TCP flow at ``mbps`` between the replication stacks, for the whole path:
+    its server and its client."""
+    import subprocess
+
+    server = lab.popen(dst, ["iperf3", "-s", "-p", "5301"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    client = lab.popen(src, ["iperf3", "-c", dst_ip, "-B", src_ip, "-p", "5301", "-t", "3600",
+                             "-b", f"{mbps}M"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [server, client]
+
+
+def _burst_summary(spec: CoreLoadSpec, c: int, runs: list[Any], sampler: CounterSampler,
+                   probe: PingProbe, background: bool, rel: tuple[float, float],
+                   idle: tuple[float, float], burst: tuple[float, float],
+                   base_t: float) -> dict[str, Any]:
+    series = sampler.series()
+    spines = spine_load(series, rel)
+    dt = 1.0 / spec.sample_hz
+    per_spine_bytes = {sp: sum(v["bytes_s"]) * dt for sp, v in spines.items()}
+    spine_summary = {}
+    for spine, v in spines.items():
+        util, total = v["util"], v["bytes_s"]
+        spine_summary[spine] = {
+            "peak_bytes_s": max(total, default=0.0),
+            "mean_bytes_s": sum(total) / len(total) if total else 0.0,
+            "peak_util": max(util, default=0.0),
+            "mean_util": sum(util) / len(util) if util else 0.0,
+            "bytes": per_spine_bytes[spine]}
+    bg = {}
+    if background:
+        s = next(x for x in series if x["label"] == "background")
+        bg = {"idle_mbps": (utilisation_summary(s, idle[0] - base_t, idle[1] - base_t)
+                            ["mean_bytes_s"] or 0) * 8 / 1e6,
+              "burst_mbps": (utilisation_summary(s, rel[0], rel[1])["mean_bytes_s"] or 0)
+              * 8 / 1e6}
+    return {"concurrency": c, "t_from_s": rel[0], "t_to_s": rel[1],
+            "duration_s": rel[1] - rel[0], "spines": spine_summary,
+            "ecmp_jain": jain(list(per_spine_bytes.values())),
+            "background": bg, "migrations": [],
+            "_windows": {"idle": idle, "burst": burst}}
+
+
+def report_section(doc: dict[str, Any]) -> list[str]:
+    lines = ["| path | burst | duration s | spine peak util | spine mean util | ECMP balance "
+             "(Jain) | mgmt RTT p50/p99 ms idle -> burst | mgmt loss % burst | background "
+             "Mbit/s idle -> burst | downtime ms max | client outage ms max | verified |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for v in doc["variants"]:
+        for p in v.get("paths", []):
+            for b in p["bursts"]:
+                sp = b["spines"].values()
+                peak = max((s["peak_util"] or 0 for s in sp), default=0)
+                mean = sum(s["mean_util"] or 0 for s in sp) / max(1, len(b["spines"]))
+                mi, mb = b["management"]["idle"], b["management"]["burst"]
+                bg = b.get("background") or {}
+                good = [m for m in b["migrations"] if not failed(m)]
+                ok = len(good)
+                down = max((m["downtime_ms"] for m in good if m.get("downtime_ms") is not None),
+                           default=None)
+                outages = [m["client_outage_ms"] for m in good
+                           if m.get("client_outage_ms") is not None]
+                endless = sum(outage_never_ended(m) for m in b["migrations"])
+                worst_outage = f"{endless} never ended" if endless else \
+                    _fmt(max(outages) if outages else None, ".0f")
+                n_failed = len(b["migrations"]) - ok
+                lines.append(
+                    f"| {p['path']} | {b['concurrency']} | {b['duration_s']:.1f} | {peak:.0%} | "
+                    f"{mean:.0%} | {_fmt(b['ecmp_jain'], '.2f')} | "
+                    f"{_fmt(mi.get('rtt_p50_ms'))}/{_fmt(mi.get('rtt_p99_ms'))} -> "
+                    f"{_fmt(mb.get('rtt_p50_ms'))}/{_fmt(mb.get('rtt_p99_ms'))} | "
+                    f"{_fmt(mb.get('loss_pct'))} | {_fmt(bg.get('idle_mbps'), '.0f')} -> "
+                    f"{_fmt(bg.get('burst_mbps'), '.0f')} | {_fmt(down, '.0f')} | "
+                    f"{worst_outage} | {ok}/{len(b['migrations'])}"
+                    f"{f' ({n_failed} failed)' if n_failed else ''} |")
+    return lines
+
+
+def _fmt(x: Any, fmt: str = ".2f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
+    """Per path: every spine's utilisation over time, bursts shaded."""
+    import matplotlib.pyplot as plt
+
+    made = []
+    for vi, v in enumerate(doc["variants"]):
+        for p in v.get("paths", []):
+            fig, ax = plt.subplots(figsize=(9, 4))
+            for spine, load in spine_load(p["series"]).items():
+                ax.plot(load["t_s"], [100 * u for u in load["util"]], label=spine, lw=1)
+            for b in p["bursts"]:
+                ax.axvspan(b["t_from_s"], b["t_to_s"], alpha=0.12, color="grey")
+                ax.text(b["t_from_s"], 102, f"x{b['concurrency']}", fontsize=8)
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("spine utilisation (% of its busiest link)")
+            ax.set_ylim(0, 110)
+            ax.set_title(f"{doc['spec']['name']}: {p['path']} (shaded: migration bursts)")
+            ax.legend(loc="upper right", fontsize=8)
+            made.append(save_figure(
+                fig, out_dir / f"{doc['spec']['name']}-{vi}-{p['path']}-spines.png"))
+    return made

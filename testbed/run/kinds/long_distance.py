@@ -1,0 +1,159 @@
+"""long-distance: one migration across a WAN at growing RTT, per transport choice.
+
+For each RTT: the path's measured RTT (ping) and iperf3 throughput beside the configured
+values, then a migration with the OS's default socket buffers, with buffers sized from the
+bandwidth-delay product, and with several streams. The 150 ms line (vMotion's supported
+limit for long-distance migration) is marked.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from topologies.guests import add_guests
+from topologies.wan import wan
+
+from ...lab.lab import Lab
+from ...measure.migration import MigrationJob, migrate
+from ...measure.path import iperf3, ping
+from ...results.plots import save_figure
+from ...results.report import cell, client_outage, failed, value
+from ..spec import LongDistanceSpec
+from . import Progress
+
+SRC, DST = "a-h1", "b-h1"
+
+
+def run(spec: LongDistanceSpec, progress: Progress) -> dict[str, Any]:
+    out: dict[str, Any] = {"points": [], "migrations": []}
+    for rtt in spec.rtt_ms:
+        out["points"].append(_point(spec, rtt, progress, out["migrations"]))
+    return out
+
+
+def _job(spec: LongDistanceSpec, transport: str, dst_ip: str, port: int,
+         guest: str | None) -> MigrationJob:
+    m = spec.migration
+    streams = spec.streams if transport == "streams" else m.streams
+    extra = ("--socket-buffers", "default" if transport == "default-buffers" else "bdp")
+    return MigrationJob(SRC, DST, dst_ip, port=port, workload_mib=m.workload_mib,
+                        dirty_rate_mbs=m.dirty_rate_mbs, streams=streams, compress=m.compress,
+                        downtime_ms=m.downtime_ms, bandwidth_cap_mbps=m.bandwidth_cap_mbps,
+                        max_rounds=m.max_rounds, timeout_s=m.timeout_s, extra_args=extra,
+                        label=transport, guest=guest, client_probe_ms=m.client_probe_ms)
+
+
+def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
+           all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
+    net = wan(sites=2, hosts_per_leaf=1, rtt_ms=rtt, bw_mbps=spec.bw_mbps,
+              loss_pct=spec.loss_pct, jitter_ms=spec.jitter_ms)
+    point: dict[str, Any] = {"rtt_ms": rtt, "bw_mbps": spec.bw_mbps, "migrations": [],
+                             "guest_network": spec.migration.guest_network}
+    transports = spec.transports if spec.compare_transports_at is None or \
+        rtt in spec.compare_transports_at else spec.transports[:1]
+    guests = [None] * len(transports)
+    if spec.migration.guest_network != "none":  # a guest per migration; its client at b
+        guests = [f"g{i + 1}" for i in range(len(transports))]
+        add_guests(net, spec.migration.guest_network, dict.fromkeys(guests, SRC), [DST],
+                   client_on=DST)
+    t0 = time.monotonic()
+    with Lab(net) as lab:
+        dst_ip = net.address(DST)
+        lab.run(SRC, ["ping", "-c", "2", "-i", "0.2", "-W", "3", dst_ip], check=False)
+        point["ping"] = ping(lab, SRC, dst_ip, count=10, interval_s=0.2)
+        path_rtt = max(rtt, point["ping"].get("rtt_p50_ms") or 0.0, 5.0)  # what TCP sees
+        bdp = spec.bw_mbps * 1e6 / 8 * path_rtt / 1000
+        point["iperf3"] = iperf3(lab, SRC, DST, dst_ip, spec.iperf_seconds,
+                                 window=f"{int(2 * bdp) + 65536}",
+                                 omit_s=spec.iperf_omit_s)
+        progress(f"{spec.name}: RTT {rtt:g} ms (measured p50 {point['ping'].get('rtt_p50_ms')}"
+                 f"), iperf3 {point['iperf3']['iperf3_mbps']} Mbit/s from a cold start, "
+                 f"{point['iperf3']['steady_mbps']} steady; lab up "
+                 f"{time.monotonic() - t0:.0f} s ago")
+        for i, transport in enumerate(transports):
+            run = migrate(lab, _job(spec, transport, dst_ip, 7800 + i, guests[i]))
+            mig = dict(run.result) | {
+                "case": f"{transport} @ {rtt:g} ms", "transport_choice": transport,
+                "rtt_ms": rtt, "rtt_measured_ms": point["ping"].get("rtt_p50_ms"),
+                "iperf3_mbps": point["iperf3"]["iperf3_mbps"],
+                "dirty_rate_mbs": spec.migration.dirty_rate_mbs,
+                "converged": _converged(run.result),
+                "beyond_150ms": rtt > spec.mark_rtt_ms}
+            point["migrations"].append(mig)
+            all_migrations.append(mig)
+            progress(f"{spec.name}: {transport} @ {rtt:g} ms: "
+                     f"{'FAILED: ' + str(mig.get('error')) if failed(mig) else 'ok'}, "
+                     f"{cell(mig, 'migration_time_s')} s, {mig.get('rounds')} rounds, "
+                     f"downtime {cell(mig, 'downtime_ms', '.0f')} ms, client outage "
+                     f"{client_outage(mig)}, goodput {cell(mig, 'goodput_mbps', '.0f')} "
+                     f"Mbit/s")
+        point["qdisc_drops"] = lab.emulator_drops()
+        point["links"] = lab.links_readback()
+    return point
+
+
+def _converged(result: dict[str, Any]) -> bool:
+    """Switched over because the rest fit the downtime target (not forced by a limit)."""
+    reason = str(result.get("switchover_reason", ""))
+    return bool(result.get("completed")) and reason.startswith("converged")
+
+
+def report_section(doc: dict[str, Any]) -> list[str]:
+    lines = ["| RTT ms (measured) | iperf3 Mbit/s | transport | time s | rounds | downtime ms "
+             "| client outage ms | goodput Mbit/s | goodput / iperf3 | converged |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    mark = doc["spec"].get("mark_rtt_ms", 150)
+    for v in doc["variants"]:
+        for p in v.get("points", []):
+            for m in p["migrations"]:
+                ratio = (m.get("goodput_mbps") or 0) / p["iperf3"]["iperf3_mbps"] \
+                    if p["iperf3"]["iperf3_mbps"] else None
+                flag = " **(> 150 ms)**" if p["rtt_ms"] > mark else ""
+                lines.append(
+                    f"| {p['rtt_ms']:g} ({p['ping'].get('rtt_p50_ms')}){flag} | "
+                    f"{p['iperf3']['iperf3_mbps']:.1f} | {m['transport_choice']} | "
+                    f"{cell(m, 'migration_time_s')} | {cell(m, 'rounds', 'd')} | "
+                    f"{cell(m, 'downtime_ms', '.0f')} | {client_outage(m)} | "
+                    f"{cell(m, 'goodput_mbps')} | "
+                    f"{'-' if ratio is None or failed(m) else f'{ratio:.2f}'} | "
+                    f"{'yes' if m.get('converged') else 'no'} |")
+    return lines
+
+
+def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
+    """Migration time, downtime and goodput vs RTT per transport; the 150 ms line marked."""
+    import matplotlib.pyplot as plt
+
+    made = []
+    mark = doc["spec"].get("mark_rtt_ms", 150)
+    for vi, v in enumerate(doc["variants"]):
+        pts = v.get("points", [])
+        if not pts:
+            continue
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        transports = sorted({m["transport_choice"] for p in pts for m in p["migrations"]})
+        for tr in transports:
+            xs, tm, dt, gp = [], [], [], []
+            for p in pts:
+                for m in p["migrations"]:
+                    if m["transport_choice"] == tr:
+                        xs.append(p["rtt_ms"])
+                        tm.append(value(m, "migration_time_s"))
+                        dt.append(value(m, "downtime_ms"))
+                        gp.append(value(m, "goodput_mbps"))
+            axes[0].plot(xs, tm, "o-", label=tr)
+            axes[1].plot(xs, dt, "o-", label=tr)
+            axes[2].plot(xs, gp, "o-", label=tr)
+        axes[2].plot([p["rtt_ms"] for p in pts], [p["iperf3"]["iperf3_mbps"] for p in pts],
+                     "k--", label="iperf3")
+        for ax, label in zip(axes, ("migration time (s)", "downtime (ms)", "goodput (Mbit/s)"),
+                             strict=True):
+            ax.axvline(mark, color="red", ls=":", lw=1)
+            ax.set_xlabel("RTT (ms)")
+            ax.set_ylabel(label)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{doc['spec']['name']}: {doc['spec']['bw_mbps']:g} Mbit/s WAN "
+                     f"(red: {mark:g} ms)")
+        made.append(save_figure(fig, out_dir / f"{doc['spec']['name']}-{vi}-vs-rtt.png"))
+    return made

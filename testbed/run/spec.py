@@ -1,0 +1,302 @@
+"""Experiment specs (TOML) validated into typed models before anything touches the kernel.
+
+Every spec has ``name``, ``kind`` (which experiment), ``description``, ``repetitions`` and an
+optional ``[sweep]`` table: dotted keys of the spec mapped to lists of values; the run covers
+the cartesian product of those lists. An error names the file, the line and key, and what is
+wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SpecError(ValueError):
+    """A spec file is unreadable or invalid; the message says where and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MigrationParams(Strict):
+    """How each migration in an experiment is done (the agents' options)."""
+
+    workload_mib: int = Field(32, ge=1, le=65536)
+    dirty_rate_mbs: float = Field(4.0, ge=0, le=10_000)
+    streams: int = Field(1, ge=1, le=64)
+    compress: bool = False
+    downtime_ms: float = Field(300.0, gt=0, le=60_000)
+    max_rounds: int = Field(30, ge=1, le=1000)
+    bandwidth_cap_mbps: float | None = Field(None, gt=0)
+    timeout_s: float = Field(600.0, gt=0, le=86_400)
+    guest_network: Literal["none", "l2", "vxlan", "hostroute"] = Field(
+        "none", description="the guests' network identity and how it moves (none: guests "
+                            "without one; see topologies/guests.py)")
+    client_probe_ms: float = Field(1.0, ge=0.2, le=1000,
+                                   description="the client's request interval to each guest")
+
+
+class Common(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str
+    description: str = ""
+    repetitions: int = Field(1, ge=1, le=100)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("netns", "veth", "tbf", "netem")
+
+    @model_validator(mode="after")
+    def _sweep_lists_not_empty(self) -> Common:
+        for key, values in self.sweep.items():
+            if not values:
+                raise ValueError(f"sweep key {key!r} has no values")
+        return self
+
+
+class LinkParams(Strict):
+    delay_ms: float = Field(25.0, ge=0, le=5000, description="one-way delay, each direction")
+    bw_mbps: float | None = Field(100.0, gt=0, le=100_000)
+    jitter_ms: float = Field(0.0, ge=0, le=1000)
+    loss_pct: float = Field(0.0, ge=0, le=100)
+
+
+class MeasureParams(Strict):
+    ping_count: int = Field(20, ge=2, le=10_000)
+    iperf_seconds: float = Field(5.0, gt=0, le=110)
+    iperf_streams: int = Field(1, ge=1, le=64)
+
+
+class SmokeSpec(Common):
+    """Two hosts across one shaped link: RTT and iperf3 throughput vs the configured values."""
+
+    kind: Literal["smoke"] = "smoke"
+    link: LinkParams = LinkParams()
+    measure: MeasureParams = MeasureParams()
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        netem = self.link.delay_ms or self.link.jitter_ms or self.link.loss_pct
+        return ("netns", "veth", "tbf", "netem") if netem else ("netns", "veth", "tbf")
+
+
+class CoreLoadSpec(Common):
+    """Concurrent migrations across a spine-leaf fabric: spine load, ECMP, management impact."""
+
+    kind: Literal["core-load"] = "core-load"
+    spines: int = Field(2, ge=1, le=16)
+    leaves: int = Field(2, ge=2, le=32)
+    hosts_per_leaf: int = Field(2, ge=1, le=32)
+    host_link_mbps: float = Field(200.0, gt=0)
+    fabric_link_mbps: float = Field(100.0, gt=0)
+    ecmp_hash: Literal["l3", "l4"] = "l4"
+    concurrency: list[int] = Field(default_factory=lambda: [1, 4, 8], min_length=1)
+    paths: list[Literal["own-stack", "shared-management", "capped"]] = Field(
+        default_factory=lambda: ["own-stack", "shared-management", "capped"], min_length=1)
+    migration_cap_mbps: float = Field(40.0, gt=0, description="cap of the 'capped' path")
+    compare_paths_at: list[int] | None = Field(
+        None, description="burst sizes at which the paths after the first are run "
+                          "(default: every size in `concurrency`)")
+    probe_interval_ms: float = Field(20.0, ge=1, le=1000)
+    background_flow: bool = True
+    background_mbps: float = Field(30.0, gt=0, description="the tenant flow's offered rate")
+    sample_hz: float = Field(10.0, ge=1, le=100)
+    migration: MigrationParams = MigrationParams(workload_mib=16, dirty_rate_mbs=2.0)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ("netns", "veth", "tbf", "htb", "ecmp")
+
+
+class LongDistanceSpec(Common):
+    """One migration across a WAN at growing RTT: time, rounds, downtime, goodput vs iperf3."""
+
+    kind: Literal["long-distance"] = "long-distance"
+    rtt_ms: list[float] = Field(default_factory=lambda: [1, 10, 50, 100, 150, 200],
+                                min_length=1)
+    bw_mbps: float = Field(100.0, gt=0)
+    loss_pct: float = Field(0.0, ge=0, le=100)
+    jitter_ms: float = Field(0.0, ge=0)
+    transports: list[Literal["default-buffers", "bdp-buffers", "streams"]] = Field(
+        default_factory=lambda: ["default-buffers", "bdp-buffers", "streams"], min_length=1)
+    streams: int = Field(4, ge=2, le=64)
+    compare_transports_at: list[float] | None = Field(
+        None, description="RTTs at which the transports after the first are run "
+                          "(default: every RTT)")
+    iperf_seconds: float = Field(5.0, gt=0, le=110)
+    iperf_omit_s: float = Field(2.0, ge=0, le=30, description="seconds of slow start left "
+                                "out of iperf3's steady-state figure (reported beside the "
+                                "whole run's, which the migrations are compared with)")
+    mark_rtt_ms: float = 150.0
+    migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        base = ("netns", "veth", "tbf")
+        return (*base, "netem") if any(self.rtt_ms) or self.jitter_ms or self.loss_pct \
+            else base
+
+    @model_validator(mode="after")
+    def _no_vlan_around_the_wan(self) -> LongDistanceSpec:
+        if self.migration.guest_network == "l2":
+            raise ValueError("migration.guest_network = 'l2' would join the sites' VM "
+                             "networks by a link around the WAN (unshaped); use 'vxlan' or "
+                             "'hostroute'")
+        return self
+
+
+class CloudSpec(Common):
+    """On-prem -> WAN -> cloud gateway: plaintext vs encrypted, wire check, isolation check."""
+
+    kind: Literal["cloud-encrypted"] = "cloud-encrypted"
+    rtt_ms: float = Field(50.0, ge=0)
+    bw_mbps: float = Field(100.0, gt=0)
+    modes: list[Literal["plaintext", "encrypted"]] = Field(
+        default_factory=lambda: ["plaintext", "encrypted"], min_length=1)
+    wire_check: bool = True
+    migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        base = ("netns", "veth", "tbf")
+        return (*base, "netem") if self.rtt_ms else base
+
+
+KINDS: dict[str, type[Common]] = {
+    "smoke": SmokeSpec, "core-load": CoreLoadSpec, "long-distance": LongDistanceSpec,
+    "cloud-encrypted": CloudSpec,
+}
+Spec = Common
+
+
+def load(path: Path) -> Common:
+    """Read and validate one spec file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, str(path), text)
+
+
+def parse(data: dict[str, Any], origin: str = "<spec>", text: str = "") -> Common:
+    """Validate ``data`` (a parsed spec) into its kind's model, sweep values included."""
+    kind = data.get("kind", "smoke")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        line = _line_of(text, ("kind",))
+        raise SpecError(f"{origin}{line}: key 'kind': unknown experiment kind {kind!r} "
+                        f"(known: {', '.join(KINDS)})")
+    data = {"name": Path(origin).stem if origin != "<spec>" else kind} | data
+    spec = _validate(model, data, origin, text)
+    for variant in _expand(data, spec.sweep, origin):  # every sweep point must be valid too
+        _validate(model, variant, origin, text)
+    return spec
+
+
+def _validate(model: type[Common], data: dict[str, Any], origin: str, text: str) -> Common:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            problems.append(f"{origin}{_line_of(text, loc)}: key '{'.'.join(loc)}': "
+                            f"{err['msg']}")
+        raise SpecError("; ".join(problems)) from None
+
+
+def _line_of(text: str, loc: tuple[str, ...]) -> str:
+    """':LINE' where the key of ``loc`` is set in the TOML text, or '' when not found."""
+    if not text or not loc:
+        return ""
+    lines = text.splitlines()
+    section, start = "", 0
+    for depth in range(len(loc) - 1, 0, -1):  # the deepest [table] that exists
+        header = re.compile(rf"^\s*\[\s*{re.escape('.'.join(loc[:depth]))}\s*\]")
+        hit = next((i for i, ln in enumerate(lines) if header.match(ln)), None)
+        if hit is not None:
+            section, start = ".".join(loc[:depth]), hit + 1
+            break
+    key = loc[len(section.split(".")) if section else 0]
+    pat = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for i in range(start, len(lines)):
+        stripped = lines[i].lstrip()
+        if stripped.startswith("[") and not stripped.startswith(f"[{section}"):
+            break  # the next table: the key is not set in this one
+        if pat.match(lines[i]):
+            return f":{i + 1}"
+    return ""
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise SpecError(f"{origin}: sweep key {dotted!r}: {k!r} is not a table")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _expand(data: dict[str, Any], sweep: dict[str, list[Any]],
+            origin: str) -> list[dict[str, Any]]:
+    import copy
+
+    keys = list(sweep)
+    variants = []
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        variant = copy.deepcopy(data)
+        variant.pop("sweep", None)
+        for k, v in zip(keys, combo, strict=True):
+            if k in ("sweep", "name", "kind", "repetitions"):
+                raise SpecError(f"{origin}: sweep key {k!r} cannot be swept")
+            _set_dotted(variant, k, v, origin)
+        variants.append(variant)
+    return variants
+
+
+def variants(spec: Common) -> list[tuple[dict[str, Any], Common]]:
+    """Every point of the sweep: (the swept values, the concrete spec)."""
+    base = spec.model_dump()
+    out = []
+    for data in _expand(base, spec.sweep, spec.name):
+        point = {k: _get_dotted(data, k) for k in spec.sweep}
+        out.append((point, type(spec).model_validate(data | {"sweep": {}})))
+    return out
+
+
+def _get_dotted(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for k in dotted.split("."):
+        node = node[k]
+    return node
+
+
+def default_suite_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "experiments" / "default"
+
+
+def default_suite_files() -> list[Path]:
+    """The spec files `testbed run` runs with no spec: experiments/default/*.toml."""
+    files = sorted(default_suite_dir().glob("*.toml"))
+    if not files:
+        raise SpecError(f"no default suite in {default_suite_dir()}")
+    return files
+
+
+def default_suite() -> list[Common]:
+    """The default suite's specs, validated."""
+    return [load(p) for p in default_suite_files()]
