@@ -1,14 +1,16 @@
-"""A client of the workload's UDP service: sees the migration gap as the client would."""
+"""The source agent's async client of the guest's counter service (``agents.client.service``):
+sees the migration gap as a client would, across several targets at once."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
-import struct
 from dataclasses import dataclass, field
 
 import trio
+
+from agents.client import service
 
 
 @dataclass
@@ -49,15 +51,18 @@ async def probe(targets: list[tuple[str, int]], log: ProbeLog, interval_s: float
         async def receiver() -> None:
             while True:
                 data, peer = await sock.recvfrom(512)
-                if len(data) >= 21 and data[:1] == b"C" and data[13:21] == token:
-                    counter, _pid = struct.unpack_from("<QI", data, 1)
+                answer = service.parse_reply(data)
+                if answer is not None and answer[2] == token:
+                    counter = answer[0]
                     idx = next((i for i, t in enumerate(targets) if t == peer[:2]), -1)
                     log.replies.append((trio.current_time(), counter, idx))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(receiver)
+            seq = 0
             while True:
                 for t in targets:
                     with contextlib.suppress(OSError):
-                        await sock.sendto(b"C" + token, t)
+                        await sock.sendto(service.request(token, seq), t)
+                seq += 1
                 await trio.sleep(interval_s)

@@ -24,7 +24,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -33,9 +32,8 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from agents.addresses import hostport
+from agents.client.service import REPLY, REQUEST
 
-REQUEST = struct.Struct("<c8sQ")  # b"C", run token, sequence number
-REPLY = struct.Struct("<cQI8sQ")  # b"C", counter, pid, run token, sequence number
 CHUNK = 1 << 16  # record slots added at a time when the duration is open-ended
 MAX_GAPS = 20
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agents.client import service
 from agents.memory.dirty import register_uffd_wp_async
 
 PAGE = mmap.PAGESIZE
@@ -147,9 +148,9 @@ class Guest:
                 continue
             except OSError:
                 return
-            if data[:1] == b"C":
-                reply = b"C" + struct.pack("<QI", self.counter, os.getpid()) + data[1:17]
-            elif data[:1] == b"I":
+            if data[:1] == service.COUNTER:
+                reply = service.reply(self.counter, os.getpid(), data)
+            elif data[:1] == service.INFO:
                 reply = b"I" + json.dumps(self.info()).encode()
             else:
                 continue

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import xxhash
 
-from agents.memory.layout import Layout
+from agents.memory.layout import Layout, Region
 from agents.wire.digest import hash_units
 
 # --- uapi constants (linux/userfaultfd.h, linux/fs.h) --------------------------------------
@@ -173,27 +173,63 @@ def probe_pagemap_scan(pid: int, layout: Layout) -> bool:
 _soft_dirty_ok: bool | None = None
 
 
-def probe_soft_dirty() -> bool:
-    """Write a page after clear_refs in this process and expect bit 55 in pagemap."""
+def probe_soft_dirty(pages: int = 8) -> bool:
+    """Write every other page of a fresh mapping after clear_refs and expect pagemap's bit 55
+    on exactly those (cached: the answer is the kernel's)."""
     global _soft_dirty_ok
-    if _soft_dirty_ok is not None:
-        return _soft_dirty_ok
-    ok = False
+    if _soft_dirty_ok is None:
+        _soft_dirty_ok = _with_mapping(pages, _soft_dirty_marks)
+    return _soft_dirty_ok
+
+
+def probe_uffd_wp_scan(pages: int = 8) -> bool:
+    """The tracker itself on a mapping of this process: register it for async write-protect,
+    arm it, write every other page, and expect PAGEMAP_SCAN to report exactly those."""
+    return _with_mapping(pages, _uffd_wp_scan_marks)
+
+
+def _with_mapping(pages: int, check: Callable[[mmap.mmap, int, int], bool]) -> bool:
+    buf = mmap.mmap(-1, pages * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = ctypes.c_char.from_buffer(buf)
+    addr = ctypes.addressof(view)
+    del view  # the address stays valid while buf is mapped; the export must go before close
     try:
-        buf = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        buf[0] = 1
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("4")
-        buf[0] = 2
-        with open("/proc/self/pagemap", "rb") as f:
-            f.seek(addr // mmap.PAGESIZE * 8)
-            (entry,) = struct.unpack("=Q", f.read(8))
-        ok = bool(entry & PM_SOFT_DIRTY)
+        return check(buf, addr, pages)
     except OSError:
-        ok = False
-    _soft_dirty_ok = ok
-    return ok
+        return False
+    finally:
+        buf.close()
+
+
+def _write_even_pages(buf: mmap.mmap, pages: int, value: int) -> None:
+    for i in range(0, pages, 2):
+        buf[i * mmap.PAGESIZE] = value
+
+
+def _soft_dirty_marks(buf: mmap.mmap, addr: int, pages: int) -> bool:
+    for i in range(pages):
+        buf[i * mmap.PAGESIZE] = 1
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("4")
+    _write_even_pages(buf, pages, 2)
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(addr // mmap.PAGESIZE * 8)
+        entries = struct.unpack(f"={pages}Q", f.read(8 * pages))
+    return [bool(e & PM_SOFT_DIRTY) for e in entries] == [i % 2 == 0 for i in range(pages)]
+
+
+def _uffd_wp_scan_marks(buf: mmap.mmap, addr: int, pages: int) -> bool:
+    fd = register_uffd_wp_async(addr, pages * mmap.PAGESIZE)
+    try:
+        tracker = PagemapScanTracker(os.getpid(), Layout(mmap.PAGESIZE, [Region(addr, pages)]))
+        try:
+            tracker.arm(addr, addr + pages * mmap.PAGESIZE)
+            _write_even_pages(buf, pages, 3)
+            return tracker.collect() == list(range(0, pages, 2))
+        finally:
+            tracker.close()
+    finally:
+        os.close(fd)
 
 
 class SoftDirtyTracker(Tracker):

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import dirtyprobe
+from agents.memory import dirty
 
 #: Kernel features the testbed can use (VRF and the OVS datapath have stand-ins: policy
 #: routing and Linux bridges).
@@ -232,8 +232,8 @@ def diagnose(check_kvm: bool = True) -> Report:
 
     t0 = time.monotonic()
     feats = probe_network()
-    feats["soft_dirty"] = dirtyprobe.soft_dirty_works()
-    feats["uffd_wp_scan"] = dirtyprobe.uffd_wp_scan_works()
+    feats["soft_dirty"] = dirty.probe_soft_dirty()
+    feats["uffd_wp_scan"] = dirty.probe_uffd_wp_scan()
     tools = probe_tools()
     in_vm = os.environ.get(IN_VM_ENV) == "1"
     gaps = missing(feats)
