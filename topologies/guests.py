@@ -109,12 +109,7 @@ class GuestPlan:
         if self.mode == "hostroute":
             ip = self.slot(guest, dst).ip
             for route in host_routes(net, self, f"{ip}/32", dst):
-                cmd = ["ip", "route", "replace", route.dst]
-                cmd += ["via", route.via[0]] if len(route.via) == 1 else [
-                    w for hop in route.via for w in ("nexthop", "via", hop)]
-                if route.dev:
-                    cmd += ["dev", route.dev]
-                on_resume.setdefault(route.node, []).append(cmd)
+                on_resume.setdefault(route.node, []).append(route.command())
             on_end.setdefault(src, []).append(["ip", "route", "del", f"{ip}/32", "dev", VSWITCH])
         return on_resume, on_end
 

@@ -39,14 +39,7 @@ def node_commands(net: Network, node: str, shaper: Shaper | None = None) -> list
                          "pref", str(100 + st.table)])
     for r in net.routes:
         if r.node == node:
-            cmd = ["ip", "route", "replace", r.dst]
-            cmd += ["via", r.via[0]] if len(r.via) == 1 else []
-            for hop in r.via if len(r.via) > 1 else ():
-                cmd += ["nexthop", "via", hop]
-            cmd += ["dev", r.dev] if r.dev else []
-            cmd += ["src", r.src] if r.src else []
-            cmd += ["table", str(r.table)] if r.table is not None else []
-            cmds.append(cmd)
+            cmds.append(r.command())
     cmds += [list(c) for c in net.commands.get(node, [])]
     return cmds
 

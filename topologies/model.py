@@ -83,6 +83,21 @@ class Route:
     table: int | None = None
     src: str | None = None
 
+    def command(self) -> list[str]:
+        """The ``ip route replace`` command that installs this route on its node."""
+        cmd = ["ip", "route", "replace", self.dst]
+        if len(self.via) == 1:
+            cmd += ["via", self.via[0]]
+        for hop in self.via if len(self.via) > 1 else ():
+            cmd += ["nexthop", "via", hop]
+        if self.dev:
+            cmd += ["dev", self.dev]
+        if self.src:
+            cmd += ["src", self.src]
+        if self.table is not None:
+            cmd += ["table", str(self.table)]
+        return cmd
+
 
 @dataclass(frozen=True)
 class Node:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from topologies.model import Link, Network, Route
+from topologies.model import Link, Network
 
 from ..host import appliance, state
 from ..host.nsexec import ns_prefix, run
@@ -177,7 +177,7 @@ class Lab:
         self.stack_mode = routing.setup_stacks(self)  # VRFs/rules before their routes
         routes: dict[str, list[list[str]]] = {}
         for route in self.network.routes:
-            routes.setdefault(route.node, []).append(route_command(route))
+            routes.setdefault(route.node, []).append(route.command())
         for node, cmds in routes.items():
             self.run_many(node, cmds)
         routing.apply_caps(self)
@@ -394,21 +394,6 @@ def _switch_params(kind: str | None) -> dict[str, Any]:
     from mininet.nodelib import LinuxBridge
 
     return {"cls": LinuxBridge, "inNamespace": False}
-
-
-def route_command(route: Route) -> list[str]:
-    cmd = ["ip", "route", "replace", route.dst]
-    if len(route.via) == 1:
-        cmd += ["via", route.via[0]]
-    for hop in route.via if len(route.via) > 1 else ():
-        cmd += ["nexthop", "via", hop]
-    if route.dev:
-        cmd += ["dev", route.dev]
-    if route.src:
-        cmd += ["src", route.src]
-    if route.table is not None:
-        cmd += ["table", str(route.table)]
-    return cmd
 
 
 def _tx_dropped(dev: str, pid: int | None) -> int:

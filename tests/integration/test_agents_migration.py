@@ -6,95 +6,28 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import struct
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-import trio
 
 import agents.source
-from agents.destination import Destination, DestinationConfig
 from agents.memory.process import ProcessMemory, process_state
-from agents.source import SourceConfig, migrate
 from agents.wire.sender import Sender
+from tests.helpers import (
+    PY,
+    assert_runs_on,
+    counter_of,
+    destination,
+    kill,
+    migrate_in_process,
+    run_source,
+    workload,
+)
 
 pytestmark = pytest.mark.integration
-PY = [sys.executable, "-m", "agents"]
-
-
-def counter_of(service, timeout=1.0) -> int | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(b"C" + b"t" * 8, tuple(service))
-        try:
-            data, _ = s.recvfrom(64)
-        except TimeoutError:
-            return None
-        return struct.unpack_from("<Q", data, 1)[0]
-
-
-def assert_runs_on(info):
-    """The guest is not stopped and its counter still moves: it runs on where it was."""
-    assert process_state(info["pid"]) not in "tTZ"
-    c1 = counter_of(info["service"])
-    time.sleep(0.2)
-    assert c1 is not None and counter_of(info["service"]) > c1
-
-
-def migrate_in_process(src):
-    """Migrate memory source ``src`` to an in-process destination on loopback; the result
-    and the destination's outcomes."""
-    async def main():
-        dest = Destination(DestinationConfig("127.0.0.1", 0, idle_timeout=10))
-        async with trio.open_nursery() as n:
-            port = await n.start(dest.serve, True)
-            res = await migrate(src, SourceConfig("127.0.0.1", port, preflight="off"),
-                                kind="pid")
-        return res, dest.outcomes
-
-    return trio.run(main)
-
-
-def kill(pid):
-    with contextlib.suppress(ProcessLookupError, TypeError):
-        os.kill(pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def destination(*extra, netns=None):
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    proc = subprocess.Popen([*prefix, *PY, "destination", *extra], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        port = json.loads(proc.stdout.readline())["listening"][1]
-        yield proc, port
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-@contextlib.contextmanager
-def workload(*args):
-    proc = subprocess.Popen([*PY, "workload", *args], stdout=subprocess.PIPE, text=True)
-    try:
-        info = json.loads(proc.stdout.readline())
-        yield proc, info
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def run_source(*args, timeout=50):
-    out = subprocess.run([*PY, "source", *args, "--json"], capture_output=True, text=True,
-                         timeout=timeout)
-    return out.returncode, json.loads(out.stdout)
-
-
 def test_workload_live_migration_resumes_at_destination():
     with destination("--listen", "127.0.0.1:0") as (dproc, port):
         rc, res = run_source("--workload", "48M", "--dirty-rate", "40", "--to",

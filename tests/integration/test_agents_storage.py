@@ -9,7 +9,7 @@ import time
 import pytest
 
 from agents.memory.process import process_state
-from tests.integration.test_agents_migration import (
+from tests.helpers import (
     assert_runs_on,
     counter_of,
     destination,

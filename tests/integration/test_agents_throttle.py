@@ -12,7 +12,7 @@ import pytest
 
 from agents.guest.throttle import CgroupThrottle, make_throttle
 from agents.memory.source import MemorySource
-from tests.integration.test_agents_migration import destination, kill, run_source
+from tests.helpers import destination, kill, run_source
 
 pytestmark = pytest.mark.integration
 

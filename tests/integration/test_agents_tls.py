@@ -16,8 +16,8 @@ import pytest
 
 from agents.memory.process import process_state
 from agents.security.credentials import make_credentials
-from tests.integration.test_agents_migration import destination as loopback_destination
-from tests.integration.test_agents_migration import kill
+from tests.helpers import destination as loopback_destination
+from tests.helpers import kill
 
 pytestmark = pytest.mark.integration
 PY = [sys.executable, "-m", "agents"]

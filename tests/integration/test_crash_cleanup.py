@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from testbed.host import state
+from tests.helpers import alive, processes
 
 pytestmark = pytest.mark.integration
 
@@ -51,28 +52,12 @@ def _footprint() -> dict[str, set]:
 
 
 def _still_running(procs: set[str]) -> bool:
-    """Whether any of ``procs`` ("pid:cmdline") still runs: in the VM, whose init does not
-    reap orphans, an orphan that exited lingers as a zombie with nothing left to kill."""
-    for entry in procs:
-        try:
-            stat = Path(f"/proc/{entry.split(':', 1)[0]}/stat").read_text()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] != "Z":
-            return True
-    return False
+    """Whether any of ``procs`` ("pid:cmdline") still runs (a zombie does not)."""
+    return any(alive(int(entry.split(":", 1)[0])) for entry in procs)
 
 
 def _pids_running(needle: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cmd.startswith(needle):
-            found.append(int(pid))
-    return found
+    return [pid for pid, _ in processes(needle)]
 
 
 def _stop_run_halfway(tmp_path: Path, spec_text: str, vm: str = "never",

@@ -23,6 +23,7 @@ from agents.qemu.driver import Plan, QemuError, local_launcher, migrate
 from testbed.host import clean, state
 from testbed.lab import Lab
 from testbed.measure.qemu_migration import QEMU_RUN_DIR, QemuJob, migrate_qemu
+from tests.helpers import processes
 from topologies import build
 
 pytestmark = pytest.mark.integration
@@ -114,15 +115,7 @@ def test_qemu_guest_across_a_wan_link_with_delay():
 
 
 def _qemu_pids() -> list[tuple[int, str]]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cmd.startswith("qemu-system"):
-            found.append((int(pid), cmd))
-    return found
+    return processes("qemu-system")
 
 
 DRIVER = textwrap.dedent("""

@@ -1,8 +1,6 @@
 import shlex
 
 from testbed.host import doctor, vm
-from testbed.lab.lab import route_command
-from topologies.model import Route
 
 
 def test_guest_command_announces_then_execs_with_env():
@@ -31,33 +29,3 @@ def test_missing_features():
     feats = dict.fromkeys(doctor.NETWORK_FEATURES, True) | {"netem": False}
     assert doctor.missing(feats) == ["netem"]
     assert doctor.missing(feats, ("veth",)) == []
-
-
-def test_ecmp_route_command():
-    cmd = route_command(Route("r1", "10.2.0.0/16", via=("10.0.0.1", "10.0.1.1"), table=100))
-    assert cmd == ["ip", "route", "replace", "10.2.0.0/16", "nexthop", "via", "10.0.0.1",
-                   "nexthop", "via", "10.0.1.1", "table", "100"]
-
-
-def test_parse_params_types_and_errors():
-    import click
-    import pytest
-
-    from testbed.cli import parse_params
-
-    assert parse_params(("spines=4", "rtt_ms=150.5", "stacks=false", "name=x",
-                         "links=[1, 2]")) == {"spines": 4, "rtt_ms": 150.5, "stacks": False,
-                                              "name": "x", "links": [1, 2]}
-    with pytest.raises(click.BadParameter):
-        parse_params(("spines",))
-
-
-def test_topo_show_cli_reports_unknown_parameter():
-    from click.testing import CliRunner
-
-    from testbed.cli import main
-
-    res = CliRunner().invoke(main, ["topo", "show", "wan", "rtt=3"])
-    assert res.exit_code != 0 and "unknown parameter" in res.output and "rtt_ms" in res.output
-    res = CliRunner().invoke(main, ["topo", "show", "pair", "delay_ms=5"])
-    assert res.exit_code == 0 and "h1-eth0" in res.output
