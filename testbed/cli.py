@@ -214,6 +214,23 @@ def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement],
     return failed
 
 
+@main.command("report")
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path))
+def report_cmd(results_dir: Path) -> None:
+    """Re-make report.md and the plots of RESULTS_DIR from its saved results documents (no
+    lab, no root: change a plot without rerunning the experiments)."""
+    from .results.documents import DocumentError, load
+    from .results.report import finish
+
+    try:
+        if not load(results_dir):
+            raise InputError(f"{results_dir}: no results documents (*.json with a spec and "
+                             "variants) in it")
+        finish(results_dir, console)
+    except DocumentError as exc:
+        raise InputError(str(exc)) from None
+
+
 @main.command()
 def clean() -> None:
     """Remove every namespace, link, qdisc, OVS bridge and process a dead run left."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .documents import Document
+
 
 def save_figure(fig: Any, path: Path) -> Path:
     """Lay out, write (PNG, 110 dpi) and close one experiment's figure."""
@@ -16,15 +18,16 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_all(out_dir: Path, docs: list[dict[str, Any]]) -> list[Path]:
+def plot_all(out_dir: Path, docs: list[Document]) -> list[Path]:
+    """Every kind's plots of every document, into ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..run.kinds import plotter_for
+    from .kinds import plotter
 
     made: list[Path] = []
     for doc in docs:
-        plot = plotter_for(doc["spec"]["kind"])
+        plot = plotter(doc.kind)
         if plot is not None:
             made += plot(doc, out_dir)
     return made

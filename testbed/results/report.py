@@ -6,43 +6,31 @@ Every measured migration is put next to the analytical pre-copy prediction
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from . import model
+from . import kinds, model
+from .documents import Document, Migration, load
 
 MIB = 2**20
+Mig = Migration | dict[str, Any]  # a kind's nested migration records are plain dicts
 
 
-def load_docs(out_dir: Path) -> list[dict[str, Any]]:
-    docs = []
-    for p in sorted(out_dir.glob("*.json")):
-        try:
-            doc = json.loads(p.read_text())
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and "spec" in doc and "variants" in doc:
-            docs.append(doc)
-    return docs
+def _typed(m: Mig) -> Migration:
+    return m if isinstance(m, Migration) else Migration.from_json(m)
 
 
-def migrations(doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(variant, migration) pairs of a document."""
-    return [(v, m) for v in doc["variants"] for m in v.get("migrations", [])]
-
-
-def prediction_for(m: dict[str, Any]) -> dict[str, Any] | None:
+def prediction_for(m: Migration) -> dict[str, Any] | None:
     """The model's forecast for one completed migration, beside what was measured (None if
     it failed or too little was measured)."""
-    if not m.get("completed"):
+    if not m.completed:
         return None
-    inp = model.inputs_from(m)
+    inp = model.inputs_from(m.raw)
     if inp is None:
         return None
     f = model.forecast(inp)
-    dev_t = model.deviation(m.get("migration_time_s") or 0.0, f.migration_time_s)
-    dev_d = model.deviation(m.get("downtime_ms") or 0.0, f.downtime_ms)
+    dev_t = model.deviation(m.migration_time_s or 0.0, f.migration_time_s)
+    dev_d = model.deviation(m.downtime_ms or 0.0, f.downtime_ms)
     return {"lambda": f.ratio, "rounds": f.rounds, "migration_time_s": f.migration_time_s,
             "downtime_ms": f.downtime_ms, "deviation_time": dev_t, "deviation_downtime": dev_d,
             "rate_mbps": inp.rate_bytes_s * 8 / 1e6, "dirty_mbs": inp.dirty_bytes_s / 1e6,
@@ -50,31 +38,38 @@ def prediction_for(m: dict[str, Any]) -> dict[str, Any] | None:
             "flag": model.flagged(dev_t) or model.flagged(dev_d)}
 
 
-def failed(m: dict[str, Any]) -> bool:
+def failed(m: Mig) -> bool:
     """A migration that did not complete with its integrity verified."""
-    return not (m.get("completed") and m.get("integrity_ok"))
+    return _typed(m).failed
 
 
-def outage_never_ended(m: dict[str, Any]) -> bool:
+def outage_never_ended(m: Mig) -> bool:
     """The guest's client lost it and never heard from it again."""
-    return (m.get("client") or {}).get("outage_resolved") is False
+    return _typed(m).outage_resolved is False
 
 
-def cell(m: dict[str, Any], key: str, fmt: str = ".1f") -> str:
+def _figure(m: Migration, key: str) -> Any:
+    return getattr(m, key) if key in Migration.__dataclass_fields__ else m.raw.get(key)
+
+
+def cell(m: Mig, key: str, fmt: str = ".1f") -> str:
     """A measured figure of a migration for a table: "failed" where the migration failed."""
-    if failed(m):
+    m = _typed(m)
+    if m.failed:
         return "failed"
-    value = m.get(key)
+    value = _figure(m, key)
     return "-" if value is None else format(value, fmt)
 
 
-def value(m: dict[str, Any], key: str) -> float:
+def value(m: Mig, key: str) -> float:
     """A measured figure of a migration for a plot: NaN (no point) where it failed."""
-    v = m.get(key)
-    return float("nan") if failed(m) or v is None else float(v)
+    m = _typed(m)
+    v = _figure(m, key)
+    return float("nan") if m.failed or v is None else float(v)
 
 
-def _f(x: Any, fmt: str = ".1f") -> str:
+def fmt(x: Any, fmt: str = ".1f") -> str:
+    """A value for a table: "-" for none, yes/no for booleans."""
     if x is None:
         return "-"
     if isinstance(x, bool):
@@ -91,34 +86,34 @@ def _pct(x: float | None) -> str:
     return "pred. 0" if x is None else f"{x * 100:+.0f} %"
 
 
-def client_outage(m: dict[str, Any]) -> str:
+def client_outage(m: Mig) -> str:
     """The outage a client saw: from the client's own probe when the guest has a network
     identity, else the gap the source agent's probe heard (marked so)."""
-    if outage_never_ended(m):
+    m = _typed(m)
+    if m.outage_resolved is False:
         return "never ended"
-    if m.get("client_outage_ms") is not None:
-        return f"{m['client_outage_ms']:.0f}"
-    if m.get("client_downtime_ms") is not None:
-        return f"{m['client_downtime_ms']:.0f} (agent's probe)"
+    if m.client_outage_ms is not None:
+        return f"{m.client_outage_ms:.0f}"
+    if m.client_downtime_ms is not None:
+        return f"{m.client_downtime_ms:.0f} (agent's probe)"
     return "-"
 
 
-def migration_table(doc: dict[str, Any]) -> list[str]:
-    migs = migrations(doc)
+def migration_table(doc: Document) -> list[str]:
+    migs = doc.migrations()
     if not migs:
         return []
     lines = ["| case | image MiB | rounds (pred.) | time s (pred.) | downtime ms (pred.) | "
              "client outage ms | goodput / iperf3 Mbit/s | encrypted | integrity | tracking | "
              "flag |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, m in migs:
-        point = ", ".join(f"{k}={val}" for k, val in v.get("sweep_point", {}).items())
-        case = " ".join(x for x in (m.get("case", ""), point) if x)
-        head = f"| {case} | {_f((m.get('image_bytes') or 0) / MIB, '.0f')} | "
-        if failed(m):
-            why = str(m.get("error") or m.get("switchover_reason") or "not verified")
+        case = " ".join(x for x in (m.case, v.label) if x)
+        head = f"| {case} | {fmt(m.image_bytes / MIB, '.0f')} | "
+        if m.failed:
+            why = str(m.error or m.switchover_reason or "not verified")
             lines.append(head + f"**failed** | **failed** | **failed** | {client_outage(m)} | "
-                         f"- | {_f(m.get('encrypted'))} | {_f(m.get('integrity_ok'))} | "
-                         f"{m.get('dirty_tracking', '-')} | {why[:80].replace('|', '/')} |")
+                         f"- | {fmt(m.encrypted)} | {fmt(m.integrity_ok)} | "
+                         f"{m.dirty_tracking or '-'} | {why[:80].replace('|', '/')} |")
             continue
         pred = prediction_for(m)
         flag = "-" if pred is None else ("**>20 %**" if pred["flag"] else "ok")
@@ -128,37 +123,23 @@ def migration_table(doc: dict[str, Any]) -> list[str]:
         d_pred = f" ({pred['downtime_ms']:.0f}, {_pct(pred['deviation_downtime'])})" \
             if pred else ""
         lines.append(
-            head + f"{_f(m.get('rounds'))}{r_pred} | {_f(m.get('migration_time_s'))}{t_pred} | "
-            f"{_f(m.get('downtime_ms'), '.0f')}{d_pred} | {client_outage(m)} | "
-            f"{_f(m.get('goodput_mbps'))} / {_f(m.get('iperf3_mbps'))} | "
-            f"{_f(m.get('encrypted'))} | {_f(m.get('integrity_ok'))} | "
-            f"{m.get('dirty_tracking', '-')} | {flag} |")
+            head + f"{fmt(m.rounds)}{r_pred} | {fmt(m.migration_time_s)}{t_pred} | "
+            f"{fmt(m.downtime_ms, '.0f')}{d_pred} | {client_outage(m)} | "
+            f"{fmt(m.goodput_mbps)} / {fmt(m.iperf3_mbps)} | "
+            f"{fmt(m.encrypted)} | {fmt(m.integrity_ok)} | "
+            f"{m.dirty_tracking or '-'} | {flag} |")
     return lines
 
 
-def summary_lines(doc: dict[str, Any]) -> list[str]:
-    """Kind-specific headline section (each kind's module may add its own)."""
-    kind = doc["spec"]["kind"]
-    if kind == "smoke":
-        lines = ["| configured RTT ms | RTT p50 ms | configured Mbit/s | iperf3 Mbit/s | "
-                 "queue drops |", "|---|---|---|---|---|"]
-        for v in doc["variants"]:
-            s = v.get("summary", {})
-            lines.append(f"| {_f(s.get('configured_rtt_ms'))} | {_f(s.get('rtt_p50_ms'), '.2f')}"
-                         f" | {_f(s.get('configured_bw_mbps'))} | {_f(s.get('iperf3_mbps'))} | "
-                         f"{_f(s.get('qdisc_drops'), 'd')} |")
-        return lines
-    from ..run.kinds import report_section
-
-    return report_section(kind, doc)
-
-
-def write_report(out_dir: Path, docs: list[dict[str, Any]], plots: list[Path]) -> Path:
+def write_report(out_dir: Path, docs: list[Document], plots: list[Path]) -> Path:
     lines = ["# Migration testbed report", ""]
     if docs:
-        env = docs[0]["environment"]
-        lines += [f"Kernel {env['kernel']}, {env['cpus']} CPUs, Python {env['python']}, "
-                  f"testbed {env['versions'].get('testbed')}.", ""]
+        env, code = docs[0].environment, docs[0].code
+        commit = (code.get("commit") or "unknown")[:12]
+        commit += " (with local changes)" if code.get("modified") else ""
+        lines += [f"Kernel {env.get('kernel')}, {env.get('cpus')} CPUs, Python "
+                  f"{env.get('python')}, testbed {code.get('version') or '?'} at commit "
+                  f"{commit}; results schema {docs[0].schema}.", ""]
     lines += ["Every migration is shown with the analytical pre-copy prediction in brackets "
               "(lambda = D/R; T_mig = V/R (1 - lambda^(n+1)) / (1 - lambda) + (n+1) RTT + "
               "resume; T_down = V lambda^n / R + 2 RTT + resume; V = the bytes round 0 had to "
@@ -174,24 +155,22 @@ def write_report(out_dir: Path, docs: list[dict[str, Any]], plots: list[Path]) -
               "ones, so the last round's set (and the downtime) comes out larger than "
               "predicted. A migration that failed is shown as failed.", ""]
     for doc in docs:
-        spec = doc["spec"]
-        lines += [f"## {spec['name']} ({spec['kind']})", "",
-                  spec.get("description") or "", "",
-                  f"Status: {doc['status']}, {doc.get('duration_s', 0):.0f} s, "
-                  f"{len(doc['variants'])} variant run(s).", ""]
-        where = doc["environment"].get("placement")
+        lines += [f"## {doc.name} ({doc.kind})", "", doc.description, "",
+                  f"Status: {doc.status}, {doc.duration_s:.0f} s, "
+                  f"{len(doc.variants)} variant run(s).", ""]
+        where = doc.placement
         if where:
             lines += [f"Ran: **{where['where']}** ({where['why']}).", ""]
-        bad = [m.get("case", "?") for _, m in migrations(doc) if failed(m)]
+        bad = [m.case or "?" for _, m in doc.migrations() if m.failed]
         if bad:
             lines += [f"**{len(bad)} migration(s) failed or were not verified:** "
                       + ", ".join(bad), ""]
-        lines += summary_lines(doc) + [""]
+        lines += kinds.section(doc) + [""]
         table = migration_table(doc)
         if table:
             lines += ["### Migrations", ""] + table + [""]
         for p in plots:
-            if p.name.startswith(spec["name"]):
+            if p.name.startswith(doc.name):
                 lines += [f"![{p.stem}]({p.name})", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -202,7 +181,7 @@ def finish(out_dir: Path, console: Any) -> None:
     """Plots, report.md and a summary table for everything in ``out_dir``."""
     from rich.table import Table
 
-    docs = load_docs(out_dir)
+    docs = load(out_dir)
     if not docs:
         return
     from .plots import plot_all
@@ -214,13 +193,11 @@ def finish(out_dir: Path, console: Any) -> None:
                 "within 20 % of the model"):
         table.add_column(col)
     for doc in docs:
-        migs = [m for _, m in migrations(doc)]
+        migs = [m for _, m in doc.migrations()]
         preds = [p for p in (prediction_for(m) for m in migs) if p]
-        table.add_row(doc["spec"]["name"],
-                      (doc["environment"].get("placement") or {}).get("where", "-"),
-                      doc["status"], str(len(migs)),
-                      str(sum(not failed(m) for m in migs)),
-                      str(sum(failed(m) for m in migs)),
+        table.add_row(doc.name, (doc.placement or {}).get("where", "-"), doc.status,
+                      str(len(migs)), str(sum(not m.failed for m in migs)),
+                      str(sum(m.failed for m in migs)),
                       f"{sum(not p['flag'] for p in preds)}/{len(preds)}")
     console.print(table)
     console.print(f"report: {report}; plots: {len(plots)}")
@@ -228,5 +205,5 @@ def finish(out_dir: Path, console: Any) -> None:
 
 def failures(out_dir: Path) -> list[str]:
     """Every migration of the results in ``out_dir`` that failed or was not verified."""
-    return [f"{doc['spec']['name']}: {m.get('case', '?')}" for doc in load_docs(out_dir)
-            for _, m in migrations(doc) if failed(m)]
+    return [f"{doc.name}: {m.case or '?'}" for doc in load(out_dir)
+            for _, m in doc.migrations() if m.failed]

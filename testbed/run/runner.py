@@ -45,9 +45,9 @@ def run_spec(spec: Common, out_dir: Path, progress: Progress,
     """
     run_variant = runner_for(spec.kind)
     env = environment.describe() | ({"placement": placement} if placement else {})
-    doc: dict[str, Any] = {"spec": spec.model_dump(), "environment": env,
-                           "status": "running", "variants": [],
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    doc: dict[str, Any] = results.stamp({"spec": spec.model_dump(), "environment": env,
+                                         "status": "running", "variants": [],
+                                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     t0 = time.monotonic()
 
     def save() -> None:

@@ -21,20 +21,12 @@ from ...measure.migration import MigrationJob, migrate_concurrently
 from ...measure.path import iperf3
 from ...measure.probes import PingProbe
 from ...measure.samplers import CounterSampler, utilisation_summary
-from ...results.plots import save_figure
-from ...results.report import failed, outage_never_ended
+from ...results.kinds.core_load import jain, spine_load
 from ..spec import CoreLoadSpec
 from . import Progress
 
 IDLE_S = 3.0
 BASE_PORT = 7800
-
-
-def jain(values: list[float]) -> float | None:
-    """Jain's fairness index of per-spine bytes: 1 = perfectly balanced, 1/n = one spine."""
-    if not values or not any(values):
-        return None
-    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
 
 
 def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
@@ -171,30 +163,6 @@ def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -
     return round(min(iperf3_mbps / per_host, uplinks), 3)
 
 
-def spine_load(series: list[dict[str, Any]],
-               window: tuple[float, float] | None = None) -> dict[str, dict[str, list[float]]]:
-    """Per spine and sample: total tx bytes/s, and utilisation of its busiest link.
-
-    A spine's links are read together (one read per node), so they share timestamps.
-    """
-    by_spine: dict[str, dict[float, list[tuple[float, float]]]] = {}
-    for s in series:
-        if s["label"] == "background":
-            continue
-        cap = s["capacity_bytes_s"] or 0.0
-        for t, v in zip(s["t_s"], s["tx_bytes_s"], strict=True):
-            if window is None or window[0] <= t <= window[1]:
-                by_spine.setdefault(s["node"], {}).setdefault(t, []).append((v, cap))
-    out = {}
-    for spine, samples in sorted(by_spine.items()):
-        ts = sorted(samples)
-        out[spine] = {
-            "t_s": ts,
-            "bytes_s": [sum(v for v, _ in samples[t]) for t in ts],
-            "util": [max((v / cap if cap else 0.0) for v, cap in samples[t]) for t in ts]}
-    return out
-
-
 def _start_background(lab: Lab, src: str, dst: str, src_ip: str, dst_ip: str,
                       mbps: float) -> list[Any]:
     """A tenant-like TCP flow at ``mbps`` between the replication stacks, for the whole path:
@@ -241,63 +209,3 @@ def _burst_summary(spec: CoreLoadSpec, c: int, runs: list[Any], sampler: Counter
             "_windows": {"idle": idle, "burst": burst}}
 
 
-def report_section(doc: dict[str, Any]) -> list[str]:
-    lines = ["| path | burst | duration s | spine peak util | spine mean util | ECMP balance "
-             "(Jain) | mgmt RTT p50/p99 ms idle -> burst | mgmt loss % burst | background "
-             "Mbit/s idle -> burst | downtime ms max | client outage ms max | verified |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for v in doc["variants"]:
-        for p in v.get("paths", []):
-            for b in p["bursts"]:
-                sp = b["spines"].values()
-                peak = max((s["peak_util"] or 0 for s in sp), default=0)
-                mean = sum(s["mean_util"] or 0 for s in sp) / max(1, len(b["spines"]))
-                mi, mb = b["management"]["idle"], b["management"]["burst"]
-                bg = b.get("background") or {}
-                good = [m for m in b["migrations"] if not failed(m)]
-                ok = len(good)
-                down = max((m["downtime_ms"] for m in good if m.get("downtime_ms") is not None),
-                           default=None)
-                outages = [m["client_outage_ms"] for m in good
-                           if m.get("client_outage_ms") is not None]
-                endless = sum(outage_never_ended(m) for m in b["migrations"])
-                worst_outage = f"{endless} never ended" if endless else \
-                    _fmt(max(outages) if outages else None, ".0f")
-                n_failed = len(b["migrations"]) - ok
-                lines.append(
-                    f"| {p['path']} | {b['concurrency']} | {b['duration_s']:.1f} | {peak:.0%} | "
-                    f"{mean:.0%} | {_fmt(b['ecmp_jain'], '.2f')} | "
-                    f"{_fmt(mi.get('rtt_p50_ms'))}/{_fmt(mi.get('rtt_p99_ms'))} -> "
-                    f"{_fmt(mb.get('rtt_p50_ms'))}/{_fmt(mb.get('rtt_p99_ms'))} | "
-                    f"{_fmt(mb.get('loss_pct'))} | {_fmt(bg.get('idle_mbps'), '.0f')} -> "
-                    f"{_fmt(bg.get('burst_mbps'), '.0f')} | {_fmt(down, '.0f')} | "
-                    f"{worst_outage} | {ok}/{len(b['migrations'])}"
-                    f"{f' ({n_failed} failed)' if n_failed else ''} |")
-    return lines
-
-
-def _fmt(x: Any, fmt: str = ".2f") -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
-    """Per path: every spine's utilisation over time, bursts shaded."""
-    import matplotlib.pyplot as plt
-
-    made = []
-    for vi, v in enumerate(doc["variants"]):
-        for p in v.get("paths", []):
-            fig, ax = plt.subplots(figsize=(9, 4))
-            for spine, load in spine_load(p["series"]).items():
-                ax.plot(load["t_s"], [100 * u for u in load["util"]], label=spine, lw=1)
-            for b in p["bursts"]:
-                ax.axvspan(b["t_from_s"], b["t_to_s"], alpha=0.12, color="grey")
-                ax.text(b["t_from_s"], 102, f"x{b['concurrency']}", fontsize=8)
-            ax.set_xlabel("time (s)")
-            ax.set_ylabel("spine utilisation (% of its busiest link)")
-            ax.set_ylim(0, 110)
-            ax.set_title(f"{doc['spec']['name']}: {p['path']} (shaded: migration bursts)")
-            ax.legend(loc="upper right", fontsize=8)
-            made.append(save_figure(
-                fig, out_dir / f"{doc['spec']['name']}-{vi}-{p['path']}-spines.png"))
-    return made

@@ -17,8 +17,7 @@ from topologies.wan import wan
 from ...lab.lab import Lab
 from ...measure.migration import MigrationJob, migrate
 from ...measure.path import iperf3, ping
-from ...results.plots import save_figure
-from ...results.report import cell, client_outage, failed, value
+from ...results.report import cell, client_outage, failed
 from ..spec import LongDistanceSpec
 from . import Progress
 
@@ -99,61 +98,3 @@ def _converged(result: dict[str, Any]) -> bool:
     return bool(result.get("completed")) and reason.startswith("converged")
 
 
-def report_section(doc: dict[str, Any]) -> list[str]:
-    lines = ["| RTT ms (measured) | iperf3 Mbit/s | transport | time s | rounds | downtime ms "
-             "| client outage ms | goodput Mbit/s | goodput / iperf3 | converged |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    mark = doc["spec"].get("mark_rtt_ms", 150)
-    for v in doc["variants"]:
-        for p in v.get("points", []):
-            for m in p["migrations"]:
-                ratio = (m.get("goodput_mbps") or 0) / p["iperf3"]["iperf3_mbps"] \
-                    if p["iperf3"]["iperf3_mbps"] else None
-                flag = " **(> 150 ms)**" if p["rtt_ms"] > mark else ""
-                lines.append(
-                    f"| {p['rtt_ms']:g} ({p['ping'].get('rtt_p50_ms')}){flag} | "
-                    f"{p['iperf3']['iperf3_mbps']:.1f} | {m['transport_choice']} | "
-                    f"{cell(m, 'migration_time_s')} | {cell(m, 'rounds', 'd')} | "
-                    f"{cell(m, 'downtime_ms', '.0f')} | {client_outage(m)} | "
-                    f"{cell(m, 'goodput_mbps')} | "
-                    f"{'-' if ratio is None or failed(m) else f'{ratio:.2f}'} | "
-                    f"{'yes' if m.get('converged') else 'no'} |")
-    return lines
-
-
-def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
-    """Migration time, downtime and goodput vs RTT per transport; the 150 ms line marked."""
-    import matplotlib.pyplot as plt
-
-    made = []
-    mark = doc["spec"].get("mark_rtt_ms", 150)
-    for vi, v in enumerate(doc["variants"]):
-        pts = v.get("points", [])
-        if not pts:
-            continue
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-        transports = sorted({m["transport_choice"] for p in pts for m in p["migrations"]})
-        for tr in transports:
-            xs, tm, dt, gp = [], [], [], []
-            for p in pts:
-                for m in p["migrations"]:
-                    if m["transport_choice"] == tr:
-                        xs.append(p["rtt_ms"])
-                        tm.append(value(m, "migration_time_s"))
-                        dt.append(value(m, "downtime_ms"))
-                        gp.append(value(m, "goodput_mbps"))
-            axes[0].plot(xs, tm, "o-", label=tr)
-            axes[1].plot(xs, dt, "o-", label=tr)
-            axes[2].plot(xs, gp, "o-", label=tr)
-        axes[2].plot([p["rtt_ms"] for p in pts], [p["iperf3"]["iperf3_mbps"] for p in pts],
-                     "k--", label="iperf3")
-        for ax, label in zip(axes, ("migration time (s)", "downtime (ms)", "goodput (Mbit/s)"),
-                             strict=True):
-            ax.axvline(mark, color="red", ls=":", lw=1)
-            ax.set_xlabel("RTT (ms)")
-            ax.set_ylabel(label)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"{doc['spec']['name']}: {doc['spec']['bw_mbps']:g} Mbit/s WAN "
-                     f"(red: {mark:g} ms)")
-        made.append(save_figure(fig, out_dir / f"{doc['spec']['name']}-{vi}-vs-rtt.png"))
-    return made

@@ -3,6 +3,7 @@
 import math
 
 from testbed.results import report
+from testbed.results.documents import Document, Migration
 
 OK = {"case": "ok", "completed": True, "integrity_ok": True, "downtime_ms": 120.0,
       "migration_time_s": 2.0, "goodput_mbps": 90.0, "iperf3_mbps": 95.0, "rounds": 3,
@@ -14,8 +15,8 @@ BAD = {"case": "bad", "completed": False, "integrity_ok": False, "downtime_ms": 
 
 
 def _doc(*migs):
-    return {"spec": {"name": "x", "kind": "smoke"}, "environment": {},
-            "variants": [{"migrations": list(migs)}]}
+    return Document.from_json({"spec": {"name": "x", "kind": "smoke"}, "environment": {},
+                               "variants": [{"migrations": list(migs)}]})
 
 
 def test_a_failed_migration_is_shown_as_failed():
@@ -30,11 +31,31 @@ def test_a_failed_migration_is_shown_as_failed():
 
 def test_a_prediction_of_zero_is_not_a_percentage():
     assert report._pct(None) == "pred. 0"
-    assert report.prediction_for(BAD) is None
-    pred = report.prediction_for(OK)
+    assert report.prediction_for(Migration.from_json(BAD)) is None
+    pred = report.prediction_for(Migration.from_json(OK))
     assert pred["rounds"] >= 2 and pred["migration_time_s"] > 0
 
 
 def test_an_outage_that_never_ended_is_said():
     m = OK | {"client": {"outage_resolved": False}, "client_outage_ms": None}
     assert report.client_outage(m) == "never ended"
+
+
+def test_documents_carry_schema_and_code_and_newer_schemas_are_refused(tmp_path):
+    import json
+
+    import pytest
+
+    from testbed.results import documents
+
+    doc = documents.stamp({"spec": {"name": "x", "kind": "smoke"}, "variants": []})
+    assert doc["schema"] == documents.SCHEMA_VERSION and "commit" in doc["code"]
+    (tmp_path / "x.json").write_text(json.dumps(doc))
+    (tmp_path / "other.json").write_text("[1, 2]")  # not a document: left alone
+    [loaded] = documents.load(tmp_path)
+    assert loaded.name == "x" and loaded.schema == documents.SCHEMA_VERSION
+    (tmp_path / "y.json").write_text(json.dumps(doc | {"schema": 99}))
+    with pytest.raises(documents.DocumentError, match="y.json.*schema 99"):
+        documents.load(tmp_path)
+    old = {"spec": {"name": "o", "kind": "smoke"}, "variants": []}  # before versioning
+    assert documents.Document.from_json(old).schema == 1
