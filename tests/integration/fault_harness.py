@@ -4,7 +4,7 @@ whether any progress was lost, whether a process was left behind.
 
 Used by tests/integration/test_agents_faults.py (one assertion set per case) and by
 benchmarks/fault_bench.py (the table). Faults inside the agents come from AGENTS_FAULT
-(agents/faults.py); external ones are kill -9 (the same SIGKILL, at a named step), nftables
+(agents/runtime/faults.py); external ones are kill -9 (the same SIGKILL, at a named step), nftables
 drops (partition, 5 % loss) and ``ip link set down`` (flap), in namespaces made here.
 """
 
