@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class SpecError(ValueError):
@@ -153,6 +160,19 @@ class LongDistanceSpec(Common):
         return self
 
 
+class CloudMigrationParams(MigrationParams):
+    """The cloud path's migrations: guests without a network identity."""
+
+    @field_validator("guest_network")
+    @classmethod
+    def _no_identity(cls, v: str) -> str:
+        if v != "none":
+            raise ValueError(f"{v!r} is not modelled on the cloud path (the cloud site's "
+                             "addresses sit behind its NAT gateway; its guests move without "
+                             "a network identity): use \"none\"")
+        return v
+
+
 class CloudSpec(Common):
     """On-prem -> WAN -> cloud gateway: plaintext vs encrypted, wire check, isolation check."""
 
@@ -162,7 +182,7 @@ class CloudSpec(Common):
     modes: list[Literal["plaintext", "encrypted"]] = Field(
         default_factory=lambda: ["plaintext", "encrypted"], min_length=1)
     wire_check: bool = True
-    migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
+    migration: CloudMigrationParams = CloudMigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
 
     @property
     def needs(self) -> tuple[str, ...]:

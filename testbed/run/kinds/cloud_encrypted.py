@@ -21,8 +21,9 @@ from topologies.cloud import cloud
 
 from ...lab.lab import Lab
 from ...measure import wirecheck
-from ...measure.migration import MigrationJob, migrate
+from ...measure.migration import migrate
 from ...measure.path import iperf3
+from ..jobs import job_from
 from ..spec import CloudSpec
 from . import Progress
 
@@ -56,14 +57,10 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
             enc = ["--encryption", "required", "--credentials", str(creds)] \
                 if mode == "encrypted" else ["--encryption", "disabled"]
             m = spec.migration
-            job = MigrationJob(SRC, DST, dst_mig.ip, port=pub.to_port,
-                               connect_addr=gw.public_addr, connect_port=pub.port,
-                               workload_mib=m.workload_mib, dirty_rate_mbs=m.dirty_rate_mbs,
-                               streams=m.streams, compress=m.compress,
-                               downtime_ms=m.downtime_ms, max_rounds=m.max_rounds,
-                               timeout_s=m.timeout_s, bind=src_mig.ip, label=mode,
-                               extra_args=(*enc, "--markers", str(MARKERS)),
-                               destination_args=tuple(enc))
+            job = job_from(m, SRC, DST, dst_mig.ip, port=pub.to_port,
+                           connect_addr=gw.public_addr, connect_port=pub.port, bind=src_mig.ip,
+                           label=mode, extra_args=(*enc, "--markers", str(MARKERS)),
+                           destination_args=tuple(enc))
             pcap = Path(tmp) / f"{mode}.pcap"
             if spec.wire_check:
                 with wirecheck.capture(lab.pid(GW_ROUTER), WAN_DEV, pcap):

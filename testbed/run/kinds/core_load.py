@@ -17,11 +17,12 @@ from topologies.spine_leaf import spine_leaf
 
 from ...lab import routing
 from ...lab.lab import Lab
-from ...measure.migration import MigrationJob, migrate_concurrently
+from ...measure.migration import migrate_concurrently
 from ...measure.path import iperf3
 from ...measure.probes import PingProbe
 from ...measure.samplers import CounterSampler, utilisation_summary
 from ...results.kinds.core_load import jain, spine_load
+from ..jobs import job_from
 from ..spec import CoreLoadSpec
 from . import Progress
 
@@ -105,14 +106,10 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
             for i in range(c):
                 s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
                 ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
-                jobs.append(MigrationJob(
-                    s, d, ds.ip, port=BASE_PORT + i, workload_mib=m.workload_mib,
-                    dirty_rate_mbs=m.dirty_rate_mbs, streams=m.streams,
-                    compress=m.compress, downtime_ms=m.downtime_ms,
-                    bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
-                    timeout_s=m.timeout_s, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
-                    guest=_guest(path, c, i) if m.guest_network != "none" else None,
-                    client_probe_ms=m.client_probe_ms))
+                jobs.append(job_from(
+                    m, s, d, ds.ip, port=BASE_PORT + i, bind=ss.ip,
+                    label=f"{path} x{c} #{i + 1}",
+                    guest=_guest(path, c, i) if m.guest_network != "none" else None))
             progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
             start = time.monotonic()
             runs = migrate_concurrently(lab, jobs)

@@ -18,6 +18,7 @@ from ...lab.lab import Lab
 from ...measure.migration import MigrationJob, migrate
 from ...measure.path import iperf3, ping
 from ...results.report import cell, client_outage, failed
+from ..jobs import job_from
 from ..spec import LongDistanceSpec
 from . import Progress
 
@@ -36,11 +37,8 @@ def _job(spec: LongDistanceSpec, transport: str, dst_ip: str, port: int,
     m = spec.migration
     streams = spec.streams if transport == "streams" else m.streams
     extra = ("--socket-buffers", "default" if transport == "default-buffers" else "bdp")
-    return MigrationJob(SRC, DST, dst_ip, port=port, workload_mib=m.workload_mib,
-                        dirty_rate_mbs=m.dirty_rate_mbs, streams=streams, compress=m.compress,
-                        downtime_ms=m.downtime_ms, bandwidth_cap_mbps=m.bandwidth_cap_mbps,
-                        max_rounds=m.max_rounds, timeout_s=m.timeout_s, extra_args=extra,
-                        label=transport, guest=guest, client_probe_ms=m.client_probe_ms)
+    return job_from(m, SRC, DST, dst_ip, port=port, streams=streams, extra_args=extra,
+                    label=transport, guest=guest)
 
 
 def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,

@@ -1,0 +1,31 @@
+"""The one mapping from a spec's ``[migration]`` table to a migration job, for every kind.
+
+A kind supplies only what its topology decides (which hosts, which addresses and ports, the
+guest that moves, extra agent arguments); every ``[migration]`` key reaches the agents the
+same way in every kind (tests/unit/testbed/run/test_jobs.py checks each key).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..measure.migration import MigrationJob
+from .spec import MigrationParams
+
+# MigrationParams keys that are not agent options: the kind reads them to build its topology
+TOPOLOGY_KEYS = frozenset({"guest_network"})
+
+
+def job_from(m: MigrationParams, src: str, dst: str, dst_addr: str, *, port: int,
+             streams: int | None = None, **path: Any) -> MigrationJob:
+    """The job for one migration of ``m`` from ``src`` to ``dst_addr`` (on ``dst``).
+
+    ``streams`` overrides ``m.streams`` (a kind comparing transports); ``path`` holds the
+    path-specific :class:`MigrationJob` fields (bind, connect_addr, connect_port, label, guest,
+    extra_args, destination_args, keep_guest)."""
+    return MigrationJob(src, dst, dst_addr, port=port, workload_mib=m.workload_mib,
+                        dirty_rate_mbs=m.dirty_rate_mbs,
+                        streams=m.streams if streams is None else streams,
+                        compress=m.compress, downtime_ms=m.downtime_ms,
+                        bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
+                        timeout_s=m.timeout_s, client_probe_ms=m.client_probe_ms, **path)
