@@ -19,9 +19,12 @@ import signal
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+from ..host.procio import read_line
+
 if TYPE_CHECKING:
     from .lab import Lab
 
+START_TIMEOUT_S = 60.0  # the probe's start-up (forked: milliseconds; slower under TCG)
 PROBE_TAIL_S = 0.5  # the probe keeps listening this long after the migration ended
 
 
@@ -68,10 +71,11 @@ def start_client_probe(lab: Lab, guest: str, interval_ms: float) -> Any:
                            ["probe", "--target", target, "--interval-ms", str(interval_ms),
                             "--timeout-ms", "1000"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if "probing" not in line:
+    line = read_line(proc.stdout, START_TIMEOUT_S)
+    if not line or "probing" not in line:
         proc.kill()
-        raise RuntimeError(f"client probe of {guest} did not start: {line!r} "
+        said = f"nothing within {START_TIMEOUT_S:.0f} s" if line is None else repr(line)
+        raise RuntimeError(f"client probe of {guest} did not start: it said {said} "
                            f"{proc.stderr.read()[-300:]}")
     return proc
 

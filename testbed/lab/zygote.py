@@ -34,6 +34,8 @@ from typing import IO, Any
 
 from agents.runtime.forking import ChildProcess, become_child, open_streams, run_and_exit, setns
 
+from ..host.procio import read_line
+
 PRELOAD = ("agents.__main__", "agents.source", "agents.destination", "agents.guest.workload",
            "agents.memory.process", "agents.memory.image", "agents.memory.disk",
            "agents.security.tls", "agents.security.credentials")
@@ -163,13 +165,9 @@ class Zygote:
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         with self._lock:
             if self._ready is None:
-                line: list[str] = []
                 assert self.proc.stdout is not None
-                reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()),
-                                          daemon=True)
-                reader.start()
-                reader.join(timeout)
-                self._ready = bool(line) and line[0].strip() == "ready"
+                line = read_line(self.proc.stdout, timeout)
+                self._ready = line is not None and line.strip() == "ready"
             if not self._ready:
                 raise ZygoteError(f"agent fork server not ready after {timeout:.0f} s "
                                   f"(status {self.proc.poll()})")

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ..host.procio import read_line
+
 if TYPE_CHECKING:
     from ..lab.lab import Lab
 
@@ -96,15 +98,14 @@ def start_destination(lab: Lab, job: MigrationJob,
     proc = lab.spawn_agent(job.dst, job.destination_command(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    ready: list[str] = []
-    reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(wait_s)
-    if not ready or "listening" not in ready[0]:
+    ready = read_line(proc.stdout, wait_s)
+    if not ready or "listening" not in ready:
         proc.kill()
         err = proc.stderr.read() if proc.stderr else ""
+        said = "nothing" if ready is None else repr(ready)
         raise RuntimeError(f"destination agent on {job.dst} did not start listening on "
-                           f"{job.dst_addr}:{job.port}: {ready[:1]} {err[-500:]}")
+                           f"{job.dst_addr}:{job.port} within {wait_s:.0f} s (it said {said}) "
+                           f"{err[-500:]}")
     return proc
 
 
