@@ -146,47 +146,100 @@ def summarize(records: Records | Iterable[Record | tuple], interval_s: float,
     """
     rec = records if isinstance(records, Records) else Records.of(records)
     n = len(rec)
-    sent, received, counter, pid = rec.sent, rec.received, rec.counter, rec.pid
     if start is None:
-        start = sent[0] if n else 0.0
-
-    rtts: list[float] = []
-    first: dict[int, tuple[float, int]] = {}  # pid -> (received, counter) of its first answer
-    for i in range(n):
-        p = pid[i]
-        if p:
-            t = received[i]
-            rtts.append(t - sent[i])
-            if p not in first or t < first[p][0]:
-                first[p] = (t, counter[i])
-    answered = len(rtts)
-    rtts.sort()
+        start = rec.sent[0] if n else 0.0
+    rtts, first = _answers(rec)
     locations = sorted(first, key=lambda p: first[p][0])
+    switch = _switch(rec, first, locations)
+    lead, runs = _lost_runs(rec, interval_s)
+    outage = _outage(rec, runs)
+    gaps = sorted(((rec.sent[a] - start, span) for a, count, span in runs if count >= 2),
+                  key=lambda g: -g[1])[:MAX_GAPS]
+    lost = n - len(rtts) - lead
 
-    switch_at = counter_before = counter_after = continuity = None
-    old_after = 0
-    if len(locations) > 1:
-        switch_at = first[locations[1]][0]
-        counter_after = first[locations[1]][1]
-        p0, best = locations[0], -math.inf
-        for i in range(n):
-            if pid[i] == p0 and best < received[i] < switch_at:
-                best, counter_before = received[i], counter[i]
-        if counter_before is not None:
-            continuity = counter_after >= counter_before
-        # An answer is from an old location if a later one had answered before it was sent.
-        firsts = [first[p][0] for p in locations]
-        index = {p: k for k, p in enumerate(locations)}
-        current = 0
-        for i in range(n):
-            while current + 1 < len(firsts) and firsts[current + 1] < sent[i]:
-                current += 1
-            if pid[i] and index[pid[i]] < current:
-                old_after += 1
+    def since_start(t: float | None) -> float | None:
+        return None if t is None else _s(t - start)
 
-    # requests before the first answer were sent before the guest was up: not an outage
+    return {
+        "requests": n,
+        "answered": len(rtts),
+        "before_first_answer": lead,
+        "lost": lost,
+        "loss_pct": round(100.0 * lost / (n - lead), 3) if n > lead else 0.0,
+        "duration_s": _s(rec.sent[n - 1] - start + interval_s) if n else 0.0,
+        "achieved_interval_ms": _ms((rec.sent[n - 1] - rec.sent[0]) / (n - 1))
+        if n > 1 else None,
+        "rtt_p50_ms": _ms(_percentile(rtts, 0.5)) if rtts else None,
+        "rtt_p99_ms": _ms(_percentile(rtts, 0.99)) if rtts else None,
+        "rtt_max_ms": _ms(rtts[-1]) if rtts else None,
+        "locations": locations,
+        "switch_at_s": since_start(switch.at),
+        "outage_ms": _ms(outage.length),
+        "outage_start_s": since_start(outage.start),
+        "outage_end_s": since_start(outage.end),
+        "outage_resolved": outage.resolved,
+        "outage_counter_before": outage.counter_before,
+        "outage_counter_after": outage.counter_after,
+        "counter_before": switch.counter_before,
+        "counter_after": switch.counter_after,
+        "counter_continuity_ok": switch.continuity,
+        "answers_from_old_after_switch": switch.old_after,
+        "gaps": [[_s(t), _ms(span)] for t, span in gaps],
+    }
+
+
+def _answers(rec: Records) -> tuple[list[float], dict[int, tuple[float, int]]]:
+    """The RTTs of every answer (sorted), and per pid its first answer (received, counter)."""
+    rtts: list[float] = []
+    first: dict[int, tuple[float, int]] = {}
+    for i in range(len(rec)):
+        p = rec.pid[i]
+        if p:
+            t = rec.received[i]
+            rtts.append(t - rec.sent[i])
+            if p not in first or t < first[p][0]:
+                first[p] = (t, rec.counter[i])
+    rtts.sort()
+    return rtts, first
+
+
+class _Switch(NamedTuple):
+    at: float | None = None
+    counter_before: int | None = None
+    counter_after: int | None = None
+    continuity: bool | None = None
+    old_after: int = 0
+
+
+def _switch(rec: Records, first: dict[int, tuple[float, int]],
+            locations: list[int]) -> _Switch:
+    """The move from the first location to the second, and answers from superseded ones."""
+    if len(locations) < 2:
+        return _Switch()
+    at, counter_after = first[locations[1]]
+    p0, best, counter_before = locations[0], -math.inf, None
+    for i in range(len(rec)):
+        if rec.pid[i] == p0 and best < rec.received[i] < at:
+            best, counter_before = rec.received[i], rec.counter[i]
+    # An answer is from an old location if a later one had answered before it was sent.
+    firsts = [first[p][0] for p in locations]
+    index = {p: k for k, p in enumerate(locations)}
+    current = old_after = 0
+    for i in range(len(rec)):
+        while current + 1 < len(firsts) and firsts[current + 1] < rec.sent[i]:
+            current += 1
+        if rec.pid[i] and index[rec.pid[i]] < current:
+            old_after += 1
+    continuity = None if counter_before is None else counter_after >= counter_before
+    return _Switch(at, counter_before, counter_after, continuity, old_after)
+
+
+def _lost_runs(rec: Records, interval_s: float) -> tuple[int, list[tuple[int, int, float]]]:
+    """The requests before the first answer (sent before the guest was up: no outage), and
+    the runs of unanswered requests after it as (first lost, count, span of their sends)."""
+    n, pid, sent = len(rec), rec.pid, rec.sent
     lead = next((i for i in range(n) if pid[i]), 0)
-    runs: list[tuple[int, int, float]] = []  # (first lost, count, span of their sends)
+    runs: list[tuple[int, int, float]] = []
     i = lead
     while i < n:
         if pid[i]:
@@ -198,53 +251,34 @@ def summarize(records: Records | Iterable[Record | tuple], interval_s: float,
         end = sent[j] if j < n else sent[j - 1] + interval_s
         runs.append((i, j - i, end - sent[i]))
         i = j
+    return lead, runs
 
-    outage = outage_start = outage_end = resolved = None
-    outage_counters: list[int | None] = [None, None]
-    if runs:
-        a, count, _ = max(runs, key=lambda r: (r[1], r[2]))  # first of the longest
-        outage_start = sent[a]
-        if a > 0:  # answered, by maximality
-            outage_counters[0] = counter[a - 1]
-        b = a + count
-        if b < n:  # answered too; an answer to a later request may have come first
-            outage_end, first_after = received[b], b
-            while b < n and sent[b] < outage_end:
-                if pid[b] and received[b] < outage_end:
-                    outage_end, first_after = received[b], b
-                b += 1
-            outage = outage_end - outage_start
-            outage_counters[1] = counter[first_after]
-        resolved = outage_end is not None
-    gaps = sorted(((sent[a] - start, span) for a, count, span in runs if count >= 2),
-                  key=lambda g: -g[1])[:MAX_GAPS]
 
-    lost = n - answered - lead
-    return {
-        "requests": n,
-        "answered": answered,
-        "before_first_answer": lead,
-        "lost": lost,
-        "loss_pct": round(100.0 * lost / (n - lead), 3) if n > lead else 0.0,
-        "duration_s": _s(sent[n - 1] - start + interval_s) if n else 0.0,
-        "achieved_interval_ms": _ms((sent[n - 1] - sent[0]) / (n - 1)) if n > 1 else None,
-        "rtt_p50_ms": _ms(_percentile(rtts, 0.5)) if rtts else None,
-        "rtt_p99_ms": _ms(_percentile(rtts, 0.99)) if rtts else None,
-        "rtt_max_ms": _ms(rtts[-1]) if rtts else None,
-        "locations": locations,
-        "switch_at_s": _s(switch_at - start) if switch_at is not None else None,
-        "outage_ms": _ms(outage),
-        "outage_start_s": _s(outage_start - start) if outage_start is not None else None,
-        "outage_end_s": _s(outage_end - start) if outage_end is not None else None,
-        "outage_resolved": resolved,
-        "outage_counter_before": outage_counters[0],
-        "outage_counter_after": outage_counters[1],
-        "counter_before": counter_before,
-        "counter_after": counter_after,
-        "counter_continuity_ok": continuity,
-        "answers_from_old_after_switch": old_after,
-        "gaps": [[_s(t), _ms(span)] for t, span in gaps],
-    }
+class _Outage(NamedTuple):
+    length: float | None = None
+    start: float | None = None
+    end: float | None = None
+    resolved: bool | None = None
+    counter_before: int | None = None
+    counter_after: int | None = None
+
+
+def _outage(rec: Records, runs: list[tuple[int, int, float]]) -> _Outage:
+    """The longest run of losses: from its first send to the first answer after it."""
+    if not runs:
+        return _Outage()
+    n, pid, sent, received, counter = len(rec), rec.pid, rec.sent, rec.received, rec.counter
+    a, count, _ = max(runs, key=lambda r: (r[1], r[2]))  # first of the longest
+    before = counter[a - 1] if a > 0 else None  # answered, by maximality
+    b = a + count
+    if b >= n:
+        return _Outage(None, sent[a], None, False, before, None)
+    end, first_after = received[b], b  # answered too; a later request's answer may be earlier
+    while b < n and sent[b] < end:
+        if pid[b] and received[b] < end:
+            end, first_after = received[b], b
+        b += 1
+    return _Outage(end - sent[a], sent[a], end, True, before, counter[first_after])
 
 
 def _resolve(target: tuple[str, int], bind: str | None) -> tuple[int, tuple]:
