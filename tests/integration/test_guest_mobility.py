@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from testbed.lab import Lab
 from testbed.measure.migration import MigrationJob, migrate
 from topologies.guests import add_guests
 from topologies.spine_leaf import spine_leaf
@@ -39,19 +38,19 @@ def move_g1(lab, workload_mib=4, dirty_rate_mbs=1, client_probe_ms=2.0, destinat
 @pytest.mark.parametrize(("mode", "client_on"), [("l2", "h1-2"), ("vxlan", "h1-2"),
                                                  ("hostroute", "h1-2"), ("hostroute", "h1-1"),
                                                  ("vxlan", "h1-1")])
-def test_guest_identity_moves_and_the_client_sees_the_outage(mode, client_on):
+def test_guest_identity_moves_and_the_client_sees_the_outage(testbed_lab, mode, client_on):
     net = fabric_with_guest(mode, client_on)
-    with Lab(net) as lab:
-        old_port = net.guests.slot("g1", "h1-1").vswitch_port
-        new_port = net.guests.slot("g1", "h2-1").vswitch_port
-        run = move_g1(lab, workload_mib=8, dirty_rate_mbs=2, client_probe_ms=1.0)
-        res, client = run.result, run.result.get("client", {})
-        assert run.exit_code == 0, (run.source_stderr, res.get("error"))
-        assert res["completed"] and res["integrity_ok"] and res["resumed"], res
-        # the identity moved: the source's port is disconnected, the destination's connected
-        assert "state DOWN" in lab.run("h1-1", ["ip", "link", "show", old_port]).stdout
-        assert "DOWN" not in lab.run("h2-1", ["ip", "link", "show", new_port]).stdout.split(
-            "state ")[1][:5]
+    lab = testbed_lab(net)
+    old_port = net.guests.slot("g1", "h1-1").vswitch_port
+    new_port = net.guests.slot("g1", "h2-1").vswitch_port
+    run = move_g1(lab, workload_mib=8, dirty_rate_mbs=2, client_probe_ms=1.0)
+    res, client = run.result, run.result.get("client", {})
+    assert run.exit_code == 0, (run.source_stderr, res.get("error"))
+    assert res["completed"] and res["integrity_ok"] and res["resumed"], res
+    # the identity moved: the source's port is disconnected, the destination's connected
+    assert "state DOWN" in lab.run("h1-1", ["ip", "link", "show", old_port]).stdout
+    assert "DOWN" not in lab.run("h2-1", ["ip", "link", "show", new_port]).stdout.split(
+        "state ")[1][:5]
     assert "error" not in client, client
     # the client reached the original, then the resumed guest, at the same address
     assert len(client["locations"]) == 2, client
@@ -69,14 +68,14 @@ def test_guest_identity_moves_and_the_client_sees_the_outage(mode, client_on):
                                          "achieved_interval_ms")}, res["downtime_ms"])
 
 
-def test_without_announcement_the_l2_network_keeps_the_old_location():
+def test_without_announcement_the_l2_network_keeps_the_old_location(testbed_lab):
     """The announcement is what moves the guest on the L2 segment: without it the leaf's
     switch keeps sending to the old port (here, until the probe gives up)."""
     net = fabric_with_guest("l2")
-    with Lab(net) as lab:
-        run = move_g1(lab, destination_args=("--announce", "none"))
-        fdb = subprocess.run(["bridge", "fdb", "show", "br", "vl1"], capture_output=True,
-                             text=True).stdout
+    lab = testbed_lab(net)
+    run = move_g1(lab, destination_args=("--announce", "none"))
+    fdb = subprocess.run(["bridge", "fdb", "show", "br", "vl1"], capture_output=True,
+                         text=True).stdout
     res, client = run.result, run.result["client"]
     assert res["completed"], res
     mac = net.guests.slot("g1", "h1-1").mac
@@ -85,22 +84,22 @@ def test_without_announcement_the_l2_network_keeps_the_old_location():
     assert len(client["locations"]) == 1, client  # the resumed guest was never reached
 
 
-def test_a_failed_network_move_leaves_the_guest_at_the_source():
+def test_a_failed_network_move_leaves_the_guest_at_the_source(testbed_lab):
     """The destination's on-resume hook fails (the route move, say): no ACK, the source keeps
     its guest, connected, and the destination's copy is gone and disconnected."""
     net = fabric_with_guest("l2")
-    with Lab(net) as lab:
-        run = move_g1(lab, destination_args=("--on-resume", "echo no route >&2; exit 3"))
-        old_port = net.guests.slot("g1", "h1-1").vswitch_port
-        new_port = net.guests.slot("g1", "h2-1").vswitch_port
-        assert "state DOWN" not in lab.run("h1-1", ["ip", "link", "show", old_port]).stdout
-        assert "state DOWN" in lab.run("h2-1", ["ip", "link", "show", new_port]).stdout
-        # the destination had announced the guest before its hook failed; the source
-        # announced it again, so the client reaches the original once more
-        client_ns = f"/run/netns/{lab.slot_netns('client', 'h1-2')}"
-        answer = subprocess.run(["nsenter", f"--net={client_ns}", sys.executable, "-c", ASK,
-                                 net.guests.home("g1").ip, "7000"], capture_output=True,
-                                text=True, timeout=60)
+    lab = testbed_lab(net)
+    run = move_g1(lab, destination_args=("--on-resume", "echo no route >&2; exit 3"))
+    old_port = net.guests.slot("g1", "h1-1").vswitch_port
+    new_port = net.guests.slot("g1", "h2-1").vswitch_port
+    assert "state DOWN" not in lab.run("h1-1", ["ip", "link", "show", old_port]).stdout
+    assert "state DOWN" in lab.run("h2-1", ["ip", "link", "show", new_port]).stdout
+    # the destination had announced the guest before its hook failed; the source
+    # announced it again, so the client reaches the original once more
+    client_ns = f"/run/netns/{lab.slot_netns('client', 'h1-2')}"
+    answer = subprocess.run(["nsenter", f"--net={client_ns}", sys.executable, "-c", ASK,
+                             net.guests.home("g1").ip, "7000"], capture_output=True,
+                            text=True, timeout=60)
     res = run.result
     assert not res["completed"] and "on-resume hook failed (3)" in (res["error"] or ""), res
     assert any("announced again" in w for w in res["warnings"]), res["warnings"]

@@ -2,18 +2,17 @@
 
 import pytest
 
-from testbed.lab import Lab
 from testbed.measure.migration import MigrationJob, migrate
 from topologies.pair import pair
 
 pytestmark = pytest.mark.integration
 
 
-def test_migration_between_lab_nodes_over_shaped_link():
+def test_migration_between_lab_nodes_over_shaped_link(testbed_lab):
     net = pair(delay_ms=0, bw_mbps=200)
-    with Lab(net) as lab:
-        job = MigrationJob("h1", "h2", net.address("h2"), workload_mib=32, dirty_rate_mbs=4)
-        run = migrate(lab, job)
+    lab = testbed_lab(net)
+    job = MigrationJob("h1", "h2", net.address("h2"), workload_mib=32, dirty_rate_mbs=4)
+    run = migrate(lab, job)
     res = run.result
     assert run.exit_code == 0, run.source_stderr
     assert res["completed"] and res["integrity_ok"], res

@@ -2,7 +2,6 @@
 
 import pytest
 
-from testbed.lab import Lab
 from testbed.measure.path import iperf3
 from testbed.measure.samplers import CounterSampler, utilisation_summary
 from topologies.pair import pair
@@ -10,13 +9,13 @@ from topologies.pair import pair
 pytestmark = pytest.mark.integration
 
 
-def test_sampler_series_matches_shaped_rate():
+def test_sampler_series_matches_shaped_rate(testbed_lab):
     net = pair(delay_ms=0, bw_mbps=100)
-    with Lab(net) as lab:
-        sampler = CounterSampler(hz=20)
-        sampler.watch("h1", "h1-eth0", lab.pid("h1"), capacity_mbps=100)
-        with sampler:
-            res = iperf3(lab, "h1", "h2", net.address("h2"), seconds=3)
+    lab = testbed_lab(net)
+    sampler = CounterSampler(hz=20)
+    sampler.watch("h1", "h1-eth0", lab.pid("h1"), capacity_mbps=100)
+    with sampler:
+        res = iperf3(lab, "h1", "h2", net.address("h2"), seconds=3)
     assert sampler.error is None
     (series,) = sampler.series()
     assert len(series["t_s"]) >= 40  # >= 10 Hz over ~3 s

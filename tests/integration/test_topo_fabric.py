@@ -55,15 +55,15 @@ def iperf(lab: Lab, client: str, server: str, dst: str, src: str | None = None, 
 
 
 @pytest.mark.parametrize(("ecmp_hash", "spines_used"), [("l4", "all"), ("l3", "one")])
-def test_ecmp_spreads_flows_over_every_spine(ecmp_hash, spines_used):
+def test_ecmp_spreads_flows_over_every_spine(testbed_lab, ecmp_hash, spines_used):
     net = build("spine_leaf", spines=4, leaves=2, hosts_per_leaf=1, stacks=False,
                 ecmp_hash=ecmp_hash)
-    with Lab(net) as lab:
-        dst = net.address("h2-1")
-        before = {j: counters(lab, f"s{j}", f"s{j}-l1")["rx_bytes"] for j in range(1, 5)}
-        iperf(lab, "h1-1", "h2-1", dst, extra=("-t", "2", "-P", "64"))
-        carried = {j: counters(lab, f"s{j}", f"s{j}-l1")["rx_bytes"] - before[j]
-                   for j in range(1, 5)}
+    lab = testbed_lab(net)
+    dst = net.address("h2-1")
+    before = {j: counters(lab, f"s{j}", f"s{j}-l1")["rx_bytes"] for j in range(1, 5)}
+    iperf(lab, "h1-1", "h2-1", dst, extra=("-t", "2", "-P", "64"))
+    carried = {j: counters(lab, f"s{j}", f"s{j}-l1")["rx_bytes"] - before[j]
+               for j in range(1, 5)}
     busy = [j for j, b in carried.items() if b > 1 * MB]
     if spines_used == "all":  # 64 L4 flows over 4 spines: P(a spine gets none) ~ 4e-8
         assert busy == [1, 2, 3, 4], carried
@@ -94,16 +94,16 @@ def isolation(lab: Lab, funcs: tuple[str, ...]) -> None:
         assert f == "migration" or d_mig[f] < 0.1 * MB, d_mig
 
 
-def test_function_stacks_policy_routing_caps_and_marks():
+def test_function_stacks_policy_routing_caps_and_marks(testbed_lab):
     net = build("spine_leaf", spines=1, leaves=2, hosts_per_leaf=1, stack_mode="policy",
                 stack_rate_mbps={"replication": 50}, stack_dscp={"migration": "af41"})
-    with Lab(net) as lab:
-        assert lab.stack_mode == "policy"
-        firewall.load(PROBE_RULES, lab.pid("l1"))  # counts AF41 packets per leaf interface
-        isolation(lab, ("management", "migration", "replication"))
-        capped = iperf(lab, "h1-1", "h2-1", net.stacks_of("h2-1")["migration"].ip,
-                       src=net.stacks_of("h1-1")["replication"].ip, extra=("-t", "3", "-O", "1"))
-        marks = lab.run("l1", ["nft", "-j", "list", "table", "ip", "probe"]).stdout
+    lab = testbed_lab(net)
+    assert lab.stack_mode == "policy"
+    firewall.load(PROBE_RULES, lab.pid("l1"))  # counts AF41 packets per leaf interface
+    isolation(lab, ("management", "migration", "replication"))
+    capped = iperf(lab, "h1-1", "h2-1", net.stacks_of("h2-1")["migration"].ip,
+                   src=net.stacks_of("h1-1")["replication"].ip, extra=("-t", "3", "-O", "1"))
+    marks = lab.run("l1", ["nft", "-j", "list", "table", "ip", "probe"]).stdout
     wire_mbps = capped["sum_received"]["bits_per_second"] / 1e6 * 1514 / 1448
     assert 50 * 0.93 <= wire_mbps <= 50 * 1.05, capped["sum_received"]
     mig_af41, mgmt_af41 = (_packets(r["expr"]) for r in _rules(marks))
@@ -111,14 +111,14 @@ def test_function_stacks_policy_routing_caps_and_marks():
 
 
 @pytest.mark.needs("vrf")
-def test_function_stacks_vrf_isolation():
+def test_function_stacks_vrf_isolation(testbed_lab):
     net = build("spine_leaf", spines=1, leaves=2, hosts_per_leaf=1, stack_mode="vrf",
                 stacks=["management", "migration"])
-    with Lab(net) as lab:
-        assert lab.stack_mode == "vrf"
-        vrfs = lab.run("h1-1", ["ip", "-j", "link", "show", "type", "vrf"]).stdout
-        assert sorted(v["ifname"] for v in json.loads(vrfs)) == ["vrf-mgmt", "vrf-mig"]
-        isolation(lab, ("management", "migration"))
+    lab = testbed_lab(net)
+    assert lab.stack_mode == "vrf"
+    vrfs = lab.run("h1-1", ["ip", "-j", "link", "show", "type", "vrf"]).stdout
+    assert sorted(v["ifname"] for v in json.loads(vrfs)) == ["vrf-mgmt", "vrf-mig"]
+    isolation(lab, ("management", "migration"))
 
 
 def _rules(listing: str) -> list[dict]:
@@ -129,16 +129,16 @@ def _packets(exprs: list[dict]) -> int:
     return next(e["counter"]["packets"] for e in exprs if "counter" in e)
 
 
-def test_rate_above_one_gigabit_is_really_shaped():
+def test_rate_above_one_gigabit_is_really_shaped(testbed_lab):
     """Mininet's TCLink ignores bw > 1000 Mbit/s (the veth would carry ~40 Gbit/s here).
 
     Upper bound +5 %: the shaper holds. Lower bound -10 %: carrying 1.5 Gbit/s through three
     namespaces needs CPU, which another VM on this 2-core machine may be using.
     """
     net = build("wan", sites=2, hosts_per_leaf=1, bw_mbps=1500)
-    with Lab(net) as lab:
-        end = iperf(lab, "a-h1", "b-h1", net.address("b-h1"), extra=("-t", "3", "-O", "1"))
-        kernel = {q["kind"]: q for q in lab.links_readback()[0]["kernel"]}
+    lab = testbed_lab(net)
+    end = iperf(lab, "a-h1", "b-h1", net.address("b-h1"), extra=("-t", "3", "-O", "1"))
+    kernel = {q["kind"]: q for q in lab.links_readback()[0]["kernel"]}
     wire_mbps = end["sum_received"]["bits_per_second"] / 1e6 * 1514 / 1448
     print(f"1500 Mbit/s link: {wire_mbps:.0f} Mbit/s on the wire")
     assert 1500 * 0.90 <= wire_mbps <= 1500 * 1.05, end["sum_received"]
