@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no guard process to put the guest back if this agent dies")
     s.add_argument("--idle-timeout", type=float, default=30.0)
     s.add_argument("--json", action="store_true", help="print the result as JSON (default)")
+    s.add_argument("--progress", action="store_true",
+                   help='after every round, a JSON line {"progress": {...}} on stderr (round, '
+                        "bytes sent, rate, what is left)")
 
     sub.add_parser("probe", add_help=False,
                    help="a client of a guest's service: outage, loss, where answers come from "
@@ -167,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _progress_line(event: dict) -> None:
+    print(json.dumps({"progress": event}), file=sys.stderr, flush=True)
+
+
 def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
     """Start the new guest in its own session (it outlives this agent if the migration fails),
     forked from this interpreter: no second start-up and import bill."""
@@ -212,6 +219,7 @@ def cmd_source(args: argparse.Namespace) -> int:
                        socket_buffers=args.socket_buffers, on_end=args.on_end,
                        guest_port=args.guest_port, guest_netns=args.guest_netns,
                        probe_interval_s=args.probe_interval_ms / 1e3,
+                       on_progress=_progress_line if args.progress else None,
                        batch_pages=args.batch_pages, timeout_s=args.timeout,
                        commit_timeout=args.commit_timeout, resolve_s=args.resolve_timeout,
                        resolve_via=list(args.resolve_via),

@@ -17,7 +17,7 @@ import statistics
 import time
 import uuid
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -82,6 +82,7 @@ class SourceConfig:
     guest_dev: str = "eth0"
     on_end: str | None = None  # hook run once the original has ended
     probe_interval_s: float = 0.005  # the agent's own probe of the guest's service (0: none)
+    on_progress: Callable[[dict], None] | None = None  # after every round (and the stop)
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -413,48 +414,87 @@ async def _send_round(mem: Sender, dsk: Sender | None, round_no: int, pages: Seq
 async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: Sender | None,
                   throttle, cfg: SourceConfig, res: MigrationResult, ctl: FramedStream,
                   data: list[FramedStream], sw: Switchover) -> None:
+    """Pre-copy rounds, then stop-and-copy, then the decision."""
+    flow = _Flow(src, disk, mem, dsk, cfg, res, ctl, data)
+    pages, blocks, round_no, reason = await _precopy_rounds(flow, throttle)
+    t_pause = await _stop_and_copy(flow, throttle, sw, pages, blocks, round_no + 1, reason)
+    await _decide(flow, sw, t_pause)
+
+
+@dataclass
+class _Flow:
+    """What the three phases of a migration share: the spaces, their senders, the streams."""
+
+    src: MemorySource
+    disk: DiskSource | None
+    mem: Sender
+    dsk: Sender | None
+    cfg: SourceConfig
+    res: MigrationResult
+    ctl: FramedStream
+    data: list[FramedStream]
+    wire_start: int = 0
+    t_start: float = 0.0
+
+    def wire(self) -> int:
+        return sum(s.bytes_sent for s in [self.ctl, *self.data])
+
+    def progress(self, phase: str, round_no: int, rate_Bps: float, remaining: int) -> None:
+        if self.cfg.on_progress is not None:
+            self.cfg.on_progress({
+                "phase": phase, "round": round_no, "sent_bytes": self.wire() - self.wire_start,
+                "image_bytes": self.res.image_bytes, "rate_mbps": round(rate_Bps * 8 / 1e6, 1),
+                "remaining_bytes": remaining,
+                "elapsed_s": round(trio.current_time() - self.t_start, 3)})
+
+
+async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int], int, str]:
+    """Round 0 sends everything, each next round what was dirtied meanwhile, until the
+    policy says switch over: the last dirty sets, the last round's number and the reason."""
+    src, disk, cfg, res, ctl = f.src, f.disk, f.cfg, f.res, f.ctl
     policy = cfg.policy
     ps = src.layout.page_size
-
-    def wire() -> int:
-        return sum(s.bytes_sent for s in [ctl, *data])
-
-    wire_start = wire()
-    t_start = trio.current_time()
+    f.wire_start, f.t_start = f.wire(), trio.current_time()
     src.start_tracking()
     pages: Sequence[int] = range(src.layout.npages)
     blocks: list[int] = []
-    if dsk is not None:
+    if f.dsk is not None:
         disk.start_tracking()
         blocks = list(range(disk.layout.npages))
     round_no = 0
     bw_Bps = 1.0
-    reason = ""
     while True:
-        t0, w0 = trio.current_time(), wire()
-        batches = await _send_round(mem, dsk, round_no, pages, blocks, res, ctl,
+        t0, w0 = trio.current_time(), f.wire()
+        batches = await _send_round(f.mem, f.dsk, round_no, pages, blocks, res, ctl,
                                     cfg.idle_timeout)
         await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                      {"round": round_no, "batches": batches}))
         await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {round_no}")
         dt = max(trio.current_time() - t0, 1e-6)
         sent = len(pages) + len(blocks)
-        bw_Bps = (wire() - w0) / dt if sent > 64 else bw_Bps
+        bw_Bps = (f.wire() - w0) / dt if sent > 64 else bw_Bps
         res.round_seconds.append(round(dt, 4))
-        res.stream_rate_mbps = max(res.stream_rate_mbps, (wire() - w0) * 8 / dt / 1e6)
+        res.stream_rate_mbps = max(res.stream_rate_mbps, (f.wire() - w0) * 8 / dt / 1e6)
         pages = src.dirty()
-        blocks = disk.dirty() if dsk is not None else []
+        blocks = disk.dirty() if f.dsk is not None else []
         res.dirty_pages_per_round.append(len(pages))
         remaining = len(pages) * ps + len(blocks) * (disk.layout.page_size if disk else 0)
-        reason = policy.switchover(round_no, remaining, bw_Bps, wire() - wire_start)
+        f.progress("precopy", round_no, bw_Bps, remaining)
+        reason = policy.switchover(round_no, remaining, bw_Bps, f.wire() - f.wire_start)
         if round_no == 0:
             await faults.ahit("source", "precopy")
         if reason:
-            break
+            return pages, blocks, round_no, reason
         throttle.set(policy.next_throttle(throttle.level, remaining / dt, bw_Bps))
         round_no += 1
 
-    # --- stop and copy: only the last dirty set is read, hashed and sent -------------------
+
+async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int],
+                         blocks: list[int], round_no: int, reason: str) -> float:
+    """Pause the guest, send only the last dirty set, commit the image and wait for
+    PREPARED (the source check of the paused original overlapping the wait); the time the
+    guest was paused."""
+    src, disk, mem, dsk, cfg, res, ctl = f.src, f.disk, f.mem, f.dsk, f.cfg, f.res, f.ctl
     t_pause = trio.current_time()
     sw.stopped()
     src.pause()
@@ -463,7 +503,7 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     final = sorted(set(pages) | set(src.dirty()))
     final_blocks = sorted(set(blocks) | set(disk.dirty())) if dsk is not None else []
     res.counter_at_switchover = _guest_counter(src)
-    round_no += 1
+    f.progress("stop-and-copy", round_no, 0.0, len(final) * src.layout.page_size)
     batches = await _send_round(mem, dsk, round_no, final, final_blocks, res, ctl,
                                 cfg.idle_timeout)
     res.dirty_pages_per_round.append(len(final))
@@ -496,7 +536,12 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
         await _abort(ctl)
         raise MigrationFailed("the paused original differs from what was sent")
     res.integrity_ok = True
-    # --- the decision: GO, then only the destination's answer counts ----------------------
+    return t_pause
+
+
+async def _decide(f: _Flow, sw: Switchover, t_pause: float) -> None:
+    """GO, then only the destination's answer counts; the result's times and rates."""
+    res, ctl, cfg = f.res, f.ctl, f.cfg
     sw.pending()
     await faults.ahit("source", "go")
     if not faults.drops("source", "go"):
@@ -505,15 +550,16 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     t_ack = trio.current_time()
     sw.decided(answer)
     await faults.ahit("source", "decided")
-    res.bytes_on_wire = wire() - wire_start
-    res.disk_bytes_on_wire = dsk.bytes_sent if dsk else 0
-    res.migration_time_s = round(t_ack - t_start, 4)
-    res.goodput_mbps = round(res.bytes_on_wire * 8 / max(t_ack - t_start, 1e-6) / 1e6, 1)
+    res.bytes_on_wire = f.wire() - f.wire_start
+    res.disk_bytes_on_wire = f.dsk.bytes_sent if f.dsk else 0
+    res.migration_time_s = round(t_ack - f.t_start, 4)
+    res.goodput_mbps = round(res.bytes_on_wire * 8 / max(t_ack - f.t_start, 1e-6) / 1e6, 1)
     res.stream_rate_mbps = round(res.stream_rate_mbps, 1)
     if sw.committed:
         res.downtime_ms = round((t_ack - t_pause) * 1e3, 2)
     else:
         res.error = f"destination aborted at the decision: {answer.get('error')}"
+    f.progress("decided" if sw.committed else "aborted", res.rounds or 0, 0.0, 0)
     with contextlib.suppress(P.ProtocolError, ConnectionError, OSError):
         await ctl.send(P.encode_json(P.FrameType.CONFIRM, {"migration": sw.mid}))
 

@@ -122,14 +122,15 @@ def _placements(ctx: click.Context, specs: list[tuple[Path, Any]]) -> dict[Path,
         raise click.ClickException(str(exc)) from None
 
 
-def _run_in_vm(paths: list[Path], out: Path) -> int:
+def _run_in_vm(paths: list[Path], out: Path, quiet: bool, verbose: int) -> int:
     """Run the specs at ``paths`` inside the full-kernel VM (one boot); its exit status."""
     from .host.vm import VMError, run_in_vm
 
     report = doctor_mod.diagnose()
     assert report.vm is not None  # placement chose the VM only where one can run
     argv = [sys.executable, "-m", "testbed", "--vm", "never", "run", *map(str, paths),
-            "--out", str(out), "--no-report"]
+            "--out", str(out), "--no-report", *(["-q"] if quiet else []),
+            *(["-v"] * verbose)]
     try:
         return run_in_vm(argv, str(report.vm["kernel"]), str(report.vm["accelerator"]),
                          rwdirs=[out])
@@ -143,9 +144,11 @@ def _run_in_vm(paths: list[Path], out: Path) -> int:
               default=None, help="Results directory (default: results/<timestamp>).")
 @click.option("--no-report", is_flag=True, hidden=True,
               help="Leave report.md and the plots to the caller (the VM half of a run).")
+@click.option("-q", "--quiet", is_flag=True, help="Only failures and the summary.")
+@click.option("-v", "--verbose", count=True, help="Every migration's every round too.")
 @click.pass_context
 def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
-        no_report: bool) -> None:
+        no_report: bool, quiet: bool, verbose: int) -> None:
     """Run experiment SPECs (TOML); with none, the default suite.
 
     Each spec runs natively, natively with its netem links through the impairment appliance,
@@ -161,36 +164,43 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
     _need_root()
     out = (out_dir or Path("results") / time.strftime("%Y%m%d-%H%M%S")).resolve()
     placed = _placements(ctx, loaded)
-    for path, spec in loaded:
-        console.print(f"[cyan]{spec.name}: {placed[path].where} ({placed[path].why})[/]")
-    failed: list[str] = []
-    inside = os.environ.get(doctor_mod.IN_VM_ENV) == "1"  # the VM half of a run
-    here = [(p, s) for p, s in loaded if inside or placed[p].where != "vm"]
-    to_vm = [p for p, _ in loaded if not inside and placed[p].where == "vm"]
-    try:
-        if here:
-            failed += _run_here(here, placed, out)
-        if to_vm and _run_in_vm(to_vm, out) != 0:
-            failed.append("(in the VM)")
-    finally:
-        from .host import appliance
+    from .run.live import LiveRun
 
-        appliance.shutdown()
-    from .results.report import failures, finish
+    with LiveRun(console, out, -1 if quiet else verbose) as live:
+        for path, spec in loaded:
+            live.message(f"{spec.name}: {placed[path].where} ({placed[path].why})")
+        failed: list[str] = []
+        inside = os.environ.get(doctor_mod.IN_VM_ENV) == "1"  # the VM half of a run
+        here = [(p, s) for p, s in loaded if inside or placed[p].where != "vm"]
+        to_vm = [p for p, _ in loaded if not inside and placed[p].where == "vm"]
+        try:
+            if here:
+                failed += _run_here(here, placed, out, live)
+            if to_vm and _run_in_vm(to_vm, out, quiet, verbose) != 0:
+                failed.append("(in the VM)")
+        finally:
+            from .host import appliance
 
-    if not no_report:
-        finish(out, console)
+            appliance.shutdown()
+        from .results.report import failures, finish
+
+        if not no_report:
+            finish(out, console)
+        bad = failures(out)
+        for line in [*(f"experiment failed: {f}" for f in failed),
+                     *(f"migration failed or not verified: {b}" for b in bad)]:
+            live.log.error(line)
     click.echo(f"results: {out}")
     if failed:
-        raise click.ClickException(f"experiment(s) failed: {', '.join(failed)}")
-    bad = failures(out)
+        raise click.ClickException(f"experiment(s) failed: {', '.join(failed)} "
+                                   f"(tracebacks in {live.log_path})")
     if bad:
         raise click.ClickException(f"{len(bad)} migration(s) failed or were not verified: "
                                    + "; ".join(bad))
 
 
-def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement],
-              out: Path) -> list[str]:
+def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement], out: Path,
+              live: Any) -> list[str]:
     """Run ``specs`` in this kernel (netem links through the appliance where placed so);
     the names of those that failed."""
     from .lab import zygote
@@ -200,17 +210,15 @@ def _run_here(specs: list[tuple[Path, Any]], placed: dict[Path, Placement],
     failed = []
     for path, spec in specs:
         try:
-            doc = run_spec(spec, out, progress=lambda m: console.print(f"[cyan]{m}[/]"),
+            doc = run_spec(spec, out, progress=live.message,
                            placement=placed[path].describe())
-            console.print(f"[green]{spec.name}: {doc['status']}[/] "
-                          f"({doc['duration_s']:.0f} s)")
+            live.message(f"{spec.name}: {doc['status']} ({doc['duration_s']:.0f} s)", "green")
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted: lab torn down, partial results kept in "
-                          f"{out}[/]")
+            live.failure(f"interrupted: lab torn down, partial results kept in {out}")
             raise SystemExit(130) from None
         except Exception as exc:  # one failed experiment does not stop the suite
             failed.append(spec.name)
-            console.print(f"[red]{spec.name} failed: {type(exc).__name__}: {exc}[/]")
+            live.failure(f"{spec.name} failed: {type(exc).__name__}: {exc}", exc)
     return failed
 
 

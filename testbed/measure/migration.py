@@ -7,6 +7,7 @@ prints one result document (see agents/result.py) and exits non-zero unless it c
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -122,19 +124,11 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
         job = replace(job, destination_args=(*job.destination_args, *dst_args))
     dest = start_destination(lab, job)
     run.started_s = time.monotonic() - base
-    src = lab.spawn_agent(job.src, [*job.source_command(), *src_args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+    src = lab.spawn_agent(job.src, [*job.source_command(), "--progress", *src_args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if job.guest is not None:  # the client asks from before the guest is up to the end
         client = start_client_probe(lab, job.guest, job.client_probe_ms)
-    try:
-        out, err = src.communicate(timeout=job.timeout_s + 60)
-    except subprocess.TimeoutExpired:
-        src.kill()
-        try:
-            out, err = src.communicate(timeout=15)
-        except subprocess.TimeoutExpired:  # something else holds its pipes
-            out, err = "", ""
-        err = (err or "") + f"\nsource agent killed after {job.timeout_s + 60:.0f} s"
+    out, err = _wait_source(src, job)
     run.ended_s = time.monotonic() - base
     run.exit_code = src.returncode
     run.source_stderr = err[-2000:]
@@ -164,6 +158,54 @@ def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRu
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(int(guest), signal.SIGKILL)
     return run
+
+
+ProgressSink = Callable[["MigrationJob", dict[str, Any]], None]
+_sinks: list[ProgressSink] = []
+
+
+@contextlib.contextmanager
+def progress_to(sink: ProgressSink) -> Iterator[None]:
+    """Send every migration's progress events (the source agent's ``--progress`` lines:
+    phase, round, bytes sent, rate, what is left) to ``sink`` while in this block."""
+    _sinks.append(sink)
+    try:
+        yield
+    finally:
+        _sinks.remove(sink)
+
+
+def _wait_source(src: Any, job: MigrationJob) -> tuple[str, str]:
+    """The source agent's stdout and stderr once it exits (killed after its timeout); its
+    progress lines go to the sinks as they come."""
+    out: list[str] = []
+    err: collections.deque[str] = collections.deque(maxlen=400)
+
+    def read_err() -> None:
+        for line in src.stderr:
+            if line.startswith('{"progress"'):
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    event = json.loads(line)["progress"]
+                    for sink in list(_sinks):
+                        sink(job, event)
+                    continue
+            err.append(line)
+
+    readers = [threading.Thread(target=lambda: out.append(src.stdout.read()), daemon=True),
+               threading.Thread(target=read_err, daemon=True)]
+    for r in readers:
+        r.start()
+    killed = ""
+    try:
+        src.wait(timeout=job.timeout_s + 60)
+    except subprocess.TimeoutExpired:
+        src.kill()
+        killed = f"\nsource agent killed after {job.timeout_s + 60:.0f} s"
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            src.wait(timeout=15)
+    for r in readers:
+        r.join(15)  # something else may hold its pipes
+    return "".join(out), "".join(err) + killed
 
 
 def migrate_concurrently(lab: Lab, jobs: list[MigrationJob],
