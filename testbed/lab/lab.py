@@ -26,7 +26,6 @@ from ..host import appliance, state
 from ..host.nsexec import ns_prefix, run
 from . import batch, firewall, routing, services, shaping, zygote
 
-AGENTS = [sys.executable, "-m", "agents"]
 TAP_QUEUE_PKTS = 20_000
 CALIBRATION_STEPS = 3
 
@@ -337,17 +336,19 @@ class Lab:
 
     def spawn_agent(self, node: str, args: Sequence[str], *, stdin: int | None = None,
                     stdout: int | None = None, stderr: int | None = None,
-                    text: bool = False) -> subprocess.Popen[Any] | zygote.ZygoteChild:
-        """Start ``python -m agents ARGS`` in ``node``'s namespace (a node, or a guest slot's
-        namespace name), forked from the warm agent fork server (``testbed.lab.zygote``) when
-        there is one; killed when the lab stops."""
+                    text: bool = False, entry: str = "agents"
+                    ) -> subprocess.Popen[Any] | zygote.ZygoteChild:
+        """Start ``python -m agents ARGS`` (``entry``: another of ``zygote.ENTRIES``) in
+        ``node``'s namespace (a node, or a guest slot's namespace name), forked from the warm
+        fork server (``testbed.lab.zygote``) when there is one; killed when the lab stops."""
         zyg = zygote.shared()
         if zyg is None:
-            return self.popen(node, [*AGENTS, *args], stdin=stdin, stdout=stdout,
+            module = [sys.executable, "-m", zygote.ENTRIES[entry]]
+            return self.popen(node, [*module, *args], stdin=stdin, stdout=stdout,
                               stderr=stderr, text=text)
         return self._track(zyg.spawn(list(args), self.netns(node),
                                      stdin=subprocess.DEVNULL if stdin is None else stdin,
-                                     stdout=stdout, stderr=stderr, text=text))
+                                     stdout=stdout, stderr=stderr, text=text, entry=entry))
 
     def links_readback(self) -> list[dict[str, object]]:
         """Each shaped interface: what was asked and what the kernel holds; for links through

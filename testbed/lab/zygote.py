@@ -43,14 +43,16 @@ START_TIMEOUT_S = 180.0  # the imports take ~10 s of CPU under TCG, more on a lo
 
 
 # --- the server ------------------------------------------------------------------------------
-def _agent(argv: list[str], netns: str | None, cwd: str | None) -> int:
+# what a child may run: the agents' entry point, or the libiperf client of the baselines
+ENTRIES = {"agents": "agents.__main__", "iperf3": "testbed.measure.iperf3_client"}
+
+
+def _agent(argv: list[str], netns: str | None, cwd: str | None, entry: str = "agents") -> int:
     if netns:
         setns(netns)
     if cwd:
         os.chdir(cwd)
-    from agents.__main__ import main
-
-    return main(argv)
+    return importlib.import_module(ENTRIES[entry]).main(argv)
 
 
 def _spawn(conn: socket.socket, children: dict[int, socket.socket]) -> None:
@@ -59,6 +61,9 @@ def _spawn(conn: socket.socket, children: dict[int, socket.socket]) -> None:
         msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
         req = json.loads(msg)
         argv, netns, cwd = list(req["argv"]), req.get("netns"), req.get("cwd")
+        entry = req.get("entry", "agents")
+        if entry not in ENTRIES:
+            raise ValueError(f"unknown entry {entry!r}")
         if len(fds) != 3:
             raise ValueError(f"expected 3 descriptors, got {len(fds)}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -69,7 +74,7 @@ def _spawn(conn: socket.socket, children: dict[int, socket.socket]) -> None:
     pid = os.fork()
     if pid == 0:
         become_child(list(fds))
-        run_and_exit(lambda: _agent(argv, netns, cwd))
+        run_and_exit(lambda: _agent(argv, netns, cwd, entry))
     for fd in fds:
         os.close(fd)
     children[pid] = conn
@@ -174,8 +179,10 @@ class Zygote:
 
     def spawn(self, argv: list[str], netns: int | str | None = None, *,
               stdin: int | None = subprocess.DEVNULL, stdout: int | None = None,
-              stderr: int | None = None, text: bool = False) -> ZygoteChild:
-        """Fork ``python -m agents ARGV`` in a namespace: a process's (PID) or at a path."""
+              stderr: int | None = None, text: bool = False,
+              entry: str = "agents") -> ZygoteChild:
+        """Fork ``python -m agents ARGV`` (or another of :data:`ENTRIES`) in a namespace: a
+        process's (PID) or at a path."""
         self.wait_ready()
         inherit = [0, 1, 2]
         child_fds, files, to_close = open_streams(stdin, stdout, stderr, text)
@@ -183,7 +190,7 @@ class Zygote:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             conn.connect("\0" + self.name)
-            req = {"argv": argv, "cwd": os.getcwd(),
+            req = {"argv": argv, "cwd": os.getcwd(), "entry": entry,
                    "netns": netns if isinstance(netns, str) or netns is None
                    else f"/proc/{netns}/ns/net"}
             socket.send_fds(conn, [json.dumps(req).encode()], fds)

@@ -39,8 +39,14 @@ def ping(lab: Lab, src: str, dst_ip: str, count: int = 20,
 def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 5.0,
            streams: int = 1, window: str | None = None, bind: str | None = None,
            port: int = IPERF_PORT, server_bind: str | None = None,
-           server_port: int | None = None, omit_s: float = 0.0) -> dict[str, Any]:
+           server_port: int | None = None, omit_s: float = 0.0,
+           tool: str = "auto") -> dict[str, Any]:
     """Throughput (Mbit/s) of an iperf3 TCP test from ``client`` to ``server``.
+
+    ``tool``: ``lib`` runs the client through libiperf (``testbed.measure.iperf3_client``,
+    forked into the node by the fork server), ``cli`` the ``iperf3`` command; ``auto`` the
+    library unless the run's JSON would not fit its pipe (long runs, many streams). The result
+    says which (``tool``).
 
     ``iperf3_mbps`` is the whole run's rate from a cold start, as a migration starts;
     ``steady_mbps`` leaves the first ``omit_s`` seconds (slow start on a long path) out,
@@ -55,17 +61,37 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_listening(lab, server, listen)
-        cmd = ["iperf3", "-c", server_ip, "-p", str(port), "-J", "-t", str(seconds),
-               "-P", str(streams), "--get-server-output"]
-        if window:
-            cmd += ["-w", window]
-        if bind:
-            cmd += ["-B", bind]
-        proc = lab.run(client, cmd, check=False, timeout=seconds + 60)
-        doc = json.loads(proc.stdout or "{}")
-        if "error" in doc or proc.returncode != 0:
-            raise RuntimeError(f"iperf3 {client}->{server_ip} failed: "
-                               f"{doc.get('error', proc.stderr.strip())}")
+        use = _choose_tool(tool, seconds, streams)
+        if use == "libiperf":
+            args = ["--server", server_ip, "--port", str(port), "--seconds", str(seconds),
+                    "--streams", str(streams), *(["--window", str(_bytes(window))]
+                                                 if window else []),
+                    *(["--bind", bind] if bind else [])]
+            child = lab.spawn_agent(client, args, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, entry="iperf3")
+            try:
+                out, err = child.communicate(timeout=seconds + 60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                raise RuntimeError(f"iperf3 (libiperf) {client}->{server_ip}: no result "
+                                   f"after {seconds + 60:.0f} s") from None
+            rc = child.returncode
+        else:
+            cmd = ["iperf3", "-c", server_ip, "-p", str(port), "-J", "-t", str(seconds),
+                   "-P", str(streams), "--get-server-output"]
+            if window:
+                cmd += ["-w", window]
+            if bind:
+                cmd += ["-B", bind]
+            proc = lab.run(client, cmd, check=False, timeout=seconds + 60)
+            out, err, rc = proc.stdout, proc.stderr, proc.returncode
+        try:
+            doc = json.loads(out or "{}")
+        except ValueError:
+            doc = {"error": f"not JSON: {out[-300:]!r}"}
+        if "error" in doc or rc != 0:
+            raise RuntimeError(f"iperf3 ({use}) {client}->{server_ip} failed: "
+                               f"{doc.get('error', (err or '').strip()[-500:])}")
         end = doc["end"]
         # the receiver's intervals (the sender's count what its socket took, queues included)
         received = (doc.get("server_output_json") or {}).get("intervals") or []
@@ -76,12 +102,29 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
             "steady_mbps": round(steady / 1e6, 3) if late else None,
             "sender_mbps": round(end["sum_sent"]["bits_per_second"] / 1e6, 3),
             "retransmits": end["sum_sent"].get("retransmits"),
-            "seconds": seconds, "omit_s": omit_s, "streams": streams,
+            "seconds": seconds, "omit_s": omit_s, "streams": streams, "tool": use,
         }
     finally:
         if srv.poll() is None:
             srv.kill()
         srv.wait()
+
+
+def _choose_tool(tool: str, seconds: float, streams: int) -> str:
+    from .iperf3_client import fits
+
+    if tool not in ("auto", "lib", "cli"):
+        raise ValueError(f"iperf3 tool {tool!r}: expected auto, lib or cli")
+    if tool == "cli" or (tool == "auto" and not fits(seconds, streams)):
+        return "cli"
+    return "libiperf"
+
+
+def _bytes(size: str) -> int:
+    """iperf3's -w size ("262144", "256K", "4M") in bytes."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    s = size.strip().lower()
+    return int(float(s[:-1]) * units[s[-1]]) if s and s[-1] in units else int(s)
 
 
 def _wait_listening(lab: Lab, node: str, port: int, limit_s: float = 15.0) -> None:
