@@ -104,14 +104,22 @@ class GuestPlan:
                       ) -> tuple[dict[str, list[list[str]]], dict[str, list[list[str]]]]:
         """What the network does when ``guest`` moves from ``src`` to ``dst``: commands per
         node at the destination's resume (before its ACK) and at the source's end."""
-        on_resume: dict[str, list[list[str]]] = {}
+        on_resume = {node: [r.command() for r in routes]
+                     for node, routes in self.resume_routes(net, guest, dst).items()}
         on_end: dict[str, list[list[str]]] = {}
         if self.mode == "hostroute":
             ip = self.slot(guest, dst).ip
-            for route in host_routes(net, self, f"{ip}/32", dst):
-                on_resume.setdefault(route.node, []).append(route.command())
             on_end.setdefault(src, []).append(["ip", "route", "del", f"{ip}/32", "dev", VSWITCH])
         return on_resume, on_end
+
+    def resume_routes(self, net: Network, guest: str, dst: str) -> dict[str, list[Route]]:
+        """The routes each node must hold once ``guest`` runs on ``dst`` (``hostroute``: its
+        /32 towards ``dst``; the other modes move nothing at L3)."""
+        routes: dict[str, list[Route]] = {}
+        if self.mode == "hostroute":
+            for route in host_routes(net, self, f"{self.slot(guest, dst).ip}/32", dst):
+                routes.setdefault(route.node, []).append(route)
+        return routes
 
 
 def host_routes(net: Network, plan: GuestPlan, prefix: str, host: str) -> list[Route]:

@@ -66,14 +66,34 @@ def ipv4addr(dev: str) -> str | None:
 
 
 def run_hook(cmd: str | None, timeout: float = 30.0) -> dict | None:
-    """Run a hook command (``sh -c``); what it did, how long it took, whether it failed."""
+    """Run a hook; what it did, how long it took, whether it failed.
+
+    ``cmd`` is a shell command (``sh -c``), or ``unix:PATH``: a management-plane callback over
+    the Unix stream socket at PATH (one line ``resume`` sent, one line back: ``ok`` or
+    ``error <why>``), for a network that prepared its change beforehand and only applies it.
+    """
     if not cmd:
         return None
     t0 = time.monotonic()
-    try:
-        proc = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True,
-                              timeout=timeout)
-        rc, err = proc.returncode, proc.stderr
-    except subprocess.TimeoutExpired:
-        rc, err = -1, f"timed out after {timeout} s"
+    if cmd.startswith("unix:"):
+        rc, err = _notify(cmd[len("unix:"):], timeout)
+    else:
+        try:
+            proc = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True,
+                                  timeout=timeout)
+            rc, err = proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired:
+            rc, err = -1, f"timed out after {timeout} s"
     return {"rc": rc, "ms": round((time.monotonic() - t0) * 1e3, 2), "stderr": err[-500:]}
+
+
+def _notify(path: str, timeout: float) -> tuple[int, str]:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(b"resume\n")
+            answer = s.makefile("r").readline().strip()
+    except OSError as exc:
+        return -1, f"{path}: {exc}"
+    return (0, "") if answer == "ok" else (1, answer or "no answer")

@@ -17,6 +17,7 @@ import json
 import shlex
 import signal
 import subprocess
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..host.procio import read_line
@@ -43,8 +44,31 @@ def hook(lab: Lab, per_node: dict[str, list[list[str]]]) -> str | None:
     return " && ".join(parts) or None
 
 
-def agent_args(lab: Lab, guest: str, src: str, dst: str) -> tuple[list[str], list[str]]:
-    """Extra arguments of the source and of the destination agent for moving ``guest``."""
+@contextlib.contextmanager
+def moving(lab: Lab, guest: str, src: str, dst: str,
+           route_move: str = "netlink") -> Iterator[tuple[list[str], list[str], Any]]:
+    """The source's and the destination's extra arguments for moving ``guest``, valid for
+    the block, and the route mover (or None): ``route_move="netlink"`` prepares the L3 move
+    in each router's namespace beforehand (``testbed.lab.routemove``); ``"shell"`` leaves
+    it to a shell hook."""
+    src_args, dst_args = agent_args(lab, guest, src, dst, with_resume_hook=route_move != "netlink")
+    routes = lab.network.guests.resume_routes(lab.network, guest, dst)
+    if route_move != "netlink" or not routes:
+        yield src_args, dst_args, None
+        return
+    from ..host.state import STATE_DIR
+    from .routemove import RouteMover
+
+    mover = RouteMover(routes, {n: f"/proc/{lab.pid(n)}/ns/net" for n in routes},
+                       STATE_DIR / "sockets")
+    with mover as hook:
+        yield src_args, [*dst_args, "--on-resume", hook], mover
+
+
+def agent_args(lab: Lab, guest: str, src: str, dst: str,
+               with_resume_hook: bool = True) -> tuple[list[str], list[str]]:
+    """Extra arguments of the source and of the destination agent for moving ``guest``
+    (``with_resume_hook``: the L3 move as a shell hook at resume)."""
     plan = lab.network.guests
     s, d = plan.slot(guest, src), plan.slot(guest, dst)
     on_resume, on_end = plan.move_commands(lab.network, guest, src, dst)
@@ -56,7 +80,7 @@ def agent_args(lab: Lab, guest: str, src: str, dst: str) -> tuple[list[str], lis
                 "--guest-dev", "eth0"]
     if (cmd := hook(lab, on_end)) is not None:
         src_args += ["--on-end", cmd]
-    if (cmd := hook(lab, on_resume)) is not None:
+    if with_resume_hook and (cmd := hook(lab, on_resume)) is not None:
         dst_args += ["--on-resume", cmd]
     return src_args, dst_args
 

@@ -50,6 +50,7 @@ class MigrationJob:
     destination_args: tuple[str, ...] = ()
     guest: str | None = None  # a guest with a network identity (topologies.guests) moves
     client_probe_ms: float = 1.0  # the client's request interval, for such a guest
+    route_move: str = "netlink"  # such a guest's L3 move: prepared netlink sockets | shell
 
     def source_command(self) -> list[str]:
         """The source agent's arguments (``python -m agents ...``)."""
@@ -113,20 +114,34 @@ def start_destination(lab: Lab, job: MigrationJob,
 
 def migrate(lab: Lab, job: MigrationJob, t0: float | None = None) -> MigrationRun:
     """Run one migration to completion (or failure) and return both agents' JSON."""
+    with contextlib.ExitStack() as stack:
+        src_args: list[str] = []
+        if job.guest is not None:
+            from ..lab.guestnet import moving
+
+            src_args, dst_args, mover = stack.enter_context(
+                moving(lab, job.guest, job.src, job.dst, job.route_move))
+            job = replace(job, destination_args=(*job.destination_args, *dst_args))
+            run = _migrate(lab, job, src_args, t0)
+            if mover is not None:  # the netlink messages' own time, inside the hook's
+                run.result["route_move"] = {"mode": "netlink", "applied_ms": mover.applied_ms,
+                                            "error": mover.error}
+            return run
+        return _migrate(lab, job, src_args, t0)
+
+
+def _migrate(lab: Lab, job: MigrationJob, src_args: list[str],
+             t0: float | None) -> MigrationRun:
     run = MigrationRun(job)
     base = t0 if t0 is not None else time.monotonic()
-    src_args: list[str] = []
     client = None
-    if job.guest is not None:
-        from ..lab.guestnet import agent_args, start_client_probe
-
-        src_args, dst_args = agent_args(lab, job.guest, job.src, job.dst)
-        job = replace(job, destination_args=(*job.destination_args, *dst_args))
     dest = start_destination(lab, job)
     run.started_s = time.monotonic() - base
     src = lab.spawn_agent(job.src, [*job.source_command(), "--progress", *src_args],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if job.guest is not None:  # the client asks from before the guest is up to the end
+        from ..lab.guestnet import start_client_probe
+
         client = start_client_probe(lab, job.guest, job.client_probe_ms)
     out, err = _wait_source(src, job)
     run.ended_s = time.monotonic() - base
