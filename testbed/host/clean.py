@@ -11,7 +11,6 @@ that are gone, and any QEMU whose command line names one of them. Idempotent.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -169,34 +168,47 @@ def remove_run_directories(dead: list[state.RunState], live: list[state.RunState
 def remove_named_namespaces(report: CleanReport, spare: set[str] | None = None,
                             only: set[str] | None = None) -> None:
     """Kill what runs in our named namespaces and delete them (but ``spare``: a live run's;
-    with ``only``, just those)."""
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        name = line.split()[0] if line.split() else ""
+    with ``only``, just those). Listed and removed through pyroute2, the processes found by
+    their namespace's inode."""
+    from pyroute2 import netns
+
+    for name in netns.listnetns():
         if only is not None and name not in only:
             continue
         if name.startswith(NETNS_PREFIXES) and name not in (spare or set()):
-            for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                                      text=True).stdout.split():
+            try:
+                inode = os.stat(f"{netns.NETNS_RUN_DIR}/{name}").st_ino
+            except OSError:
+                inode = None
+            for pid in _all_pids() if inode is not None else []:
                 try:
-                    os.kill(int(pid), signal.SIGKILL)
+                    if os.stat(f"/proc/{pid}/ns/net").st_ino != inode:
+                        continue
+                    os.kill(pid, signal.SIGKILL)
                     report.processes.append(f"{pid} (in netns {name})")
-                except (ProcessLookupError, ValueError):
+                except (ProcessLookupError, FileNotFoundError, PermissionError):
                     pass
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            with contextlib.suppress(OSError):
+                netns.remove(name)
             report.namespaces.append(name)
 
 
 def remove_root_links(dead: list[state.RunState], report: CleanReport) -> None:
-    out = subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True, text=True).stdout
+    """Delete the root namespace's links a dead run made (recorded, or Mininet's veth names)."""
+    from pyroute2 import IPRoute
+
     recorded = {name for st in dead for name in st.root_links}
-    for link in json.loads(out or "[]"):
-        name = link.get("ifname", "")
-        kind = (link.get("linkinfo") or {}).get("info_kind")
-        ours = name in recorded or (MININET_LINK.match(name) and kind == "veth")
-        if ours and subprocess.run(["ip", "link", "del", name],
-                                   capture_output=True).returncode == 0:
-            report.links.append(name)
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            if name in recorded or (MININET_LINK.match(name) and kind == "veth"):
+                try:
+                    ipr.link("del", index=link["index"])
+                except Exception:  # gone meanwhile (its peer's deletion took it along)
+                    continue
+                report.links.append(name)
 
 
 def remove_ovs_bridges(dead: list[state.RunState], report: CleanReport) -> None:
