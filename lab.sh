@@ -17,7 +17,7 @@ case "$cmd" in
         bash scripts/setup.sh
         exec "$TESTBED_VENV/bin/testbed" run "$@" ;;
     test)
-        bash scripts/setup.sh
+        bash scripts/setup.sh --tests
         exec bash scripts/test.sh "$@" ;;
     *)
         echo "usage: $0 run [SPEC...] [--out DIR] | test" >&2

@@ -2,7 +2,12 @@
 # Idempotent set-up of the testbed on Debian 12 / Ubuntu 24.04 (as root).
 # Used by lab.sh (the README's two commands), the Vagrantfile and .ci/run.
 # On a ready machine it only checks and returns within seconds.
+#   scripts/setup.sh           what the lab needs (the main job, the Vagrant lab)
+#   scripts/setup.sh --tests   and what the checks need too (shellcheck; Vagrant, to validate
+#                              the Vagrantfile, where the distribution packages it)
 set -euo pipefail
+FOR_TESTS=0
+[ "${1:-}" = "--tests" ] && FOR_TESTS=1
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The Vagrant lab keeps its venv outside the synced folder (TESTBED_VENV=/opt/testbed-venv).
@@ -25,12 +30,13 @@ PKGS=(
     mininet openvswitch-switch iperf3 libiperf0 iproute2 iputils-ping ethtool
     tcpdump libpcap0.8 stress-ng procps psmisc kmod nftables file bridge-utils
     python3 python3-venv python3-dev gcc
-    shellcheck
 )
+[ "$FOR_TESTS" = 1 ] && PKGS+=(shellcheck)
 case "${ID:-}" in
     debian)
         # A full kernel (netem, VRF, OVS datapath as modules) and what virtme-ng needs to boot it.
-        PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static vagrant) ;;
+        PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static)
+        [ "$FOR_TESTS" = 1 ] && PKGS+=(vagrant) ;;
     ubuntu)
         PKGS+=(qemu-system-x86 busybox-static)
         # Ubuntu keeps sch_netem and friends in linux-modules-extra.
@@ -66,8 +72,8 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import mininet.net' 2
 fi
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
-    say "installing the project (editable) with its test extra"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[test]"
+    say "installing the project (editable): the agents, the lab, plots and the test tools"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "${ROOT}[lab,plots,test]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 else
