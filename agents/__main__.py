@@ -202,6 +202,7 @@ def cmd_source(args: argparse.Namespace) -> int:
 
     if args.replicated and not args.disk:
         raise SystemExit("--replicated needs --disk")
+    pattern = None  # the built-in guest's write pattern, for the model
 
     from agents.memory.disk import DiskSource
     from agents.memory.image import DirtyModel, ImageMemory, load_trace
@@ -237,6 +238,7 @@ def cmd_source(args: argparse.Namespace) -> int:
         if args.workload:
             guest, info = spawn_workload(args)
             source_pid = info["pid"]
+            pattern = info.get("write_pattern")
             cfg.service = cfg.service or tuple(info["service"])
             time.sleep(args.warmup)
             kind = "workload"
@@ -259,6 +261,8 @@ def cmd_source(args: argparse.Namespace) -> int:
     out = json.loads(res.to_json())
     out["cpu_s"] = cpu_seconds()
     out["source_pid"] = source_pid
+    if pattern is not None:
+        out["write_pattern"] = pattern
     print(json.dumps(out), flush=True)
     return 0 if res.completed else 2 if res.outcome == "indeterminate" else 1
 

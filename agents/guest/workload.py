@@ -130,7 +130,12 @@ class Guest:
         return {"pid": os.getpid(), "start_ticks": start_ticks(), "arena_addr": self.addr,
                 "arena_bytes": len(self.arena), "arena_fd": self.arena_fd, "page_size": PAGE,
                 "uffd_wp": self.uffd >= 0,
-                "service": [host, port], "counter": self.counter}
+                "service": [host, port], "counter": self.counter,
+                # how it writes: page writes at this rate, hot_share of them into the first
+                # hot_fraction of the arena's pages, the rest anywhere (the model reads it)
+                "write_pattern": {"dirty_rate_mbs": self.cfg.dirty_rate_mbps,
+                                  "hot_fraction": self.cfg.hot_fraction,
+                                  "hot_share": self.cfg.hot_share}}
 
     def publish(self) -> None:
         INFO_DIR.mkdir(exist_ok=True)

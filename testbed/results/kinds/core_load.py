@@ -8,7 +8,7 @@ from typing import Any
 
 from ..documents import Document
 from ..plots import save_figure
-from ..report import failed, outage_never_ended
+from ..report import failed, outage_never_ended, prediction_for
 
 
 def jain(values: list[float]) -> float | None:
@@ -74,7 +74,35 @@ def section(doc: Document) -> list[str]:
                     f"{_fmt(bg.get('burst_mbps'), '.0f')} | {_fmt(down, '.0f')} | "
                     f"{worst_outage} | {ok}/{len(b['migrations'])}"
                     f"{f' ({n_failed} failed)' if n_failed else ''} |")
-    return lines
+    return lines + model_by_burst(doc)
+
+
+def model_by_burst(doc: Document) -> list[str]:
+    """The model against each burst's mean: under fair sharing every migration of a burst
+    gets the same rate, so the model speaks for the burst's typical migration; TCP shares
+    unevenly between concurrent flows, so single ones finish early or late (the spread)."""
+    lines = ["| path | burst | time s: mean (pred.) | spread | downtime ms: mean (pred.) | "
+             "within 20 % |", "|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for _, m in doc.migrations():
+        if not m.failed and m.raw.get("concurrency"):
+            groups.setdefault((m.case.split(" x")[0], m.raw["concurrency"]), []).append(m)
+    for (path, c), migs in groups.items():
+        preds = [p for p in (prediction_for(m) for m in migs) if p]
+        if not preds:
+            continue
+        t = sum(m.migration_time_s or 0 for m in migs) / len(migs)
+        d = sum(m.downtime_ms or 0 for m in migs) / len(migs)
+        pt = sum(p["migration_time_s"] for p in preds) / len(preds)
+        pd = sum(p["downtime_ms"] for p in preds) / len(preds)
+        ok = abs(t - pt) <= 0.2 * pt and abs(d - pd) <= 0.2 * pd
+        times = [m.migration_time_s or 0 for m in migs]
+        lines.append(f"| {path} | {c} | {t:.2f} ({pt:.2f}, {(t - pt) / pt:+.0%}) | "
+                     f"{min(times):.2f}-{max(times):.2f} | {d:.0f} ({pd:.0f}, "
+                     f"{(d - pd) / pd:+.0%}) | {'yes' if ok else '**no**'} |")
+    return ["", "The model per burst (fair sharing predicts the burst's typical migration; "
+            "single migrations of a burst spread around it as TCP shares unevenly):", "",
+            *lines] if len(lines) > 2 else []
 
 
 def _fmt(x: Any, fmt: str = ".2f") -> str:

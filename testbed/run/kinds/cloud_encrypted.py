@@ -77,6 +77,7 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
             cpu = (res.get("cpu_s") or 0) + (dst_cpu or 0)
             gb = (res.get("bytes_on_wire") or 0) / 1e9
             mig = res | {"case": mode, "mode": mode, "iperf3_mbps": out["iperf3"]["iperf3_mbps"],
+                         "rtt_ms": spec.rtt_ms,
                          "dirty_rate_mbs": m.dirty_rate_mbs, "wire": seen,
                          "cpu_s_total": cpu if res.get("cpu_s") is not None else None,
                          "cpu_s_per_gb": round(cpu / gb, 2) if gb and res.get("cpu_s")

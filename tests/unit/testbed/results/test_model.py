@@ -63,3 +63,28 @@ def test_inputs_come_from_what_was_measured():
     assert (inp.downtime_target_ms, inp.max_rounds, inp.rtt_s, inp.resume_s) == \
         (100, 5, 0.02, 0.005)
     assert model.inputs_from({"iperf3_mbps": 100.0}) is None
+
+
+def test_a_hot_set_guest_dirties_less_per_second_in_long_rounds_and_is_calibrated():
+    skew = model.Skew(pages=32767, hot_pages=3276, hot_share=0.9, writes_per_s=1953)
+    short, long_ = skew.dirtied(0.4), skew.dirtied(4.0)
+    assert long_ / 4.0 < 0.6 * short / 0.4  # rewrites of hot pages count once
+    assert skew.dirtied(1e6) <= 32767 * 4096 + 1  # never more than the guest
+    # the tracker's round 0 gives back the write rate
+    seen = skew.dirtied_in_first_round(3.5)
+    back = model.Skew.calibrated(32767, 0.1, 0.9, seen, 3.5)
+    assert abs(back.writes_per_s - 1953) / 1953 < 0.01
+
+
+def test_the_skewed_forecast_uses_the_last_rounds_set_not_one_rate():
+    m = {"iperf3_mbps": 233.0, "image_bytes": 128 << 20, "source_kind": "workload",
+         "pages_sent_per_round": [32768, 3055, 758], "zero_pages_per_round": [7667, 0, 0],
+         "dirty_pages_per_round": [3055, 758, 758], "round_seconds": [3.53, 0.43],
+         "rtt_measured_ms": 2.05, "resume_ms": 16.9, "source_verify_ms": 34.2,
+         "downtime_target_ms": 300.0, "max_rounds": 30}
+    inp = model.inputs_from(m)
+    assert inp.skew is not None
+    f = model.forecast(inp)
+    assert f.rounds == 3 and abs(f.downtime_ms - 153.7) / 153.7 < 0.2  # measured: 153.7
+    uniform = model.forecast(model.inputs_from(m | {"source_kind": "pid"}))
+    assert uniform.downtime_ms < f.downtime_ms  # one rate misses the hot set's share
