@@ -150,10 +150,12 @@ def write_report(out_dir: Path, docs: list[Document], plots: list[Path]) -> Path
               "measured resume and network move; the stop takes two round trips, the image to "
               "PREPARED and GO to the destination's decision, the first overlapping the "
               "source's measured check of the paused original) and its deviation; deviations above "
-              "20 % are flagged. The model's D is one rate for every round: a hot set that is "
-              "dirtied again and again makes short rounds dirty more per second than long "
-              "ones, so the last round's set (and the downtime) comes out larger than "
-              "predicted. A migration that failed is shown as failed.", ""]
+              "20 % are flagged. For a guest with a hot set (the built-in one records its "
+              "write pattern) one rate D would miss that rewrites of a hot page count once: "
+              "there the model counts the distinct pages that Poisson writes into the hot and "
+              "the cold set dirty in each round's time (the write rate calibrated from the "
+              "tracker's round 0 alone), round by round. A migration that failed is shown as "
+              "failed.", ""]
     for doc in docs:
         lines += [f"## {doc.name} ({doc.kind})", "", doc.description, "",
                   f"Status: {doc.status}, {doc.duration_s:.0f} s, "
