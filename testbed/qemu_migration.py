@@ -47,6 +47,11 @@ class QemuJob:
     boot_timeout_s: float = 90.0  # the source guest's boot (minutes under nested emulation)
     label: str = ""
     iperf3_s: float = 0.0  # > 0: an iperf3 baseline on the same path first
+    connect_addr: str | None = None  # where the source connects (e.g. a gateway's public
+    connect_port: int | None = None  # address and port); default: the destination's own
+    tls_identity: str | None = None  # the destination certificate's name, which the source
+    #                                  checks (default: "<dst>.migration")
+    tls_ips: tuple[str, ...] = ()  # further addresses in that certificate
 
 
 def accelerator() -> str:
@@ -101,20 +106,24 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
     run_dir = QEMU_RUN_DIR / lab.run_id / (job.label or f"{job.src}-{job.dst}-{job.port}")
     lab.state.paths.append(str(run_dir))
     lab.state.save()  # recorded before anything is made there
-    pin = ["to", f"{dst_ip}/32", "lookup", str(table), "pref", str(PIN_RULE_PREF)]
+    to_ip, to_port = job.connect_addr or dst_ip, job.connect_port or job.port
+    pin = ["to", f"{to_ip}/32", "lookup", str(table), "pref", str(PIN_RULE_PREF)]
     if table is not None:
         lab.run(job.src, ["ip", "rule", "add", *pin])
     seen: list[str] = []
 
     def active(procs: dict[Role, Process]) -> None:
-        seen.extend(_connections(lab, job.src, dst_ip, job.port))
+        seen.extend(_connections(lab, job.src, to_ip, to_port))
         if on_active is not None:
             on_active(procs)
 
     plan = Plan(dst_ip, run_dir, job.port, job.guest, job.options,
-                job.accel or accelerator(), tls_identity=f"{job.dst}.migration",
+                job.accel or accelerator(),
+                tls_identity=job.tls_identity or f"{job.dst}.migration",
                 boot_timeout_s=job.boot_timeout_s, warmup_s=job.warmup_s,
-                timeout_s=job.timeout_s)
+                timeout_s=job.timeout_s, connect_addr=job.connect_addr,
+                connect_port=job.connect_port, tls_hostname=job.tls_identity,
+                tls_ips=job.tls_ips)
     t0 = time.monotonic()
     try:
         res = migrate(plan, lab_launcher(lab, job), on_active=active)
