@@ -21,10 +21,12 @@ def plot_all(out_dir: Path, docs: list[dict[str, Any]]) -> list[Path]:
 
     matplotlib.use("Agg")
     from .experiments import plotter_for
+    from .side_by_side import plot as side_by_side
 
     made: list[Path] = []
     for doc in docs:
         plot = plotter_for(doc["spec"]["kind"])
         if plot is not None:
             made += plot(doc, out_dir)
+        made += side_by_side(doc, out_dir)
     return made

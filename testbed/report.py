@@ -35,6 +35,10 @@ def migrations(doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
 def prediction_for(m: dict[str, Any]) -> dict[str, Any] | None:
     """The model's forecast for one completed migration, beside what was measured (None if
     it failed or too little was measured)."""
+    if m.get("hypervisor") == "qemu":  # QEMU's own stop rule (testbed.predict_qemu)
+        from . import predict_qemu
+
+        return predict_qemu.prediction(m)
     if not m.get("completed"):
         return None
     inp = predict.inputs_from(m)
@@ -187,6 +191,9 @@ def write_report(out_dir: Path, docs: list[dict[str, Any]], plots: list[Path]) -
             lines += [f"**{len(bad)} migration(s) failed or were not verified:** "
                       + ", ".join(bad), ""]
         lines += summary_lines(doc) + [""]
+        from .side_by_side import section
+
+        lines += section(doc)
         table = migration_table(doc)
         if table:
             lines += ["### Migrations", ""] + table + [""]
