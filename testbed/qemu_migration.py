@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class QemuJob:
     tls_identity: str | None = None  # the destination certificate's name, which the source
     #                                  checks (default: "<dst>.migration")
     tls_ips: tuple[str, ...] = ()  # further addresses in that certificate
+    function: str = "migration"  # which of the hosts' stacks carries it (e.g. management)
 
 
 def accelerator() -> str:
@@ -66,8 +68,8 @@ def accelerator() -> str:
 def _addresses(lab: Lab, job: QemuJob) -> tuple[str, str | None, int | None]:
     """(destination address, source stack address, source stack table)."""
     net = lab.network
-    dst = net.stacks_of(job.dst).get("migration")
-    src = net.stacks_of(job.src).get("migration")
+    dst = net.stacks_of(job.dst).get(job.function)
+    src = net.stacks_of(job.src).get(job.function)
     return (dst.ip if dst else net.address(job.dst), src.ip if src else None,
             src.table if src else None)
 
@@ -91,6 +93,26 @@ def _connections(lab: Lab, node: str, dst_ip: str, port: int) -> list[str]:
                    if len(line.split()) >= 2})
 
 
+_PINS: dict[tuple[str, str, tuple[str, ...]], int] = {}
+_PINS_LOCK = threading.Lock()
+
+
+def _pin(lab: Lab, node: str, rule: list[str], delta: int) -> None:
+    """Add the source's rule for the first of concurrent migrations to one destination,
+    remove it after the last (the kernel refuses an identical second rule)."""
+    key = (lab.run_id, node, tuple(rule))
+    with _PINS_LOCK:
+        users = _PINS.get(key, 0) + delta
+        if delta > 0 and users == 1:
+            lab.run(node, ["ip", "rule", "add", *rule])
+        elif delta < 0 and users == 0:
+            lab.run(node, ["ip", "rule", "del", *rule], check=False)
+        if users:
+            _PINS[key] = users
+        else:
+            _PINS.pop(key, None)
+
+
 def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[str, Any]:
     """Run one QEMU migration in ``lab``; the result document of ``agents.qemu`` plus
     ``iperf3_mbps`` (when asked), ``source_address`` and the nodes."""
@@ -109,7 +131,7 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
     to_ip, to_port = job.connect_addr or dst_ip, job.connect_port or job.port
     pin = ["to", f"{to_ip}/32", "lookup", str(table), "pref", str(PIN_RULE_PREF)]
     if table is not None:
-        lab.run(job.src, ["ip", "rule", "add", *pin])
+        _pin(lab, job.src, pin, +1)
     seen: list[str] = []
 
     def active(procs: dict[Role, Process]) -> None:
@@ -132,7 +154,7 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
                "error": str(exc), "migration_time_s": round(time.monotonic() - t0, 3)}
     finally:
         if table is not None:
-            lab.run(job.src, ["ip", "rule", "del", *pin], check=False)
+            _pin(lab, job.src, pin, -1)
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the run's directory, once its last one is gone
             run_dir.parent.rmdir()

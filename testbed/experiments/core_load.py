@@ -24,7 +24,7 @@ from ..probes import PingProbe
 from ..report import failed, outage_never_ended
 from ..samplers import CounterSampler, utilisation_summary
 from ..spec import CoreLoadSpec
-from . import Progress
+from . import Progress, qemu_jobs
 
 IDLE_S = 3.0
 BASE_PORT = 7800
@@ -39,7 +39,10 @@ def jain(values: list[float]) -> float | None:
 
 def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
     """Every path on one fabric (brought up once): the capped path runs last, its caps stay."""
-    out: dict[str, Any] = {"paths": [], "migrations": []}
+    out: dict[str, Any] = {"paths": [], "migrations": [],
+                           "hypervisors": spec.migration.hypervisors}
+    if "qemu" in spec.migration.hypervisors:
+        out["qemu_mapping"] = qemu_jobs.mapping()
     paths = sorted(spec.paths, key=lambda p: p == "capped")
     net = spine_leaf(spines=spec.spines, leaves=spec.leaves,
                      hosts_per_leaf=spec.hosts_per_leaf, host_link_mbps=spec.host_link_mbps,
@@ -50,10 +53,10 @@ def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
     sizes = {path: spec.concurrency if k == 0 or spec.compare_paths_at is None
              else [c for c in spec.concurrency if c in spec.compare_paths_at]
              for k, path in enumerate(paths)}
-    m = spec.migration
+    m = spec.migration.for_agents()
     if m.guest_network != "none":  # a fresh guest per migration, a client on leaf 1
-        names = [(_guest(path, c, i), i) for path in paths for c in sizes[path]
-                 for i in range(c)]
+        names = [(_guest(path, c, i), i) for path in paths for who, c in
+                 bursts(spec, path, sizes[path]) if who == "agents" for i in range(c)]
         add_guests(net, m.guest_network, {g: src_hosts[i % len(src_hosts)] for g, i in names},
                    {g: [dst_hosts[i % len(dst_hosts)]] for g, i in names},
                    client_on=src_hosts[0])
@@ -70,6 +73,20 @@ def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
     return out
 
 
+def bursts(spec: CoreLoadSpec, path: str, sizes: list[int]) -> list[tuple[str, int]]:
+    """(hypervisor, burst size) on ``path`` in run order: the first hypervisor at the
+    path's sizes, the others at ``compare_hypervisors_at`` on ``compare_hypervisors_on``."""
+    chosen = spec.migration.hypervisors
+    out = []
+    for who in chosen:
+        if chosen.index(who) == 0:
+            out += [(who, c) for c in sizes]
+        elif spec.compare_hypervisors_on is None or path in spec.compare_hypervisors_on:
+            out += [(who, c) for c in (spec.compare_hypervisors_at or sizes)]
+    order = {c: k for k, c in enumerate(sorted({c for _, c in out}))}
+    return sorted(out, key=lambda wc: (order[wc[1]], chosen.index(wc[0])))
+
+
 def _guest(path: str, c: int, i: int) -> str:
     return f"{path[:3]}{c}-{i + 1}"
 
@@ -80,7 +97,7 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
     net = lab.network
     func = "management" if path == "shared-management" else "migration"
     spines = [f"s{i}" for i in range(1, spec.spines + 1)]
-    m = spec.migration
+    m = spec.migration.for_agents()
     result: dict[str, Any] = {"path": path, "function": func, "bursts": [],
                               "stack_mode": lab.stack_mode, "guest_network": m.guest_network}
     sampler = CounterSampler(spec.sample_hz)
@@ -106,9 +123,14 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
     sampler.start()
     base_t = time.monotonic()
     try:
-        for c in sizes:
+        for who, c in bursts(spec, path, sizes):
             time.sleep(IDLE_S)  # idle window before each burst
             idle = (time.monotonic() - IDLE_S, time.monotonic())
+            if who == "qemu":
+                result["bursts"].append(_qemu_burst(
+                    spec, lab, path, func, c, src_hosts, dst_hosts, sampler, probe, bool(bg),
+                    idle, base_t, base["iperf3_mbps"], progress, all_migrations))
+                continue
             jobs = []
             for i in range(c):
                 s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
@@ -129,8 +151,10 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
                                    (start - base_t, end - base_t), idle, (start, end),
                                    base_t)
             share = fair_share_mbps(spec, path, c, base["iperf3_mbps"])
+            burst["hypervisor"] = "agents"
             for r in runs:
                 mig = dict(r.result) | {
+                    "hypervisor": "agents", "compare_at": f"{path} x{c}",
                     "case": r.job.label, "iperf3_mbps": base["iperf3_mbps"],
                     "fair_share_mbps": share,
                     "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
@@ -157,6 +181,34 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
     result["sampler_error"] = sampler.error
     result["sampler_dropped_samples"] = sampler.dropped
     return result
+
+
+def _qemu_burst(spec: CoreLoadSpec, lab: Lab, path: str, func: str, c: int,
+                src_hosts: list[str], dst_hosts: list[str], sampler: CounterSampler,
+                probe: PingProbe, background: bool, idle: tuple[float, float], base_t: float,
+                iperf3_mbps: float, progress: Progress,
+                all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A burst of ``c`` QEMU guests over ``func``'s stacks, measured like the agents'."""
+    m = spec.migration
+    jobs = [qemu_jobs.job_of(m, src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)],
+                             f"{path} qemu x{c} #{i + 1}", port=qemu_jobs.BASE_PORT + i,
+                             function=func) for i in range(c)]
+    progress(f"{spec.name}/{path}: burst of {c} QEMU guest(s) over the {func} stack")
+    start = time.monotonic()
+    share = fair_share_mbps(spec, path, c, iperf3_mbps)
+    migs = qemu_jobs.run_burst(lab, jobs, m, [
+        {"case": j.label, "iperf3_mbps": iperf3_mbps, "fair_share_mbps": share, "path": path,
+         "concurrency": c, "compare_at": f"{path} x{c}"} for j in jobs])
+    end = time.monotonic()
+    burst = _burst_summary(spec, c, [], sampler, probe, background,
+                           (start - base_t, end - base_t), idle, (start, end), base_t)
+    burst["hypervisor"] = "qemu"
+    burst["migrations"] = migs
+    all_migrations.extend(migs)
+    ok = sum(bool(x.get("integrity_ok")) for x in migs)
+    progress(f"{spec.name}/{path} QEMU x{c}: {ok}/{c} ran on, spines peak "
+             + ", ".join(f"{s} {v['peak_util'] or 0:.0%}" for s, v in burst["spines"].items()))
+    return burst
 
 
 def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -> float:
@@ -264,8 +316,10 @@ def report_section(doc: dict[str, Any]) -> list[str]:
                 worst_outage = f"{endless} never ended" if endless else \
                     _fmt(max(outages) if outages else None, ".0f")
                 n_failed = len(b["migrations"]) - ok
+                who = " QEMU" if b.get("hypervisor") == "qemu" else ""
                 lines.append(
-                    f"| {p['path']} | {b['concurrency']} | {b['duration_s']:.1f} | {peak:.0%} | "
+                    f"| {p['path']} | {b['concurrency']}{who} | {b['duration_s']:.1f} | "
+                    f"{peak:.0%} | "
                     f"{mean:.0%} | {_fmt(b['ecmp_jain'], '.2f')} | "
                     f"{_fmt(mi.get('rtt_p50_ms'))}/{_fmt(mi.get('rtt_p99_ms'))} -> "
                     f"{_fmt(mb.get('rtt_p50_ms'))}/{_fmt(mb.get('rtt_p99_ms'))} | "
@@ -292,7 +346,8 @@ def plot(doc: dict[str, Any], out_dir: Any) -> list[Any]:
                 ax.plot(load["t_s"], [100 * u for u in load["util"]], label=spine, lw=1)
             for b in p["bursts"]:
                 ax.axvspan(b["t_from_s"], b["t_to_s"], alpha=0.12, color="grey")
-                ax.text(b["t_from_s"], 102, f"x{b['concurrency']}", fontsize=8)
+                ax.text(b["t_from_s"], 102, f"x{b['concurrency']}"
+                        f"{' QEMU' if b.get('hypervisor') == 'qemu' else ''}", fontsize=8)
             ax.set_xlabel("time (s)")
             ax.set_ylabel("spine utilisation (% of its busiest link)")
             ax.set_ylim(0, 110)
