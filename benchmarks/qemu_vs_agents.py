@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.qemu.command import Guest, Options  # noqa: E402
+from agents.qemu.command import KERNEL_MIB, Guest, Options  # noqa: E402
 from testbed.lab import Lab  # noqa: E402
 from testbed.measure import iperf3  # noqa: E402
 from testbed.migration import MigrationJob, migrate  # noqa: E402
@@ -46,7 +46,7 @@ def agents(lab: Lab, dst_ip: str, size: int, rate: float) -> dict:
 
 
 def qemu(lab: Lab, size: int, rate: float) -> dict:
-    guest = Guest(ram_mib=max(192, size + 64), dirty_mib=size, dirty_rate_mbs=rate,
+    guest = Guest(ram_mib=max(192, size + KERNEL_MIB), dirty_mib=size, dirty_rate_mbs=rate,
                   hot_mib=max(1, size // 10))
     return migrate_qemu(lab, QemuJob("h1", "h2", guest=guest,
                                      options=Options(downtime_limit_ms=LIMIT_MS),

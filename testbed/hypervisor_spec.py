@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agents.qemu.command import KERNEL_MIB
+
 Hypervisor = Literal["agents", "qemu"]
 KNOWN: tuple[str, ...] = ("agents", "qemu")
 GuestNetwork = Literal["none", "l2", "vxlan", "hostroute"]
@@ -23,7 +25,7 @@ GuestNetwork = Literal["none", "l2", "vxlan", "hostroute"]
 #: How each common ``[migration]`` key reaches QEMU (echoed in results and the README).
 QEMU_MAPPING: dict[str, str] = {
     "workload_mib": "the guest's dirtier allocation (random pages); guest RAM = "
-                    "qemu.ram_mib or workload_mib + 64 MiB (at least 192)",
+                    "qemu.ram_mib or workload_mib + 96 MiB (at least 192)",
     "dirty_rate_mbs": "the dirtier's write rate into its hot set (qemu.hot_mib, default a "
                       "tenth of workload_mib like the agents' hot fraction)",
     "streams": "multifd channels when > 1 (1: QEMU's single migration stream)",
@@ -57,7 +59,7 @@ class QemuParams(_Strict):
     """``[migration.qemu]``: the QEMU guest and what only QEMU has."""
 
     ram_mib: int | None = Field(None, ge=64, le=65536,
-                                description="guest RAM (default workload_mib + 64, >= 192)")
+                                description="guest RAM (default workload_mib + 96, >= 192)")
     vcpus: int = Field(1, ge=1, le=16)
     hot_mib: int | None = Field(None, ge=1, description="the dirtier's hot set "
                                 "(default: a tenth of workload_mib)")
@@ -122,9 +124,9 @@ def check_tables(key: str, value: Any, data: dict[str, Any]) -> Any:
             raise ValueError(f"is set but hypervisor = {data.get('hypervisor')!r} does not "
                              "run QEMU (add 'qemu' or remove the table)")
         ram, work = value.ram_mib, data.get("workload_mib")
-        if ram is not None and work is not None and work + 48 > ram:
+        if ram is not None and work is not None and work + KERNEL_MIB > ram:
             raise ValueError(f"ram_mib {ram} cannot hold workload_mib {work} plus the "
-                             "guest kernel's 48 MiB")
+                             f"guest kernel's {KERNEL_MIB} MiB")
         if value.hot_mib is not None and work is not None and value.hot_mib > work:
             raise ValueError(f"hot_mib {value.hot_mib} is larger than workload_mib {work}")
     if key == "agents" and chosen != ["agents", "qemu"] and chosen != ["qemu", "agents"]:

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from agents.qemu.command import Guest, Options
+from agents.qemu.command import KERNEL_MIB, Guest, Options
 
 from ..hypervisor_spec import QEMU_MAPPING, QemuParams
 from ..qemu_migration import QemuJob, migrate_qemu
@@ -28,7 +28,7 @@ BASE_PORT = 4444
 def guest_of(m: MigrationParams, markers: int = 0) -> Guest:
     """The QEMU guest for ``m``: its dirtier holds ``workload_mib`` of random pages."""
     q = m.qemu or QemuParams()
-    ram = q.ram_mib or max(192, m.workload_mib + 64)
+    ram = q.ram_mib or max(192, m.workload_mib + KERNEL_MIB)
     return Guest(ram_mib=ram, vcpus=q.vcpus, dirty_mib=m.workload_mib,
                  dirty_rate_mbs=m.dirty_rate_mbs,
                  hot_mib=q.hot_mib or max(1, m.workload_mib // 10), markers=markers)

@@ -98,7 +98,7 @@ def test_mapping_to_qemu():
                              bandwidth_cap_mbps=100, max_rounds=12)
     g, o = qemu_jobs.guest_of(m, markers=5), qemu_jobs.options_of(m, tls=True)
     assert (g.ram_mib, g.dirty_mib, g.dirty_rate_mbs, g.hot_mib, g.markers) == \
-        (192, 128, 8, 12, 5)
+        (224, 128, 8, 12, 5)
     assert "tb.markers=5" in g.kernel_args()
     assert (o.multifd_channels, o.compression, o.downtime_limit_ms, o.max_bandwidth_mbps,
             o.max_iterations, o.tls, o.auto_converge) == (4, "zstd", 250, 100, 12, True, True)
