@@ -155,7 +155,11 @@ def _buffers(a: list[dict[str, Any]], q: list[dict[str, Any]]) -> str:
             f"tcp_wmem / tcp_rmem max ({HOST_TCP_MAX_MIB} MiB on these hosts), like the "
             "agents' default-buffers; the agents' bdp-buffers set SO_SNDBUF / SO_RCVBUF from "
             "the bandwidth-delay product, which matters once the window, not the link, "
-            f"limits a flow (long RTT). Median goodput / iperf3: {figures}.")
+            "limits a flow (long RTT). QEMU's downtime ends with its last write into that "
+            "socket: at long RTT the autotuned send buffer (it grows towards the "
+            "bandwidth-delay product) takes the whole stop-and-copy at once, so QEMU reports "
+            "a few ms while the guest stays paused until those bytes have arrived (at least "
+            f"the one-way delay plus their transfer time). Median goodput / iperf3: {figures}.")
 
 
 def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
