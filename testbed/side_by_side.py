@@ -34,6 +34,14 @@ def _f(x: Any, fmt: str = ".1f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _natural(place: Any) -> list[Any]:
+    """'RTT 50 ms' before 'RTT 100 ms', 'own-stack x2' before 'own-stack x10'."""
+    import re
+
+    return [(0, float(t), "") if re.fullmatch(r"\d+(\.\d+)?", t) else (1, 0.0, t)
+            for t in re.split(r"[\s x]+", str(place)) if t]
+
+
 def _ratio(m: dict[str, Any]) -> float | None:
     ip3 = m.get("fair_share_mbps") or m.get("iperf3_mbps")
     return (m.get("goodput_mbps") or 0) / ip3 if ip3 and not failed(m) else None
@@ -66,7 +74,7 @@ def section(doc: dict[str, Any]) -> list[str]:
     """Markdown: the two side by side, then where they differ and why ([] unless both ran)."""
     if not both(doc):
         return []
-    migs = sorted(_migs(doc), key=lambda m: (str(m.get("compare_at")),
+    migs = sorted(_migs(doc), key=lambda m: (_natural(m.get("compare_at")),
                                              m.get("hypervisor", "agents")))
     lines = ["### QEMU next to the agents", "",
              "Same path, one after the other; model forecasts in brackets (the agents': "
@@ -159,7 +167,9 @@ def _buffers(a: list[dict[str, Any]], q: list[dict[str, Any]]) -> str:
             "socket: at long RTT the autotuned send buffer (it grows towards the "
             "bandwidth-delay product) takes the whole stop-and-copy at once, so QEMU reports "
             "a few ms while the guest stays paused until those bytes have arrived (at least "
-            f"the one-way delay plus their transfer time). Median goodput / iperf3: {figures}.")
+            "the one-way delay plus their transfer time). Its total-time ends there too, so "
+            "its goodput (transferred / total-time) is an upper bound and can exceed the "
+            f"path's rate at long RTT. Median goodput / iperf3: {figures}.")
 
 
 def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -171,8 +181,7 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     from .plots import save_figure
 
     good = [m for m in _migs(doc) if not failed(m)]
-    places = sorted({str(m.get("compare_at")) for m in good},
-                    key=lambda s: (len(s), s))
+    places = sorted({str(m.get("compare_at")) for m in good}, key=_natural)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     width = 0.38
     for k, who in enumerate(("agents", "qemu")):
