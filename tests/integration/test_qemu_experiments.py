@@ -79,7 +79,9 @@ dirty_rate_mbs = 2
     assert agents["hypervisor"] == "agents" and agents["integrity_ok"]
     _moved(qemu)
     assert qemu["compare_at"] == agents["compare_at"] == "RTT 20 ms"
-    assert 18 <= qemu["rtt_measured_ms"] <= 26
+    # the same delayed path (its accuracy is test_netem_rtt's job; a loaded appliance drifts)
+    assert qemu["rtt_measured_ms"] == point["ping"]["rtt_p50_ms"]
+    assert 0.75 * 20 <= qemu["rtt_measured_ms"] <= 1.3 * 20
     assert 0 < qemu["goodput_mbps"] <= 100 * 1.1
     report = (out / "report.md").read_text()
     assert "### QEMU next to the agents" in report and "Where they differ" in report
