@@ -9,8 +9,11 @@ RTT 0 needs no netem at all). For each repetition, one right after the other on 
 iperf3 (5 s), an agents migration of a ``--size`` MiB built-in workload (random pages, like
 the QEMU guest's), a QEMU migration of a TCG guest whose dirtier holds ``--size`` MiB of
 random pages (hot set: 10 % of it, the agents' default hot fraction). Same dirty rate, both
-against the same 300 ms downtime limit. Medians end the output. Under TCG the emulated CPU,
-not the network, shapes the guest's dirtying.
+against the same 300 ms downtime limit. Medians end the output, then the targets: the
+agents' goodput within 10 % of QEMU's (or better) at every RTT, both downtimes against the
+300 ms limit, and each migration against the model (``testbed.predict`` for the agents,
+``testbed.results.model_qemu`` with QEMU's own stop rule for QEMU; within 20 % at least 80 % of
+the time). Under TCG the emulated CPU, not the network, shapes the guest's dirtying.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.qemu.command import Guest, Options  # noqa: E402
-from testbed.lab import Lab
-from testbed.measure.migration import MigrationJob, migrate
-from testbed.measure.path import iperf3
-from testbed.measure.qemu_migration import QemuJob, migrate_qemu
+from agents.qemu.command import KERNEL_MIB, Guest, Options  # noqa: E402
+from testbed.lab import Lab  # noqa: E402
+from testbed.measure.migration import MigrationJob, migrate  # noqa: E402
+from testbed.measure.path import iperf3  # noqa: E402
+from testbed.measure.qemu_migration import QemuJob, migrate_qemu  # noqa: E402
+from testbed.results.figures import prediction_for  # noqa: E402
 from topologies.pair import pair  # noqa: E402
 
 LIMIT_MS = 300
@@ -42,7 +46,7 @@ def agents(lab: Lab, dst_ip: str, size: int, rate: float) -> dict:
 
 
 def qemu(lab: Lab, size: int, rate: float) -> dict:
-    guest = Guest(ram_mib=max(192, size + 64), dirty_mib=size, dirty_rate_mbs=rate,
+    guest = Guest(ram_mib=max(192, size + KERNEL_MIB), dirty_mib=size, dirty_rate_mbs=rate,
                   hot_mib=max(1, size // 10))
     return migrate_qemu(lab, QemuJob("h1", "h2", guest=guest,
                                      options=Options(downtime_limit_ms=LIMIT_MS),
@@ -61,9 +65,15 @@ def point(rtt: float, args: argparse.Namespace) -> list[dict]:
             row = {"rtt_ms": rtt, "iperf3_mbps": ip3["iperf3_mbps"]}
             for name, res in (("agents", agents(lab, dst, args.size, args.dirty_rate)),
                               ("qemu", qemu(lab, args.size, args.dirty_rate))):
+                res |= {"iperf3_mbps": ip3["iperf3_mbps"], "rtt_measured_ms": rtt or None,
+                        "hypervisor": name}
+                pred = prediction_for(res)
                 row[name] = {k: res.get(k) for k in FIELDS} | {
                     "throughput_over_iperf3": round((res.get("goodput_mbps") or 0)
-                                                    / ip3["iperf3_mbps"], 3)}
+                                                    / ip3["iperf3_mbps"], 3),
+                    "model": None if pred is None else {
+                        k: pred[k] for k in ("migration_time_s", "downtime_ms", "rounds",
+                                             "deviation_time", "deviation_downtime", "flag")}}
                 if name == "qemu":
                     row[name] |= {k: res.get(k) for k in ("setup_time_ms", "dirty_sync_count",
                                                           "pages_per_second", "accel")}
@@ -97,7 +107,31 @@ def main() -> int:
                   f"{med('goodput_mbps')} | {med('downtime_ms')} | "
                   f"{med('migration_time_s')} | {med('bytes_on_wire') / 1e6:.1f} | "
                   f"{ok}/{len(rows)} |")
+    targets(runs)
     return 0
+
+
+def targets(runs: list[dict]) -> None:
+    """The issue's targets, judged from the runs (medians per RTT)."""
+    print("\nTargets:")
+    for rtt in sorted({r["rtt_ms"] for r in runs}):
+        rows = [r for r in runs if r["rtt_ms"] == rtt]
+        a = statistics.median(r["agents"]["goodput_mbps"] or 0 for r in rows)
+        q = statistics.median(r["qemu"]["goodput_mbps"] or 0 for r in rows)
+        ratio = a / q if q else float("inf")
+        print(f"- RTT {rtt:g} ms: agents' goodput / QEMU's = {ratio:.2f} "
+              f"({'within 10 % or better' if ratio >= 0.9 else 'MORE THAN 10 % BELOW'}; "
+              f"agents rounds {[r['agents']['rounds'] for r in rows]}, QEMU syncs "
+              f"{[r['qemu']['rounds'] for r in rows]})")
+    for name in ("agents", "qemu"):
+        downs = [r[name]["downtime_ms"] for r in runs if r[name]["downtime_ms"] is not None]
+        within = sum(d <= LIMIT_MS for d in downs)
+        preds = [r[name]["model"] for r in runs if r[name]["model"]]
+        good = sum(not p["flag"] for p in preds)
+        print(f"- {name}: downtime <= {LIMIT_MS} ms in {within}/{len(downs)} "
+              f"(max {max(downs, default=0):.0f} ms); within 20 % of the model (time and "
+              f"downtime) {good}/{len(preds)} = {good / max(1, len(preds)):.0%} "
+              f"({'meets' if preds and good / len(preds) >= 0.8 else 'misses'} the 80 %)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 /* The QEMU guest's workload: allocate SIZE MiB, touch all of it, then dirty RATE MB/s of
  * pages in a HOT MiB hot set, printing a heartbeat line on the console every PERIOD ms.
- * Parameters come from the kernel command line: tb.size= tb.rate= tb.hot= tb.period=.
+ * Parameters come from the kernel command line: tb.size= tb.rate= tb.hot= tb.period=
+ * tb.markers= (plaintext markers in agents/markers.py's format, one per page, planted in the
+ * cold pages so the writes never touch them: a capture of a plaintext migration shows them).
  * Built statically at image build time by agents/qemu/image.py.
  * It never sleeps (a busy guest, like a CPU-bound workload): an idle vCPU's kernel pages were
  * the ones QEMU 7.2's TCG lost writes to (see the TLB note below and README, "Real
@@ -42,7 +44,17 @@ int main(void) {
     for (size_t i = 0; i < npages * PAGE / 8; i++) {
         x ^= x << 13; x ^= x >> 7; x ^= x << 17; mem[i] = x;
     }
-    printf("tb-ready size_mib=%zu rate_mbs=%.1f hot_mib=%zu\n", size_mib, rate_mbs, hot_mib);
+    size_t markers = (size_t)param(cmdline, "tb.markers=", 0), cold = npages - hot;
+    if (markers > cold) markers = cold;
+    for (size_t i = 0; i < markers; i++) {  /* PREFIX + %08d, padded with '#' to 48 bytes */
+        char *at = (char *)mem + (hot + i * cold / markers) * PAGE + 256;
+        char m[49];
+        snprintf(m, sizeof m, "TBT-PLAINTEXT-MARKER-%08zu", i);
+        memset(m + strlen(m), '#', 48 - strlen(m));
+        memcpy(at, m, 48);
+    }
+    printf("tb-ready size_mib=%zu rate_mbs=%.1f hot_mib=%zu markers=%zu\n", size_mib, rate_mbs,
+           hot_mib, markers);
     fflush(stdout);
     double per_s = rate_mbs * 1e6 / PAGE, t0 = now(), next_beat = t0, owed = 0;
     uint64_t beat = 0, dirtied = 0;

@@ -38,6 +38,7 @@ class Process(Protocol):
 
 
 Launcher = Callable[[Role, list[str], Path], Process]
+QEMU_MAX_DOWNTIME_MS = 2_000_000  # QEMU's bound on downtime-limit (2000 s)
 Hook = Callable[[dict[Role, Process]], None]
 
 
@@ -56,6 +57,10 @@ class Plan:
     warmup_s: float = 1.0  # the guest dirties this long before the migration starts
     timeout_s: float = 300.0
     poll_s: float = 0.05
+    connect_addr: str | None = None  # where the source connects (e.g. a gateway's public
+    connect_port: int | None = None  # address and port); default: dst_addr and port
+    tls_hostname: str | None = None  # the name the source checks (default: dst_addr)
+    tls_ips: tuple[str, ...] = ()  # further addresses in the destination's certificate
 
 
 def local_launcher(netns: dict[Role, str | None] | None = None) -> Launcher:
@@ -152,7 +157,7 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
     opts = plan.options
     paths: dict[Role, Paths] = {r: Paths(plan.run_dir, r) for r in ("source", "destination")}
     if opts.tls:
-        make_tls_dirs(plan.run_dir, plan.tls_identity, [plan.dst_addr])
+        make_tls_dirs(plan.run_dir, plan.tls_identity, [plan.dst_addr, *plan.tls_ips])
     procs: dict[Role, Process] = {}
     qmps: dict[Role, QMP | None] = {"source": None, "destination": None}
     t_start = time.monotonic()
@@ -168,7 +173,8 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
         version = src.greeting["QMP"]["version"]["qemu"]
         # settings first: a refusal is reported at once, not after the guest's boot
         _configure(dst, opts, "destination", None)
-        _configure(src, opts, "source", plan.dst_addr if opts.tls else None)
+        _configure(src, opts, "source", (plan.tls_hostname or plan.dst_addr) if opts.tls
+                   else None)
         if console.wait_beat(paths["source"].serial, 0, plan.boot_timeout_s) is None:
             raise QemuError(f"the source guest did not boot within {plan.boot_timeout_s:.0f} s"
                             f": {console.tail(paths['source'].serial)}")
@@ -179,11 +185,12 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
             dst.execute("migrate-incoming", uri=where)
         except QMPError as exc:
             raise QemuError(f"the destination QEMU cannot listen on {where}: {exc}") from None
+        to = uri(plan.connect_addr or plan.dst_addr, plan.connect_port or plan.port)
         try:
-            src.execute("migrate", uri=where)
+            src.execute("migrate", uri=to)
         except QMPError as exc:
-            raise QemuError(f"the source QEMU refused to migrate to {where}: {exc}") from None
-        info, iters, postcopy_at = _poll(plan, src, procs, on_active)
+            raise QemuError(f"the source QEMU refused to migrate to {to}: {exc}") from None
+        info, iters, postcopy_at, forced_at = _poll(plan, src, procs, on_active)
         src_last = console.last_beat(paths["source"].serial) or 0
         guest = _guest_after(plan, paths, qmps, info.get("status") == "completed", src_last)
         settings = {
@@ -194,7 +201,10 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
             "compression": opts.compression, "bandwidth_cap_mbps": opts.max_bandwidth_mbps,
             "downtime_limit_ms": opts.downtime_limit_ms, "options": asdict(opts),
             "guest_config": asdict(plan.guest), "boot_s": round(boot_s, 3),
-            "postcopy_started_s": postcopy_at, "uri": where}
+            "postcopy_started_s": postcopy_at, "uri": where, "connect_uri": to,
+            "tls_hostname": (plan.tls_hostname or plan.dst_addr) if opts.tls else None,
+            "max_iterations": opts.max_iterations, "forced_switchover_s": forced_at,
+            "switchover_reason": _reason(info, postcopy_at, forced_at)}
         return stats.result(info, iters, wall_s=time.monotonic() - t_start,
                             guest_check=guest, settings=settings)
     finally:
@@ -221,13 +231,29 @@ def _settled(src: QMP, info: dict[str, Any], wait_s: float = 3.0) -> dict[str, A
     return info
 
 
+def _reason(info: dict[str, Any], postcopy_at: float | None,
+            forced_at: float | None) -> str | None:
+    """Why QEMU switched over (None: it did not complete)."""
+    if info.get("status") != "completed":
+        return None
+    if postcopy_at is not None:
+        return "postcopy"
+    if forced_at is not None:
+        return "max-rounds (downtime-limit raised to force the stop-and-copy)"
+    return "converged (pending <= bandwidth x downtime-limit)"
+
+
 def _poll(plan: Plan, src: QMP, procs: dict[Role, Process], on_active: Hook | None
-          ) -> tuple[dict[str, Any], stats.Iterations, float | None]:
+          ) -> tuple[dict[str, Any], stats.Iterations, float | None, float | None]:
     """Poll the source's ``query-migrate`` until the migration ends (or times out: then it
-    is cancelled, and QEMU rolls back to the running source)."""
+    is cancelled, and QEMU rolls back to the running source). At ``max_iterations`` - 2
+    syncs the downtime limit goes to QEMU's maximum: the next pending check syncs once more
+    and completes, whose stop-and-copy syncs the last time (``max_iterations`` in all)."""
     iters = stats.Iterations()
     t0 = time.monotonic()
     hooked, timed_out, postcopy_at = False, False, None
+    forced_at: float | None = None
+    cap = plan.options.max_iterations
     info: dict[str, Any] = {}
     last_ram: dict[str, Any] = {}
     while True:
@@ -244,7 +270,7 @@ def _poll(plan: Plan, src: QMP, procs: dict[Role, Process], on_active: Hook | No
                 info = _settled(src, info)
             if timed_out and not info.get("error-desc"):
                 info["error-desc"] = f"cancelled after the {plan.timeout_s:.0f} s timeout"
-            return info, iters, postcopy_at
+            return info, iters, postcopy_at, forced_at
         if status == "active" and not hooked and on_active is not None:
             hooked = True
             on_active(procs)
@@ -252,6 +278,11 @@ def _poll(plan: Plan, src: QMP, procs: dict[Role, Process], on_active: Hook | No
                 and (info.get("ram") or {}).get("dirty-sync-count", 0) >= 2):
             src.execute("migrate-start-postcopy")  # after one full pass, as users do
             postcopy_at = round(now, 3)
+        syncs = (info.get("ram") or {}).get("dirty-sync-count", 0)
+        if cap is not None and forced_at is None and status == "active" \
+                and syncs >= max(1, cap - 2):  # + the pending check's and the final sync
+            src.execute("migrate-set-parameters", **{"downtime-limit": QEMU_MAX_DOWNTIME_MS})
+            forced_at = round(now, 3)
         if now > plan.timeout_s and status != "cancelling":
             with contextlib.suppress(QMPError):
                 src.execute("migrate_cancel")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,12 @@ class QemuJob:
     boot_timeout_s: float = 90.0  # the source guest's boot (minutes under nested emulation)
     label: str = ""
     iperf3_s: float = 0.0  # > 0: an iperf3 baseline on the same path first
+    connect_addr: str | None = None  # where the source connects (e.g. a gateway's public
+    connect_port: int | None = None  # address and port); default: the destination's own
+    tls_identity: str | None = None  # the destination certificate's name, which the source
+    #                                  checks (default: "<dst>.migration")
+    tls_ips: tuple[str, ...] = ()  # further addresses in that certificate
+    function: str = "migration"  # which of the hosts' stacks carries it (e.g. management)
 
 
 def accelerator() -> str:
@@ -61,8 +68,8 @@ def accelerator() -> str:
 def _addresses(lab: Lab, job: QemuJob) -> tuple[str, str | None, int | None]:
     """(destination address, source stack address, source stack table)."""
     net = lab.network
-    dst = net.stacks_of(job.dst).get("migration")
-    src = net.stacks_of(job.src).get("migration")
+    dst = net.stacks_of(job.dst).get(job.function)
+    src = net.stacks_of(job.src).get(job.function)
     return (dst.ip if dst else net.address(job.dst), src.ip if src else None,
             src.table if src else None)
 
@@ -86,6 +93,26 @@ def _connections(lab: Lab, node: str, dst_ip: str, port: int) -> list[str]:
                    if len(line.split()) >= 2})
 
 
+_PINS: dict[tuple[str, str, tuple[str, ...]], int] = {}
+_PINS_LOCK = threading.Lock()
+
+
+def _pin(lab: Lab, node: str, rule: list[str], delta: int) -> None:
+    """Add the source's rule for the first of concurrent migrations to one destination,
+    remove it after the last (the kernel refuses an identical second rule)."""
+    key = (lab.run_id, node, tuple(rule))
+    with _PINS_LOCK:
+        users = _PINS.get(key, 0) + delta
+        if delta > 0 and users == 1:
+            lab.run(node, ["ip", "rule", "add", *rule])
+        elif delta < 0 and users == 0:
+            lab.run(node, ["ip", "rule", "del", *rule], check=False)
+        if users:
+            _PINS[key] = users
+        else:
+            _PINS.pop(key, None)
+
+
 def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[str, Any]:
     """Run one QEMU migration in ``lab``; the result document of ``agents.qemu`` plus
     ``iperf3_mbps`` (when asked), ``source_address`` and the nodes."""
@@ -101,20 +128,24 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
     run_dir = QEMU_RUN_DIR / lab.run_id / (job.label or f"{job.src}-{job.dst}-{job.port}")
     lab.state.paths.append(str(run_dir))
     lab.state.save()  # recorded before anything is made there
-    pin = ["to", f"{dst_ip}/32", "lookup", str(table), "pref", str(PIN_RULE_PREF)]
+    to_ip, to_port = job.connect_addr or dst_ip, job.connect_port or job.port
+    pin = ["to", f"{to_ip}/32", "lookup", str(table), "pref", str(PIN_RULE_PREF)]
     if table is not None:
-        lab.run(job.src, ["ip", "rule", "add", *pin])
+        _pin(lab, job.src, pin, +1)
     seen: list[str] = []
 
     def active(procs: dict[Role, Process]) -> None:
-        seen.extend(_connections(lab, job.src, dst_ip, job.port))
+        seen.extend(_connections(lab, job.src, to_ip, to_port))
         if on_active is not None:
             on_active(procs)
 
     plan = Plan(dst_ip, run_dir, job.port, job.guest, job.options,
-                job.accel or accelerator(), tls_identity=f"{job.dst}.migration",
+                job.accel or accelerator(),
+                tls_identity=job.tls_identity or f"{job.dst}.migration",
                 boot_timeout_s=job.boot_timeout_s, warmup_s=job.warmup_s,
-                timeout_s=job.timeout_s)
+                timeout_s=job.timeout_s, connect_addr=job.connect_addr,
+                connect_port=job.connect_port, tls_hostname=job.tls_identity,
+                tls_ips=job.tls_ips)
     t0 = time.monotonic()
     try:
         res = migrate(plan, lab_launcher(lab, job), on_active=active)
@@ -123,7 +154,7 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
                "error": str(exc), "migration_time_s": round(time.monotonic() - t0, 3)}
     finally:
         if table is not None:
-            lab.run(job.src, ["ip", "rule", "del", *pin], check=False)
+            _pin(lab, job.src, pin, -1)
         shutil.rmtree(run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the run's directory, once its last one is gone
             run_dir.parent.rmdir()

@@ -1,21 +1,11 @@
-"""PNG plots from results documents (never from live measurements)."""
+"""PNG plots from results documents (never from live measurements): each kind's, and QEMU
+next to the agents."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from .documents import Document
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """Lay out, write (PNG, 110 dpi) and close one experiment's figure."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_all(out_dir: Path, docs: list[Document]) -> list[Path]:
@@ -24,10 +14,12 @@ def plot_all(out_dir: Path, docs: list[Document]) -> list[Path]:
 
     matplotlib.use("Agg")
     from .kinds import plotter
+    from .side_by_side import plot as side_by_side
 
     made: list[Path] = []
     for doc in docs:
         plot = plotter(doc.kind)
         if plot is not None:
             made += plot(doc, out_dir)
+        made += side_by_side(doc.raw, out_dir)
     return made

@@ -12,8 +12,13 @@ from typing import Any
 from ..measure.migration import MigrationJob
 from .spec import MigrationParams
 
-# MigrationParams keys that are not agent options: the kind reads them to build its topology
-TOPOLOGY_KEYS = frozenset({"guest_network"})
+# MigrationParams keys that are not agent options, and who reads them instead
+NOT_AGENT_OPTIONS = {
+    "guest_network": "the kind, to build the guests' network",
+    "hypervisor": "the kind, to choose who migrates",
+    "agents": "MigrationParams.for_agents, the agents' own overrides (kinds pass its result)",
+    "qemu": "testbed.run.qemu_jobs, QEMU's own settings",
+}
 
 
 def job_from(m: MigrationParams, src: str, dst: str, dst_addr: str, *, port: int,

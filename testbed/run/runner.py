@@ -20,6 +20,7 @@ MIGRATION_COLUMNS = (
     "image_bytes", "bytes_on_wire", "rounds", "migration_time_s", "downtime_ms",
     "client_downtime_ms", "client_outage_ms", "goodput_mbps", "iperf3_mbps", "encrypted",
     "integrity_ok", "dirty_tracking", "streams", "completed", "switchover_reason",
+    "hypervisor", "setup_time_ms", "dirty_sync_count", "accel",
 )
 
 

@@ -19,9 +19,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from . import hypervisor as hv
 
 
 class SpecError(ValueError):
@@ -33,8 +36,11 @@ class Strict(BaseModel):
 
 
 class MigrationParams(Strict):
-    """How each migration in an experiment is done (the agents' options)."""
+    """How each migration in an experiment is done, and by whom (``testbed.hypervisor_spec``:
+    the agents, QEMU, or both side by side)."""
 
+    hypervisor: str | list[str] = Field(
+        "agents", description="who migrates: 'agents', 'qemu' or a list (both, side by side)")
     workload_mib: int = Field(32, ge=1, le=65536)
     dirty_rate_mbs: float = Field(4.0, ge=0, le=10_000)
     streams: int = Field(1, ge=1, le=64)
@@ -48,6 +54,32 @@ class MigrationParams(Strict):
                             "without one; see topologies/guests.py)")
     client_probe_ms: float = Field(1.0, ge=0.2, le=1000,
                                    description="the client's request interval to each guest")
+    agents: hv.AgentsOnly | None = None
+    qemu: hv.QemuParams | None = None
+
+    @field_validator("hypervisor")
+    @classmethod
+    def _choice(cls, v: Any) -> Any:
+        return hv.check_choice(v)
+
+    @field_validator("guest_network", "downtime_ms")
+    @classmethod
+    def _qemu_can_honour(cls, v: Any, info: ValidationInfo) -> Any:
+        return hv.check_for_qemu(str(info.field_name), v, info.data)
+
+    @field_validator("agents", "qemu")
+    @classmethod
+    def _tables(cls, v: Any, info: ValidationInfo) -> Any:
+        return hv.check_tables(str(info.field_name), v, info.data)
+
+    @property
+    def hypervisors(self) -> list[str]:
+        return hv.hypervisors(self.hypervisor)
+
+    def for_agents(self) -> MigrationParams:
+        """The agents' settings: ``[migration]`` with ``[migration.agents]`` applied."""
+        over = self.agents.model_dump(exclude_none=True) if self.agents else {}
+        return self.model_copy(update=over)
 
 
 class Common(Strict):
@@ -117,10 +149,27 @@ class CoreLoadSpec(Common):
     background_mbps: float = Field(30.0, gt=0, description="the tenant flow's offered rate")
     sample_hz: float = Field(10.0, ge=1, le=100)
     migration: MigrationParams = MigrationParams(workload_mib=16, dirty_rate_mbs=2.0)
+    compare_hypervisors_at: list[int] | None = Field(
+        None, description="burst sizes at which the hypervisors after the first run (default: "
+                          "every size in `concurrency`; may differ from them)")
+    compare_hypervisors_on: list[Literal["own-stack", "shared-management", "capped"]] | None \
+        = Field(None, description="paths on which they run (default: every path)")
 
     @property
     def needs(self) -> tuple[str, ...]:
         return ("netns", "veth", "tbf", "htb", "ecmp")
+
+    @field_validator("compare_hypervisors_at", "compare_hypervisors_on")
+    @classmethod
+    def _compare(cls, v: Any, info: ValidationInfo) -> Any:
+        hv.check_compare(v, info.data)
+        if info.field_name == "compare_hypervisors_on" and v is not None:
+            unknown = [p for p in v if p not in info.data.get("paths", [])]
+            if unknown:
+                raise ValueError(f"{unknown} not among paths {info.data.get('paths')}")
+        elif v is not None and any(c < 1 for c in v):
+            raise ValueError("burst sizes must be >= 1")
+        return v
 
 
 class LongDistanceSpec(Common):
@@ -144,6 +193,10 @@ class LongDistanceSpec(Common):
                                 "whole run's, which the migrations are compared with)")
     mark_rtt_ms: float = 150.0
     migration: MigrationParams = MigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
+    compare_hypervisors_at: list[float] | None = Field(
+        None, description="RTTs at which the hypervisors after the first run (default: every "
+                          "RTT); QEMU runs once per RTT: `transports` are the agents' socket "
+                          "choices, QEMU sets no socket buffer (the kernel autotunes it)")
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -151,9 +204,18 @@ class LongDistanceSpec(Common):
         return (*base, "netem") if any(self.rtt_ms) or self.jitter_ms or self.loss_pct \
             else base
 
+    @field_validator("compare_hypervisors_at")
+    @classmethod
+    def _compare(cls, v: Any, info: ValidationInfo) -> Any:
+        hv.check_compare(v, info.data)
+        missing = [r for r in v or () if r not in info.data.get("rtt_ms", [])]
+        if missing:
+            raise ValueError(f"{missing} not among rtt_ms {info.data.get('rtt_ms')}")
+        return v
+
     @model_validator(mode="after")
     def _no_vlan_around_the_wan(self) -> LongDistanceSpec:
-        if self.migration.guest_network == "l2":
+        if self.migration.for_agents().guest_network == "l2":
             raise ValueError("migration.guest_network = 'l2' would join the sites' VM "
                              "networks by a link around the WAN (unshaped); use 'vxlan' or "
                              "'hostroute'")
@@ -162,6 +224,13 @@ class LongDistanceSpec(Common):
 
 class CloudMigrationParams(MigrationParams):
     """The cloud path's migrations: guests without a network identity."""
+
+    @field_validator("agents")
+    @classmethod
+    def _no_identity_for_agents(cls, v: hv.AgentsOnly | None) -> hv.AgentsOnly | None:
+        if v is not None and v.guest_network not in (None, "none"):
+            cls._no_identity(v.guest_network)
+        return v
 
     @field_validator("guest_network")
     @classmethod
@@ -242,6 +311,10 @@ def _line_of(text: str, loc: tuple[str, ...]) -> str:
     if not text or not loc:
         return ""
     lines = text.splitlines()
+    table = re.compile(rf"^\s*\[\s*{re.escape('.'.join(loc))}\s*\]")
+    hit = next((i for i, ln in enumerate(lines) if table.match(ln)), None)
+    if hit is not None:  # the key is a table of its own
+        return f":{hit + 1}"
     section, start = "", 0
     for depth in range(len(loc) - 1, 0, -1):  # the deepest [table] that exists
         header = re.compile(rf"^\s*\[\s*{re.escape('.'.join(loc[:depth]))}\s*\]")
@@ -253,7 +326,8 @@ def _line_of(text: str, loc: tuple[str, ...]) -> str:
     pat = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
     for i in range(start, len(lines)):
         stripped = lines[i].lstrip()
-        if stripped.startswith("[") and not stripped.startswith(f"[{section}"):
+        if stripped.startswith("[") and not re.match(rf"\[\s*{re.escape(section)}\s*\]",
+                                                     stripped):
             break  # the next table: the key is not set in this one
         if pat.match(lines[i]):
             return f":{i + 1}"

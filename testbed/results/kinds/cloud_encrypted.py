@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..documents import Document
-from ..plots import save_figure
-from ..report import cell, value
+from ..figures import cell, save_figure, value
 
 
 def section(doc: Document) -> list[str]:
@@ -17,8 +16,9 @@ def section(doc: Document) -> list[str]:
         iso.append(v.get("isolation", {}))
         for m in v.get("migrations", []):
             w = m.get("wire") or {}
+            who = "QEMU " if m.get("hypervisor") == "qemu" else ""
             lines.append(
-                f"| {m['mode']} | {m.get('encrypted')} | {cell(m, 'goodput_mbps')} | "
+                f"| {who}{m['mode']} | {m.get('encrypted')} | {cell(m, 'goodput_mbps')} | "
                 f"{m.get('iperf3_mbps') or 0:.1f} | {cell(m, 'cpu_s_per_gb')} | "
                 f"{cell(m, 'downtime_ms', '.0f')} | "
                 f"{w.get('markers_found', '-')}/{w.get('markers_planted', '-')} | "
@@ -37,7 +37,7 @@ def plot(doc: Document, out_dir: Path) -> list[Path]:
     if not migs:
         return []
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-    names = [m["mode"] for m in migs]
+    names = [("QEMU " if m.get("hypervisor") == "qemu" else "") + m["mode"] for m in migs]
     axes[0].bar(names, [value(m, "goodput_mbps") for m in migs])
     axes[0].axhline(migs[0].get("iperf3_mbps") or 0, color="k", ls="--", label="iperf3")
     axes[0].set_ylabel("goodput (Mbit/s)")

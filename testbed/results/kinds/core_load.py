@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..documents import Document
-from ..plots import save_figure
-from ..report import failed, outage_never_ended, prediction_for
+from ..figures import failed, outage_never_ended, prediction_for, save_figure
 
 
 def jain(values: list[float]) -> float | None:
@@ -65,8 +64,10 @@ def section(doc: Document) -> list[str]:
                 worst_outage = f"{endless} never ended" if endless else \
                     _fmt(max(outages) if outages else None, ".0f")
                 n_failed = len(b["migrations"]) - ok
+                who = " QEMU" if b.get("hypervisor") == "qemu" else ""
                 lines.append(
-                    f"| {p['path']} | {b['concurrency']} | {b['duration_s']:.1f} | {peak:.0%} | "
+                    f"| {p['path']} | {b['concurrency']}{who} | {b['duration_s']:.1f} | "
+                    f"{peak:.0%} | "
                     f"{mean:.0%} | {_fmt(b['ecmp_jain'], '.2f')} | "
                     f"{_fmt(mi.get('rtt_p50_ms'))}/{_fmt(mi.get('rtt_p99_ms'))} -> "
                     f"{_fmt(mb.get('rtt_p50_ms'))}/{_fmt(mb.get('rtt_p99_ms'))} | "
@@ -121,7 +122,8 @@ def plot(doc: Document, out_dir: Path) -> list[Path]:
                 ax.plot(load["t_s"], [100 * u for u in load["util"]], label=spine, lw=1)
             for b in p["bursts"]:
                 ax.axvspan(b["t_from_s"], b["t_to_s"], alpha=0.12, color="grey")
-                ax.text(b["t_from_s"], 102, f"x{b['concurrency']}", fontsize=8)
+                ax.text(b["t_from_s"], 102, f"x{b['concurrency']}"
+                        f"{' QEMU' if b.get('hypervisor') == 'qemu' else ''}", fontsize=8)
             ax.set_xlabel("time (s)")
             ax.set_ylabel("spine utilisation (% of its busiest link)")
             ax.set_ylim(0, 110)

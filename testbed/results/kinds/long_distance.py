@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..documents import Document
-from ..plots import save_figure
-from ..report import cell, client_outage, failed, value
+from ..figures import cell, client_outage, failed, save_figure, value
 
 
 def section(doc: Document) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..documents import Document
-from ..report import fmt
+from ..figures import fmt
 
 
 def section(doc: Document) -> list[str]:

@@ -23,6 +23,7 @@ from ...lab.lab import Lab
 from ...measure import wirecheck
 from ...measure.migration import migrate
 from ...measure.path import iperf3
+from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import CloudSpec
 from . import Progress
@@ -38,7 +39,9 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
     src_mig = net.stacks_of(SRC)["migration"]
     dst_mig = net.stacks_of(DST)["migration"]
     out: dict[str, Any] = {"public": f"{gw.public_addr}:{pub.port}", "modes": [],
-                           "migrations": []}
+                           "migrations": [], "hypervisors": spec.migration.hypervisors}
+    if "qemu" in spec.migration.hypervisors:
+        out["qemu_mapping"] = qemu_jobs.mapping()
     t0 = time.monotonic()
     with Lab(net) as lab, tempfile.TemporaryDirectory(prefix="tb-cloud-") as tmp:
         progress(f"{spec.name}: cloud path up in {time.monotonic() - t0:.1f} s "
@@ -53,10 +56,10 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
         subprocess.run([sys.executable, "-m", "agents", "credentials", "--out", str(creds),
                         "--identity", "c-h1.cloud.test", "--ip", gw.public_addr,
                         "--ip", dst_mig.ip], check=True, capture_output=True, timeout=60)
-        for mode in spec.modes:
+        for mode in spec.modes if "agents" in spec.migration.hypervisors else ():
             enc = ["--encryption", "required", "--credentials", str(creds)] \
                 if mode == "encrypted" else ["--encryption", "disabled"]
-            m = spec.migration
+            m = spec.migration.for_agents()
             job = job_from(m, SRC, DST, dst_mig.ip, port=pub.to_port,
                            connect_addr=gw.public_addr, connect_port=pub.port, bind=src_mig.ip,
                            label=mode, extra_args=(*enc, "--markers", str(MARKERS)),
@@ -77,7 +80,7 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
             cpu = (res.get("cpu_s") or 0) + (dst_cpu or 0)
             gb = (res.get("bytes_on_wire") or 0) / 1e9
             mig = res | {"case": mode, "mode": mode, "iperf3_mbps": out["iperf3"]["iperf3_mbps"],
-                         "rtt_ms": spec.rtt_ms,
+                         "rtt_ms": spec.rtt_ms, "hypervisor": "agents", "compare_at": mode,
                          "dirty_rate_mbs": m.dirty_rate_mbs, "wire": seen,
                          "cpu_s_total": cpu if res.get("cpu_s") is not None else None,
                          "cpu_s_per_gb": round(cpu / gb, 2) if gb and res.get("cpu_s")
@@ -88,8 +91,44 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
                      f"{mig.get('downtime_ms') or 0:.0f} ms, encrypted {mig.get('encrypted')}"
                      + (f", markers on the wire {seen['markers_found']}/{MARKERS}" if seen
                         else ""))
+        if "qemu" in spec.migration.hypervisors:
+            for mode in spec.modes:  # the one published port, as the agents
+                mig = _qemu_mode(spec, lab, mode, gw.public_addr, pub.port, pub.to_port,
+                                 Path(tmp), out["iperf3"]["iperf3_mbps"])
+                out["migrations"].append(mig)
+                seen = mig.get("wire")
+                verdict = "ok" if mig.get("integrity_ok") else f"FAILED: {mig.get('error')}"
+                progress(f"{spec.name}: QEMU {mode}: {verdict}"
+                         f", goodput {mig.get('goodput_mbps') or 0:.0f} Mbit/s, downtime "
+                         f"{mig.get('downtime_ms') or 0:.0f} ms, encrypted {mig.get('encrypted')}"
+                         + (f", markers on the wire {seen['markers_found']}/{MARKERS}" if seen
+                            else ""))
         out["modes"] = [m["mode"] for m in out["migrations"]]
     return out
+
+
+def _qemu_mode(spec: CloudSpec, lab: Lab, mode: str, public: str, port: int, listen: int,
+               tmp: Path, iperf3_mbps: float) -> dict[str, Any]:
+    """One QEMU migration through the gateway's published port: the source connects to the
+    public address, the destination QEMU listens on its migration stack behind the NAT; TLS
+    (x509, the certificate naming the cloud host and the public address) when encrypted."""
+    m = spec.migration
+    enc = mode == "encrypted"
+    job = qemu_jobs.job_of(m, SRC, DST, f"qemu-{mode}", port=listen, tls=enc,
+                           markers=MARKERS if spec.wire_check else 0, connect_addr=public,
+                           connect_port=port, tls_identity="c-h1.cloud.test",
+                           tls_ips=(public,))
+    extra = {"case": f"qemu {mode}", "mode": mode, "iperf3_mbps": iperf3_mbps,
+             "compare_at": mode, "cpu_s_per_gb": None}
+    if not spec.wire_check:
+        return qemu_jobs.run(lab, job, m, wire=None, **extra)
+    pcap = tmp / f"qemu-{mode}.pcap"
+    with wirecheck.capture(lab.pid(GW_ROUTER), WAN_DEV, pcap):
+        mig = qemu_jobs.run(lab, job, m, **extra)
+    wire = wirecheck.inspect(pcap)
+    mig["wire"] = {"packets": wire.packets, "payload_bytes": wire.payload_bytes,
+                   "markers_found": len(wire.markers), "markers_planted": MARKERS}
+    return mig
 
 
 def isolation_check(lab: Lab, net: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ...measure.path import iperf3
 from ...measure.probes import PingProbe
 from ...measure.samplers import CounterSampler, utilisation_summary
 from ...results.kinds.core_load import jain, spine_load
+from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import CoreLoadSpec
 from . import Progress
@@ -32,7 +33,10 @@ BASE_PORT = 7800
 
 def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
     """Every path on one fabric (brought up once): the capped path runs last, its caps stay."""
-    out: dict[str, Any] = {"paths": [], "migrations": []}
+    out: dict[str, Any] = {"paths": [], "migrations": [],
+                           "hypervisors": spec.migration.hypervisors}
+    if "qemu" in spec.migration.hypervisors:
+        out["qemu_mapping"] = qemu_jobs.mapping()
     paths = sorted(spec.paths, key=lambda p: p == "capped")
     net = spine_leaf(spines=spec.spines, leaves=spec.leaves,
                      hosts_per_leaf=spec.hosts_per_leaf, host_link_mbps=spec.host_link_mbps,
@@ -43,10 +47,10 @@ def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
     sizes = {path: spec.concurrency if k == 0 or spec.compare_paths_at is None
              else [c for c in spec.concurrency if c in spec.compare_paths_at]
              for k, path in enumerate(paths)}
-    m = spec.migration
+    m = spec.migration.for_agents()
     if m.guest_network != "none":  # a fresh guest per migration, a client on leaf 1
-        names = [(_guest(path, c, i), i) for path in paths for c in sizes[path]
-                 for i in range(c)]
+        names = [(_guest(path, c, i), i) for path in paths for who, c in
+                 bursts(spec, path, sizes[path]) if who == "agents" for i in range(c)]
         add_guests(net, m.guest_network, {g: src_hosts[i % len(src_hosts)] for g, i in names},
                    {g: [dst_hosts[i % len(dst_hosts)]] for g, i in names},
                    client_on=src_hosts[0])
@@ -63,6 +67,20 @@ def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
     return out
 
 
+def bursts(spec: CoreLoadSpec, path: str, sizes: list[int]) -> list[tuple[str, int]]:
+    """(hypervisor, burst size) on ``path`` in run order: the first hypervisor at the
+    path's sizes, the others at ``compare_hypervisors_at`` on ``compare_hypervisors_on``."""
+    chosen = spec.migration.hypervisors
+    out = []
+    for who in chosen:
+        if chosen.index(who) == 0:
+            out += [(who, c) for c in sizes]
+        elif spec.compare_hypervisors_on is None or path in spec.compare_hypervisors_on:
+            out += [(who, c) for c in (spec.compare_hypervisors_at or sizes)]
+    order = {c: k for k, c in enumerate(sorted({c for _, c in out}))}
+    return sorted(out, key=lambda wc: (order[wc[1]], chosen.index(wc[0])))
+
+
 def _guest(path: str, c: int, i: int) -> str:
     return f"{path[:3]}{c}-{i + 1}"
 
@@ -73,7 +91,7 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
     net = lab.network
     func = "management" if path == "shared-management" else "migration"
     spines = [f"s{i}" for i in range(1, spec.spines + 1)]
-    m = spec.migration
+    m = spec.migration.for_agents()
     result: dict[str, Any] = {"path": path, "function": func, "bursts": [],
                               "stack_mode": lab.stack_mode, "guest_network": m.guest_network}
     sampler = CounterSampler(spec.sample_hz)
@@ -99,9 +117,14 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
     sampler.start()
     base_t = time.monotonic()
     try:
-        for c in sizes:
+        for who, c in bursts(spec, path, sizes):
             time.sleep(IDLE_S)  # idle window before each burst
             idle = (time.monotonic() - IDLE_S, time.monotonic())
+            if who == "qemu":
+                result["bursts"].append(_qemu_burst(
+                    spec, lab, path, func, c, src_hosts, dst_hosts, sampler, probe, bool(bg),
+                    idle, base_t, base["iperf3_mbps"], progress, all_migrations))
+                continue
             jobs = []
             for i in range(c):
                 s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
@@ -118,8 +141,10 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
                                    (start - base_t, end - base_t), idle, (start, end),
                                    base_t)
             share = fair_share_mbps(spec, path, c, base["iperf3_mbps"])
+            burst["hypervisor"] = "agents"
             for r in runs:
                 mig = dict(r.result) | {
+                    "hypervisor": "agents", "compare_at": f"{path} x{c}",
                     "case": r.job.label, "iperf3_mbps": base["iperf3_mbps"],
                     "fair_share_mbps": share,
                     "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
@@ -146,6 +171,34 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
     result["sampler_error"] = sampler.error
     result["sampler_dropped_samples"] = sampler.dropped
     return result
+
+
+def _qemu_burst(spec: CoreLoadSpec, lab: Lab, path: str, func: str, c: int,
+                src_hosts: list[str], dst_hosts: list[str], sampler: CounterSampler,
+                probe: PingProbe, background: bool, idle: tuple[float, float], base_t: float,
+                iperf3_mbps: float, progress: Progress,
+                all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A burst of ``c`` QEMU guests over ``func``'s stacks, measured like the agents'."""
+    m = spec.migration
+    jobs = [qemu_jobs.job_of(m, src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)],
+                             f"{path} qemu x{c} #{i + 1}", port=qemu_jobs.BASE_PORT + i,
+                             function=func) for i in range(c)]
+    progress(f"{spec.name}/{path}: burst of {c} QEMU guest(s) over the {func} stack")
+    start = time.monotonic()
+    share = fair_share_mbps(spec, path, c, iperf3_mbps)
+    migs = qemu_jobs.run_burst(lab, jobs, m, [
+        {"case": j.label, "iperf3_mbps": iperf3_mbps, "fair_share_mbps": share, "path": path,
+         "concurrency": c, "compare_at": f"{path} x{c}"} for j in jobs])
+    end = time.monotonic()
+    burst = _burst_summary(spec, c, [], sampler, probe, background,
+                           (start - base_t, end - base_t), idle, (start, end), base_t)
+    burst["hypervisor"] = "qemu"
+    burst["migrations"] = migs
+    all_migrations.extend(migs)
+    ok = sum(bool(x.get("integrity_ok")) for x in migs)
+    progress(f"{spec.name}/{path} QEMU x{c}: {ok}/{c} ran on, spines peak "
+             + ", ".join(f"{s} {v['peak_util'] or 0:.0%}" for s, v in burst["spines"].items()))
+    return burst
 
 
 def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -> float:

@@ -17,7 +17,8 @@ from topologies.wan import wan
 from ...lab.lab import Lab
 from ...measure.migration import MigrationJob, migrate
 from ...measure.path import iperf3, ping
-from ...results.report import cell, client_outage, failed
+from ...results.figures import cell, client_outage, failed
+from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import LongDistanceSpec
 from . import Progress
@@ -26,7 +27,10 @@ SRC, DST = "a-h1", "b-h1"
 
 
 def run(spec: LongDistanceSpec, progress: Progress) -> dict[str, Any]:
-    out: dict[str, Any] = {"points": [], "migrations": []}
+    out: dict[str, Any] = {"points": [], "migrations": [],
+                           "hypervisors": spec.migration.hypervisors}
+    if "qemu" in spec.migration.hypervisors:
+        out["qemu_mapping"] = qemu_jobs.mapping()
     for rtt in spec.rtt_ms:
         out["points"].append(_point(spec, rtt, progress, out["migrations"]))
     return out
@@ -34,7 +38,7 @@ def run(spec: LongDistanceSpec, progress: Progress) -> dict[str, Any]:
 
 def _job(spec: LongDistanceSpec, transport: str, dst_ip: str, port: int,
          guest: str | None) -> MigrationJob:
-    m = spec.migration
+    m = spec.migration.for_agents()
     streams = spec.streams if transport == "streams" else m.streams
     extra = ("--socket-buffers", "default" if transport == "default-buffers" else "bdp")
     return job_from(m, SRC, DST, dst_ip, port=port, streams=streams, extra_args=extra,
@@ -45,14 +49,18 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
            all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
     net = wan(sites=2, hosts_per_leaf=1, rtt_ms=rtt, bw_mbps=spec.bw_mbps,
               loss_pct=spec.loss_pct, jitter_ms=spec.jitter_ms)
+    agents = spec.migration.for_agents()
     point: dict[str, Any] = {"rtt_ms": rtt, "bw_mbps": spec.bw_mbps, "migrations": [],
-                             "guest_network": spec.migration.guest_network}
+                             "guest_network": agents.guest_network}
+    chosen = spec.migration.hypervisors
     transports = spec.transports if spec.compare_transports_at is None or \
         rtt in spec.compare_transports_at else spec.transports[:1]
+    if not qemu_jobs.runs_here(chosen, "agents", rtt, spec.compare_hypervisors_at):
+        transports = []
     guests = [None] * len(transports)
-    if spec.migration.guest_network != "none":  # a guest per migration; its client at b
+    if agents.guest_network != "none" and transports:  # a guest per migration; client at b
         guests = [f"g{i + 1}" for i in range(len(transports))]
-        add_guests(net, spec.migration.guest_network, dict.fromkeys(guests, SRC), [DST],
+        add_guests(net, agents.guest_network, dict.fromkeys(guests, SRC), [DST],
                    client_on=DST)
     t0 = time.monotonic()
     with Lab(net) as lab:
@@ -71,6 +79,7 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
         for i, transport in enumerate(transports):
             run = migrate(lab, _job(spec, transport, dst_ip, 7800 + i, guests[i]))
             mig = dict(run.result) | {
+                "hypervisor": "agents", "compare_at": f"RTT {rtt:g} ms",
                 "case": f"{transport} @ {rtt:g} ms", "transport_choice": transport,
                 "rtt_ms": rtt, "rtt_measured_ms": point["ping"].get("rtt_p50_ms"),
                 "iperf3_mbps": point["iperf3"]["iperf3_mbps"],
@@ -79,15 +88,30 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
                 "beyond_150ms": rtt > spec.mark_rtt_ms}
             point["migrations"].append(mig)
             all_migrations.append(mig)
-            progress(f"{spec.name}: {transport} @ {rtt:g} ms: "
-                     f"{'FAILED: ' + str(mig.get('error')) if failed(mig) else 'ok'}, "
-                     f"{cell(mig, 'migration_time_s')} s, {mig.get('rounds')} rounds, "
-                     f"downtime {cell(mig, 'downtime_ms', '.0f')} ms, client outage "
-                     f"{client_outage(mig)}, goodput {cell(mig, 'goodput_mbps', '.0f')} "
-                     f"Mbit/s")
+            _said(progress, spec.name, mig)
+        if qemu_jobs.runs_here(chosen, "qemu", rtt, spec.compare_hypervisors_at):
+            m = spec.migration
+            mig = qemu_jobs.run(lab, qemu_jobs.job_of(m, SRC, DST, f"qemu-{rtt:g}ms"), m,
+                                case=f"qemu @ {rtt:g} ms", transport_choice="qemu",
+                                compare_at=f"RTT {rtt:g} ms",
+                                rtt_ms=rtt, rtt_measured_ms=point["ping"].get("rtt_p50_ms"),
+                                iperf3_mbps=point["iperf3"]["iperf3_mbps"],
+                                beyond_150ms=rtt > spec.mark_rtt_ms)
+            mig["converged"] = _converged(mig)
+            point["migrations"].append(mig)
+            all_migrations.append(mig)
+            _said(progress, spec.name, mig)
         point["qdisc_drops"] = lab.emulator_drops()
         point["links"] = lab.links_readback()
     return point
+
+
+def _said(progress: Progress, name: str, mig: dict[str, Any]) -> None:
+    progress(f"{name}: {mig['case']}: "
+             f"{'FAILED: ' + str(mig.get('error')) if failed(mig) else 'ok'}, "
+             f"{cell(mig, 'migration_time_s')} s, {mig.get('rounds')} rounds, "
+             f"downtime {cell(mig, 'downtime_ms', '.0f')} ms, client outage "
+             f"{client_outage(mig)}, goodput {cell(mig, 'goodput_mbps', '.0f')} Mbit/s")
 
 
 def _converged(result: dict[str, Any]) -> bool:

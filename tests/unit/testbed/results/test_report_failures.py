@@ -2,7 +2,7 @@
 
 import math
 
-from testbed.results import report
+from testbed.results import figures, report
 from testbed.results.documents import Document, Migration
 
 OK = {"case": "ok", "completed": True, "integrity_ok": True, "downtime_ms": 120.0,
@@ -24,21 +24,21 @@ def test_a_failed_migration_is_shown_as_failed():
     bad = next(r for r in rows if r.startswith("| bad"))
     assert "**failed**" in bad and "destination killed" in bad
     assert " 0 |" not in bad
-    assert report.cell(BAD, "downtime_ms") == "failed"
-    assert math.isnan(report.value(BAD, "downtime_ms"))
-    assert report.value(OK, "downtime_ms") == 120.0
+    assert figures.cell(BAD, "downtime_ms") == "failed"
+    assert math.isnan(figures.value(BAD, "downtime_ms"))
+    assert figures.value(OK, "downtime_ms") == 120.0
 
 
 def test_a_prediction_of_zero_is_not_a_percentage():
-    assert report._pct(None) == "pred. 0"
-    assert report.prediction_for(Migration.from_json(BAD)) is None
-    pred = report.prediction_for(Migration.from_json(OK))
+    assert figures.deviation_text(None) == "pred. 0"
+    assert figures.prediction_for(Migration.from_json(BAD)) is None
+    pred = figures.prediction_for(Migration.from_json(OK))
     assert pred["rounds"] >= 2 and pred["migration_time_s"] > 0
 
 
 def test_an_outage_that_never_ended_is_said():
     m = OK | {"client": {"outage_resolved": False}, "client_outage_ms": None}
-    assert report.client_outage(m) == "never ended"
+    assert figures.client_outage(m) == "never ended"
 
 
 def test_documents_carry_schema_and_code_and_newer_schemas_are_refused(tmp_path):

@@ -5,7 +5,7 @@ import tomllib
 import pytest
 
 from testbed.run import spec as spec_mod
-from testbed.run.jobs import TOPOLOGY_KEYS, job_from
+from testbed.run.jobs import NOT_AGENT_OPTIONS, job_from
 from testbed.run.spec import MigrationParams
 
 CHANGED = {"workload_mib": 77, "dirty_rate_mbs": 3.5, "streams": 3, "compress": True,
@@ -14,7 +14,7 @@ CHANGED = {"workload_mib": 77, "dirty_rate_mbs": 3.5, "streams": 3, "compress": 
 
 
 def test_every_agent_key_of_the_migration_table_changes_the_job():
-    assert set(CHANGED) | TOPOLOGY_KEYS == set(MigrationParams.model_fields)
+    assert set(CHANGED) | set(NOT_AGENT_OPTIONS) == set(MigrationParams.model_fields)
     base = job_from(MigrationParams(), "a", "b", "10.0.0.2", port=7800)
     for key, val in CHANGED.items():
         job = job_from(MigrationParams(**{key: val}), "a", "b", "10.0.0.2", port=7800)
@@ -37,3 +37,9 @@ def test_cloud_refuses_a_guest_network_it_does_not_model():
     text = 'name = "c"\nkind = "cloud-encrypted"\n[migration]\nguest_network = "vxlan"\n'
     with pytest.raises(spec_mod.SpecError, match="c.toml:4.*guest_network.*none"):
         spec_mod.parse(tomllib.loads(text), "c.toml", text)
+
+
+def test_the_agents_own_table_overrides_reach_the_job():
+    m = MigrationParams(hypervisor=["agents", "qemu"], client_probe_ms=2.0,
+                        agents={"client_probe_ms": 0.5})
+    assert job_from(m.for_agents(), "a", "b", "10.0.0.2", port=1).client_probe_ms == 0.5

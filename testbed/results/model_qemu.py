@@ -1,0 +1,105 @@
+"""The pre-copy model for a QEMU migration, with QEMU's own stop rule.
+
+QEMU 7.2 (migration/migration.c, ``migration_update_counters``) measures its bandwidth over
+windows of 100 ms (``BUFFER_DELAY``) and sets ``threshold_size = bandwidth * downtime_limit``.
+``migration_iteration_run`` asks for the pending bytes; ram.c's ``ram_save_pending`` syncs the
+dirty bitmap only once what is left of the current pass is below that threshold, and if the
+pending bytes after the sync are still below it, QEMU stops the guest and sends them. Between
+checks ``ram_save_iterate`` sends for up to 50 ms (``MAX_WAIT``): one *step*. So QEMU stops
+with up to a threshold's worth of the current pass still unsent (on average
+``threshold - step / 2``): its stop-and-copy, and its downtime, sit just under the limit
+however little the guest dirties. With V the full pages of the first pass, R iperf3 on the
+same path (as for the agents), B the bandwidth QEMU measured itself (its ``mbps``), D the
+dirty rate QEMU measured (``dirty-pages-rate``), thr = B x limit, u = thr - R x 50 ms / 2:
+
+    pass 1 sends V in T1 = V / R; d = D x T1 is dirty at the first check
+    while u + d >= thr: a short pass re-sends d (at least one step), d = D x its length
+    T_mig  = setup + (V + the re-sent bytes + d) / R
+    T_down = (u + d) / R              (the source's: vCPUs stop -> last byte written)
+
+QEMU's ``dirty_sync_count`` is the passes plus two (the setup's sync and the stop's); the
+forecast's ``rounds`` is in that unit. No round trip per pass: plain pre-copy streams
+without acknowledgements.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from . import model as predict
+
+
+@dataclass(frozen=True)
+class QemuInputs:
+    volume_bytes: float  # V: full pages of the first pass (zero pages travel as flags)
+    rate_bytes_s: float  # R: iperf3 on the same path, shared by the migrations beside it
+    dirty_bytes_s: float  # D: QEMU's dirty-pages-rate x page size
+    qemu_bandwidth_bytes_s: float  # B_qemu: QEMU's own measured bandwidth (its stop rule)
+    downtime_limit_ms: float
+    max_rounds: int  # the forced stop (dirty-sync-count), see agents.qemu.driver
+    setup_s: float = 0.0
+
+
+STEP_S = 0.05  # ram_save_iterate's MAX_WAIT: how long QEMU sends between two checks
+
+
+def forecast(inp: QemuInputs) -> predict.Forecast:
+    """Syncs, total time and downtime by QEMU 7.2's rule (module docstring)."""
+    r = inp.rate_bytes_s
+    thr = inp.qemu_bandwidth_bytes_s * inp.downtime_limit_ms / 1000.0
+    lam = inp.dirty_bytes_s / r
+    if inp.volume_bytes < thr:  # all of it fits the limit: stop at the first check
+        return predict.Forecast(2, inp.setup_s + inp.volume_bytes / r,
+                                inp.volume_bytes / r * 1000.0, lam)
+    u = max(0.0, thr - r * STEP_S / 2)
+    d = inp.dirty_bytes_s * inp.volume_bytes / r
+    resent, short = 0.0, 0
+    while u + d >= thr and short + 3 < inp.max_rounds:
+        resent += d
+        d = inp.dirty_bytes_s * max(STEP_S, d / r)
+        short += 1
+    if u + d >= thr:  # forced at the round limit: the rest goes in the downtime
+        u = thr
+    total = inp.setup_s + (inp.volume_bytes + resent + d) / r
+    return predict.Forecast(3 + short, total, (u + d) / r * 1000.0, lam)
+
+
+def inputs_from(m: dict[str, Any]) -> QemuInputs | None:
+    """The model's inputs from one QEMU result (None: too little was measured)."""
+    rate_mbps = m.get("fair_share_mbps") or m.get("iperf3_mbps")
+    sent = m.get("pages_sent_per_round") or []
+    iters = m.get("iterations") or []
+    if not rate_mbps or not sent or not sent[0]:
+        return None
+    ps = m.get("page_size") or 4096
+    rates = [it["dirty_pages_rate"] for it in iters[1:] if it.get("dirty_pages_rate")]
+    dirty = statistics.mean(rates) * ps if rates else 0.0
+    bws = [it["mbps"] for it in iters if it.get("mbps")] + \
+        ([m["qemu_mbps"]] if m.get("qemu_mbps") else [])
+    qemu_bw = statistics.median(bws) * 1e6 / 8 if bws else rate_mbps * 1e6 / 8
+    return QemuInputs(sent[0] * ps, rate_mbps * 1e6 / 8, dirty, qemu_bw,
+                      m.get("downtime_limit_ms") or m.get("downtime_target_ms") or 300.0,
+                      m.get("max_iterations") or m.get("max_rounds") or 30,
+                      (m.get("setup_time_ms") or 0.0) / 1000.0)
+
+
+def prediction(m: dict[str, Any]) -> dict[str, Any] | None:
+    """Beside the measured QEMU migration: the same keys as ``report.prediction_for``."""
+    if not m.get("completed"):
+        return None
+    inp = inputs_from(m)
+    if inp is None:
+        return None
+    f = forecast(inp)
+    dev_t = predict.deviation(m.get("migration_time_s") or 0.0, f.migration_time_s)
+    dev_d = predict.deviation(m.get("downtime_ms") or 0.0, f.downtime_ms)
+    return {"lambda": f.ratio, "rounds": f.rounds, "migration_time_s": f.migration_time_s,
+            "downtime_ms": f.downtime_ms, "deviation_time": dev_t, "deviation_downtime": dev_d,
+            "rate_mbps": inp.rate_bytes_s * 8 / 1e6, "dirty_mbs": inp.dirty_bytes_s / 1e6,
+            "volume_mib": inp.volume_bytes / 2**20,
+            "qemu_bandwidth_mbps": inp.qemu_bandwidth_bytes_s * 8 / 1e6,
+            "threshold_mib": inp.qemu_bandwidth_bytes_s * inp.downtime_limit_ms / 1000 / 2**20,
+            "stop_rule": "QEMU 7.2: pending after a sync < its measured bandwidth x limit",
+            "flag": predict.flagged(dev_t) or predict.flagged(dev_d)}
