@@ -62,16 +62,6 @@ def network(source: dict[str, Any]) -> Network:
 
 def needs(net: Network) -> tuple[str, ...]:
     """The kernel features the lab of ``net`` needs (``testbed.host.placement``)."""
-    out = ["netns", "veth"]
-    specs = [s for li in net.links for s in (li.a_to_b, li.b_to_a)]
-    if any(s.bw_mbps for s in specs):
-        out.append("tbf")
-    if any(s.needs_netem for s in specs):
-        out.append("netem")
-    if any(n.role == "switch" and n.kind == "bridge" for n in net.nodes.values()):
-        out.append("bridge")
-    if any(len(r.via) > 1 for r in net.routes):
-        out.append("ecmp")
-    if any(s.rate_mbps for s in net.stacks):
-        out.append("htb")
-    return tuple(out)
+    from ..run.topochoice import needs as network_needs
+
+    return network_needs(net)

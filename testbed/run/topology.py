@@ -7,26 +7,28 @@ the kind's own builder with the spec's keys.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import topologies
-from topologies import file as topofile
 from topologies.cloud import cloud
-from topologies.model import Network
+from topologies.model import Link, Network
 from topologies.pair import pair
 from topologies.spine_leaf import spine_leaf
 from topologies.wan import wan
 
 from .spec import CloudSpec, Common, CoreLoadSpec, LongDistanceSpec, SmokeSpec
+from .topochoice import TopologyChoice, build
 
 
-def chosen(choice: Any, **owned: Any) -> Network:
+def chosen(choice: TopologyChoice, **owned: Any) -> Network:
     """The network of a ``[topology]`` choice, with the kind's ``owned`` parameters (e.g.
     long-distance's rtt_ms) set on it."""
-    if choice.file is not None:
-        return topofile.load(Path(choice.file), choice.params() | owned)
-    return topologies.build(choice.name, **(choice.params() | owned))
+    return build(choice, owned)
+
+
+def direct_link(net: Network, a: str, b: str) -> Link | None:
+    """The one link joining nodes ``a`` and ``b``, if there is one."""
+    found = [li for li in net.links if {li.a.node, li.b.node} == {a, b}]
+    return found[0] if len(found) == 1 else None
 
 
 def network_of(spec: Common, rtt_ms: float | None = None) -> Network:
