@@ -92,7 +92,7 @@ def _measure(lab: Lab, links: list[Link], items: list[dict[str, Any]]) -> None:
             return
         got = ping(lab, li.a.node, target, count=10, interval_s=0.05)
         item["measured"] = {"to": target, "loss_pct": got["loss_pct"],
-                            "rtt_p50_ms": statistics.median(got["rtts_ms"])
+                            "rtt_p50_ms": round(statistics.median(got["rtts_ms"]), 3)
                             if got.get("rtts_ms") else None}
 
     threads = [threading.Thread(target=one, args=(li, it), daemon=True)

@@ -13,22 +13,22 @@ import subprocess
 from pathlib import Path
 
 from ..host import clean, state
-from .records import LabRecord
+from .records import LabRecord, run_states
 
 
 def dead_runs(rec: LabRecord) -> list[state.RunState]:
     """The run records of ``rec``'s lab whose owner (the supervisor) is gone."""
     if rec.alive():
         return []
-    return [st for st in state.load_all()
-            if st.run_id == rec.run_id or st.owner_pid == rec.pid]
+    return [st for st in run_states() if st.run_id == rec.run_id or st.owner_pid == rec.pid]
 
 
 def reap(rec: LabRecord) -> clean.CleanReport:
     """Kill, delete and unrecord everything of ``rec``'s dead lab; say what was removed."""
     report = clean.CleanReport()
     dead = dead_runs(rec)
-    clean.kill_recorded_processes(dead, report)
+    # the appliance's QEMU by its record; the lab's own processes all live in its namespaces
+    clean.kill_recorded_processes([st for st in dead if st.run_id != rec.run_id], report)
     clean.kill_namespaces({ino: f"{st.run_id}:{node}" for st in dead
                            for node, ino in st.netns_inodes.items() if ino}, report)
     named = {n for st in dead for n in st.named_netns}

@@ -69,7 +69,21 @@ class LabRecord:
 
     def run_state(self) -> state.RunState | None:
         """The run registry's record of what this lab created (None once it is gone)."""
-        return next((st for st in state.load_all() if st.run_id == self.run_id), None)
+        return next((st for st in run_states() if st.run_id == self.run_id), None)
+
+
+def run_states() -> list[state.RunState]:
+    """Every run-registry record, read without touching any (``state.load_all`` deletes
+    records it cannot parse, which may be another branch's live run on a shared machine)."""
+    known = set(state.RunState.__dataclass_fields__)
+    out = []
+    for p in sorted(state.STATE_DIR.glob("*.json")) if state.STATE_DIR.is_dir() else []:
+        try:
+            raw = json.loads(p.read_text())
+            out.append(state.RunState(**{k: v for k, v in raw.items() if k in known}))
+        except (OSError, ValueError, TypeError):
+            continue
+    return out
 
 
 def check_name(name: str) -> str:

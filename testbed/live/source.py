@@ -42,6 +42,8 @@ def resolve(what: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
     else:
         source = {"topology": what, "params": params}
     net = network(source)
+    if "spec" in source:  # the lab is named after the spec, not its topology
+        return source, str(data.get("name") or path.stem)
     return source, net.name.replace("_", "-")
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from testbed.host import state
 from testbed.live import records
 from tests.helpers import alive
 
@@ -125,7 +124,7 @@ def test_lab_killed_with_sigkill_is_removed_from_its_records_only(lab_name):
     inodes = {ino for ino in st.netns_inodes.values() if ino}
     root_links = set(st.root_links) & _root_links()
     assert "s1" in root_links
-    others = [s.run_id for s in state.load_all() if s.run_id != st.run_id]
+    others = {s.run_id: s.owner_pid for s in records.run_states() if s.run_id != st.run_id}
     # a user's process in a node keeps its namespace (and the node's links) alive
     bg = tb("lab", "exec", "-n", lab_name, "h1", "--", "sh", "-c",
             "sleep 600 >/dev/null 2>&1 & echo $!")
@@ -148,5 +147,5 @@ def test_lab_killed_with_sigkill_is_removed_from_its_records_only(lab_name):
     assert not root_links & _root_links()
     assert not Path(st.path).exists() and records.load(lab_name) is None
     # every other run's record is still there (other labs on this machine are not touched)
-    still = {s.run_id for s in state.load_all()}
-    assert all(r in still or not Path(state.STATE_DIR / f"{r}.json").exists() for r in others)
+    still = {s.run_id for s in records.run_states()}
+    assert all(r in still for r, owner in others.items() if alive(owner)), (others, still)
