@@ -177,8 +177,14 @@ def _wait_up(name: str, proc: subprocess.Popen[bytes],
 @click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
 def list_cmd(as_json: bool) -> None:
     """Every lab: name, state, topology, supervisor, since when."""
+    from .reap import dead_runs
+
     rows = []
     for rec in records.load_all():
+        if not rec.alive() and not dead_runs(rec):  # `testbed clean` removed the rest
+            rec.remove()
+            rec.log.unlink(missing_ok=True)
+            continue
         st = rec.run_state()
         status = rec.status if rec.alive() else "dead (`testbed lab down` removes it)"
         what = rec.source.get("topology") or rec.source.get("file") or rec.source.get("spec")
