@@ -12,6 +12,7 @@ topology or parameter; the message names it). ``exec`` exits with the command's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -140,6 +141,9 @@ def up(ctx: click.Context, what: str, params: tuple[str, ...], name: str | None,
         proc.wait(DOWN_TIMEOUT_S)
         raise SystemExit(130) from None
     if got is None or got.status != "up":
+        if got is not None and got.status == "failed":  # it tears down what it built
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(DOWN_TIMEOUT_S)
         if proc.poll() is None:
             proc.terminate()
             try:

@@ -109,6 +109,8 @@ def needs(net: Network) -> tuple[str, ...]:
         out.append("netem")
     if any(n.role == "switch" and n.kind == "bridge" for n in net.nodes.values()):
         out.append("bridge")
+    if any(n.role == "switch" and n.kind == "ovs" for n in net.nodes.values()):
+        out.append("openvswitch")
     if any(len(r.via) > 1 for r in net.routes):
         out.append("ecmp")
     if any(s.rate_mbps for s in net.stacks):
