@@ -33,7 +33,7 @@ def snapshot(lab: Lab, measure: bool = False) -> dict[str, Any]:
             entry |= {"pid": pid, "interfaces": [
                 {"dev": i["ifname"], "state": i.get("operstate"),
                  "addrs": [f"{a['local']}/{a['prefixlen']}" for a in i.get("addr_info", [])
-                           if a.get("scope") != "host"]}
+                           if a.get("scope") not in ("host", "link")]}
                 for i in json.loads(out or "[]") if i["ifname"] != "lo"]}
         nodes.append(entry)
     applied = {(r["node"], r["dev"]): r for r in lab.links_readback()}
