@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .host import doctor as doctor_mod
+from .params import parse_params
 from .run.spec import SpecError
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def run(ctx: click.Context, specs: tuple[Path, ...], out_dir: Path | None,
     _need_root()
     out = (out_dir or Path("results") / time.strftime("%Y%m%d-%H%M%S")).resolve()
     placed = _placements(ctx, loaded)
-    from .run.live import LiveRun
+    from .run.progress import LiveRun
 
     with LiveRun(console, out, -1 if quiet else verbose) as live:
         for path, spec in loaded:
@@ -272,22 +273,6 @@ def vm_exec(rwdirs: tuple[Path, ...], timeout: float | None, command: tuple[str,
     sys.exit(rc)
 
 
-def parse_params(pairs: tuple[str, ...]) -> dict[str, object]:
-    """``key=value`` words into typed parameters (TOML literals; bare words are strings)."""
-    import tomllib
-
-    params: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r}: expected key=value", param_hint="PARAMS")
-        try:
-            params[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            params[key.strip()] = value
-    return params
-
-
 @main.group()
 def topo() -> None:
     """List topologies, or show one's nodes, links, addresses, gateways and link settings."""
@@ -304,16 +289,24 @@ def topo_list() -> None:
 
 
 @topo.command("show")
-@click.argument("name")
+@click.argument("name", metavar="NAME|FILE")
 @click.argument("params", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 def topo_show(name: str, params: tuple[str, ...], as_json: bool) -> None:
-    """Show topology NAME built with PARAMS (key=value, e.g. spines=4 rtt_ms=150)."""
+    """Show topology NAME (or a topology FILE, TOML) built with PARAMS (key=value, e.g.
+    spines=4 rtt_ms=150)."""
     import topologies
+    from topologies import file as topofile
     from topologies.show import render
 
     try:
-        net = topologies.build(name, **parse_params(params))
+        net = topofile.load(Path(name), parse_params(params)) if name.endswith(".toml") \
+            else topologies.build(name, **parse_params(params))
     except topologies.TopologyError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise InputError(str(exc)) from None
     click.echo(json.dumps(net.describe(), indent=2) if as_json else render(net))
+
+
+from .labctl.cli import lab as _lab  # noqa: E402 - `testbed lab ...` (testbed/labctl/)
+
+main.add_command(_lab)

@@ -25,6 +25,9 @@ from pydantic import (
 )
 
 from . import hypervisor as hv
+from .topochoice import ChoiceError, TopologyChoice, check, resolve_file
+from .topochoice import build as build_choice
+from .topochoice import needs as network_needs
 
 
 class SpecError(ValueError):
@@ -88,10 +91,25 @@ class Common(Strict):
     description: str = ""
     repetitions: int = Field(1, ge=1, le=100)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    topology: TopologyChoice | None = Field(
+        None, description="the network, where the kind accepts a choice "
+                          "(testbed/run/topochoice.py)")
 
     @property
     def needs(self) -> tuple[str, ...]:
         return ("netns", "veth", "tbf", "netem")
+
+    @property
+    def topology_owned(self) -> dict[str, Any]:
+        """Parameters of a chosen topology that the spec's own keys set."""
+        return {}
+
+    def topology_needs(self, base: tuple[str, ...]) -> tuple[str, ...]:
+        """``base`` plus what the chosen topology's links and routes need."""
+        if self.topology is None:
+            return base
+        extra = network_needs(build_choice(self.topology, self.topology_owned))
+        return base + tuple(f for f in extra if f not in base)
 
     @model_validator(mode="after")
     def _sweep_lists_not_empty(self) -> Common:
@@ -123,6 +141,8 @@ class SmokeSpec(Common):
 
     @property
     def needs(self) -> tuple[str, ...]:
+        if self.topology is not None:
+            return self.topology_needs(("netns", "veth"))
         netem = self.link.delay_ms or self.link.jitter_ms or self.link.loss_pct
         return ("netns", "veth", "tbf", "netem") if netem else ("netns", "veth", "tbf")
 
@@ -201,8 +221,14 @@ class LongDistanceSpec(Common):
     @property
     def needs(self) -> tuple[str, ...]:
         base = ("netns", "veth", "tbf")
-        return (*base, "netem") if any(self.rtt_ms) or self.jitter_ms or self.loss_pct \
+        base = (*base, "netem") if any(self.rtt_ms) or self.jitter_ms or self.loss_pct \
             else base
+        return self.topology_needs(base)
+
+    @property
+    def topology_owned(self) -> dict[str, Any]:
+        return {"rtt_ms": self.rtt_ms[0], "bw_mbps": self.bw_mbps, "loss_pct": self.loss_pct,
+                "jitter_ms": self.jitter_ms}
 
     @field_validator("compare_hypervisors_at")
     @classmethod
@@ -288,10 +314,21 @@ def parse(data: dict[str, Any], origin: str = "<spec>", text: str = "") -> Commo
         raise SpecError(f"{origin}{line}: key 'kind': unknown experiment kind {kind!r} "
                         f"(known: {', '.join(KINDS)})")
     data = {"name": Path(origin).stem if origin != "<spec>" else kind} | data
+    resolve_file(data, origin)
     spec = _validate(model, data, origin, text)
     for variant in _expand(data, spec.sweep, origin):  # every sweep point must be valid too
-        _validate(model, variant, origin, text)
+        _check_topology(_validate(model, variant, origin, text), variant, origin, text)
     return spec
+
+
+def _check_topology(spec: Common, data: dict[str, Any], origin: str, text: str) -> None:
+    """A ``[topology]`` table must fit the kind (``testbed.run.topochoice``)."""
+    if spec.topology is None:
+        return
+    try:
+        check(spec.kind, spec.topology, spec.topology_owned, origin, text, set(data))
+    except ChoiceError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _validate(model: type[Common], data: dict[str, Any], origin: str, text: str) -> Common:
@@ -331,7 +368,8 @@ def _line_of(text: str, loc: tuple[str, ...]) -> str:
             break  # the next table: the key is not set in this one
         if pat.match(lines[i]):
             return f":{i + 1}"
-    return ""
+    table = re.compile(rf"^\s*\[\s*{re.escape('.'.join(loc))}\s*\]")  # a whole table's
+    return next((f":{i + 1}" for i, ln in enumerate(lines) if table.match(ln)), "")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:

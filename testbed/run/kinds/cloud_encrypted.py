@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from topologies.cloud import cloud
-
 from ...lab.lab import Lab
 from ...measure import wirecheck
 from ...measure.migration import migrate
@@ -26,6 +24,7 @@ from ...measure.path import iperf3
 from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import CloudSpec
+from ..topology import network_of
 from . import Progress
 
 SRC, DST, GW_ROUTER, WAN_DEV = "a-h1", "c-h1", "a-r", "a-r-cloud"
@@ -33,7 +32,7 @@ MARKERS = 64
 
 
 def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
-    net = cloud(onprem_hosts=1, cloud_hosts=1, rtt_ms=spec.rtt_ms, bw_mbps=spec.bw_mbps)
+    net = network_of(spec)  # one on-prem host, the WAN, the gateway, one cloud host
     gw = net.gateways[0]
     pub = gw.published[0]
     src_mig = net.stacks_of(SRC)["migration"]

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from topologies.guests import add_guests
-from topologies.spine_leaf import spine_leaf
 
 from ...lab import routing
 from ...lab.lab import Lab
@@ -25,6 +24,7 @@ from ...results.kinds.core_load import jain, spine_load
 from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import CoreLoadSpec
+from ..topology import network_of
 from . import Progress
 
 IDLE_S = 3.0
@@ -38,10 +38,7 @@ def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
     if "qemu" in spec.migration.hypervisors:
         out["qemu_mapping"] = qemu_jobs.mapping()
     paths = sorted(spec.paths, key=lambda p: p == "capped")
-    net = spine_leaf(spines=spec.spines, leaves=spec.leaves,
-                     hosts_per_leaf=spec.hosts_per_leaf, host_link_mbps=spec.host_link_mbps,
-                     fabric_link_mbps=spec.fabric_link_mbps, ecmp_hash=spec.ecmp_hash,
-                     stacks=True)
+    net = network_of(spec)  # the spine-leaf fabric of the spec's keys, with stacks
     src_hosts = [f"h1-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
     dst_hosts = [f"h{spec.leaves}-{i}" for i in range(1, spec.hosts_per_leaf + 1)]
     sizes = {path: spec.concurrency if k == 0 or spec.compare_paths_at is None

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from topologies.guests import add_guests
-from topologies.wan import wan
 
 from ...lab.lab import Lab
 from ...measure.migration import MigrationJob, migrate
@@ -21,6 +20,7 @@ from ...results.figures import cell, client_outage, failed
 from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import LongDistanceSpec
+from ..topology import network_of
 from . import Progress
 
 SRC, DST = "a-h1", "b-h1"
@@ -47,8 +47,7 @@ def _job(spec: LongDistanceSpec, transport: str, dst_ip: str, port: int,
 
 def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
            all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
-    net = wan(sites=2, hosts_per_leaf=1, rtt_ms=rtt, bw_mbps=spec.bw_mbps,
-              loss_pct=spec.loss_pct, jitter_ms=spec.jitter_ms)
+    net = network_of(spec, rtt_ms=rtt)  # wan, or the [topology] chosen, at this RTT
     agents = spec.migration.for_agents()
     point: dict[str, Any] = {"rtt_ms": rtt, "bw_mbps": spec.bw_mbps, "migrations": [],
                              "guest_network": agents.guest_network}
