@@ -85,117 +85,137 @@ def _guest(path: str, c: int, i: int) -> str:
 def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
               src_hosts: list[str], dst_hosts: list[str], progress: Progress,
               all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
-    net = lab.network
-    func = "management" if path == "shared-management" else "migration"
-    spines = [f"s{i}" for i in range(1, spec.spines + 1)]
-    m = spec.migration.for_agents()
-    result: dict[str, Any] = {"path": path, "function": func, "bursts": [],
-                              "stack_mode": lab.stack_mode, "guest_network": m.guest_network}
-    sampler = CounterSampler(spec.sample_hz)
-    for spine in spines:
-        for end in net.interfaces(spine):
-            sampler.watch(spine, end.name, lab.pid(spine), spec.fabric_link_mbps,
-                          f"{spine}:{end.name}")
-    mgmt = {h: net.stacks_of(h)["management"] for h in (src_hosts[0], dst_hosts[0])}
-    bg_src, bg_dst = src_hosts[-1], dst_hosts[-1]
-    bg_dev = net.stacks_of(bg_src)["replication"].dev
-    if spec.background_flow:
-        sampler.watch(bg_src, bg_dev, lab.pid(bg_src), spec.host_link_mbps, "background")
-    # the path's baseline: iperf3 between the first pair's stacks of this path
-    a, b = (net.stacks_of(src_hosts[0])[func], net.stacks_of(dst_hosts[0])[func])
-    base = iperf3(lab, src_hosts[0], dst_hosts[0], b.ip, seconds=3, bind=a.ip)
-    result["iperf3"] = base
-    probe = PingProbe(lab, src_hosts[0], mgmt[src_hosts[0]].ip, mgmt[dst_hosts[0]].ip,
-                      spec.probe_interval_ms / 1000).start()
-    bg: list[Any] = []
-    if spec.background_flow:
-        rb, ra = (net.stacks_of(bg_dst)["replication"], net.stacks_of(bg_src)["replication"])
-        bg = _start_background(lab, bg_src, bg_dst, ra.ip, rb.ip, spec.background_mbps)
-    sampler.start()
-    base_t = time.monotonic()
+    """Every burst of ``path`` under one set of instruments (spine counters, the management
+    probe, the tenant flow); the path's result."""
+    run = _PathRun(spec, lab, path, src_hosts, dst_hosts, progress, all_migrations)
+    run.start()
     try:
         for who, c in bursts(spec, path, sizes):
             time.sleep(IDLE_S)  # idle window before each burst
             idle = (time.monotonic() - IDLE_S, time.monotonic())
             if who == "qemu":
-                result["bursts"].append(_qemu_burst(
-                    spec, lab, path, func, c, src_hosts, dst_hosts, sampler, probe, bool(bg),
-                    idle, base_t, base["iperf3_mbps"], progress, all_migrations))
-                continue
-            jobs = []
-            for i in range(c):
-                s, d = src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)]
-                ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
-                jobs.append(job_from(
-                    m, s, d, ds.ip, port=BASE_PORT + i, bind=ss.ip,
-                    label=f"{path} x{c} #{i + 1}",
-                    guest=_guest(path, c, i) if m.guest_network != "none" else None))
-            progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
-            start = time.monotonic()
-            runs = migrate_concurrently(lab, jobs)
-            end = time.monotonic()
-            burst = _burst_summary(spec, c, runs, sampler, probe, bool(bg),
-                                   (start - base_t, end - base_t), idle, (start, end),
-                                   base_t)
-            share = fair_share_mbps(spec, path, c, base["iperf3_mbps"])
-            burst["hypervisor"] = "agents"
-            for r in runs:
-                mig = dict(r.result) | {
-                    "hypervisor": "agents", "compare_at": f"{path} x{c}",
-                    "case": r.job.label, "iperf3_mbps": base["iperf3_mbps"],
-                    "fair_share_mbps": share,
-                    "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
-                    "concurrency": c, "t_start_s": round(r.started_s, 3)}
-                burst["migrations"].append(mig)
-                all_migrations.append(mig)
-            result["bursts"].append(burst)
-            ok = sum(bool(m.get("integrity_ok")) for m in burst["migrations"])
-            progress(f"{spec.name}/{path} x{c}: {ok}/{c} verified, spines peak "
-                     + ", ".join(f"{s} {v['peak_util'] or 0:.0%}"
-                                 for s, v in burst["spines"].items()))
+                run.qemu_burst(c, idle)
+            else:
+                run.agents_burst(c, idle)
     finally:
-        sampler.stop()
-        probe.stop()
-        for proc in bg:  # client and server: the next path starts its own
+        run.stop()
+    return run.finish()
+
+
+class _PathRun:
+    """One path's instruments and bursts."""
+
+    def __init__(self, spec: CoreLoadSpec, lab: Lab, path: str, src_hosts: list[str],
+                 dst_hosts: list[str], progress: Progress,
+                 all_migrations: list[dict[str, Any]]) -> None:
+        self.spec, self.lab, self.path, self.progress = spec, lab, path, progress
+        self.src_hosts, self.dst_hosts, self.all = src_hosts, dst_hosts, all_migrations
+        self.func = "management" if path == "shared-management" else "migration"
+        self.m = spec.migration.for_agents()
+        self.result: dict[str, Any] = {"path": path, "function": self.func, "bursts": [],
+                                       "stack_mode": lab.stack_mode,
+                                       "guest_network": self.m.guest_network}
+        self.windows: list[tuple[dict[str, Any], tuple[float, float], tuple[float, float]]] = []
+        self.background: list[Any] = []
+
+    def start(self) -> None:
+        spec, lab, net = self.spec, self.lab, self.lab.network
+        self.sampler = CounterSampler(spec.sample_hz)
+        for spine in (f"s{i}" for i in range(1, spec.spines + 1)):
+            for end in net.interfaces(spine):
+                self.sampler.watch(spine, end.name, lab.pid(spine), spec.fabric_link_mbps,
+                                   f"{spine}:{end.name}")
+        src0, dst0 = self.src_hosts[0], self.dst_hosts[0]
+        bg_src, bg_dst = self.src_hosts[-1], self.dst_hosts[-1]
+        if spec.background_flow:
+            self.sampler.watch(bg_src, net.stacks_of(bg_src)["replication"].dev,
+                               lab.pid(bg_src), spec.host_link_mbps, "background")
+        # the path's baseline: iperf3 between the first pair's stacks of this path
+        a, b = net.stacks_of(src0)[self.func], net.stacks_of(dst0)[self.func]
+        self.base = self.result["iperf3"] = iperf3(lab, src0, dst0, b.ip, seconds=3, bind=a.ip)
+        self.probe = PingProbe(lab, src0, net.stacks_of(src0)["management"].ip,
+                               net.stacks_of(dst0)["management"].ip,
+                               spec.probe_interval_ms / 1000).start()
+        if spec.background_flow:
+            rb, ra = net.stacks_of(bg_dst)["replication"], net.stacks_of(bg_src)["replication"]
+            self.background = _start_background(lab, bg_src, bg_dst, ra.ip, rb.ip,
+                                                spec.background_mbps)
+        self.sampler.start()
+        self.base_t = time.monotonic()
+
+    def agents_burst(self, c: int, idle: tuple[float, float]) -> None:
+        spec, net, m, path, func = self.spec, self.lab.network, self.m, self.path, self.func
+        jobs = []
+        for i in range(c):
+            s, d = self.src_hosts[i % len(self.src_hosts)], self.dst_hosts[i % len(self.dst_hosts)]
+            ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
+            jobs.append(job_from(
+                m, s, d, ds.ip, port=BASE_PORT + i, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
+                guest=_guest(path, c, i) if m.guest_network != "none" else None))
+        self.progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
+        start = time.monotonic()
+        runs = migrate_concurrently(self.lab, jobs)
+        burst = self._summary(c, idle, (start, time.monotonic()), "agents")
+        share = fair_share_mbps(spec, path, c, self.base["iperf3_mbps"])
+        for r in runs:
+            mig = dict(r.result) | {
+                "hypervisor": "agents", "compare_at": f"{path} x{c}", "case": r.job.label,
+                "iperf3_mbps": self.base["iperf3_mbps"], "fair_share_mbps": share,
+                "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path, "concurrency": c,
+                "t_start_s": round(r.started_s, 3)}
+            burst["migrations"].append(mig)
+            self.all.append(mig)
+        ok = sum(bool(x.get("integrity_ok")) for x in burst["migrations"])
+        self._said(f"{path} x{c}: {ok}/{c} verified", burst)
+
+    def qemu_burst(self, c: int, idle: tuple[float, float]) -> None:
+        """A burst of ``c`` QEMU guests over the path's stacks, measured like the agents'."""
+        spec, path, m = self.spec, self.path, self.spec.migration
+        src, dst = self.src_hosts, self.dst_hosts
+        jobs = [qemu_jobs.job_of(m, src[i % len(src)], dst[i % len(dst)],
+                                 f"{path} qemu x{c} #{i + 1}", port=qemu_jobs.BASE_PORT + i,
+                                 function=self.func) for i in range(c)]
+        self.progress(f"{spec.name}/{path}: burst of {c} QEMU guest(s) over the {self.func} "
+                      "stack")
+        start = time.monotonic()
+        share = fair_share_mbps(spec, path, c, self.base["iperf3_mbps"])
+        migs = qemu_jobs.run_burst(self.lab, jobs, m, [
+            {"case": j.label, "iperf3_mbps": self.base["iperf3_mbps"], "fair_share_mbps": share,
+             "path": path, "concurrency": c, "compare_at": f"{path} x{c}"} for j in jobs])
+        burst = self._summary(c, idle, (start, time.monotonic()), "qemu")
+        burst["migrations"] = migs
+        self.all.extend(migs)
+        ok = sum(bool(x.get("integrity_ok")) for x in migs)
+        self._said(f"{path} QEMU x{c}: {ok}/{c} ran on", burst)
+
+    def _summary(self, c: int, idle: tuple[float, float], span: tuple[float, float],
+                 who: str) -> dict[str, Any]:
+        rel = (span[0] - self.base_t, span[1] - self.base_t)
+        burst = _burst_summary(self.spec, c, self.sampler, bool(self.background), rel, idle,
+                               self.base_t) | {"hypervisor": who}
+        self.result["bursts"].append(burst)
+        self.windows.append((burst, idle, span))  # the probe's, read once it stopped
+        return burst
+
+    def _said(self, what: str, burst: dict[str, Any]) -> None:
+        self.progress(f"{self.spec.name}/{what}, spines peak " + ", ".join(
+            f"{s} {v['peak_util'] or 0:.0%}" for s, v in burst["spines"].items()))
+
+    def stop(self) -> None:
+        self.sampler.stop()
+        self.probe.stop()
+        for proc in self.background:  # client and server: the next path starts its own
             if proc.poll() is None:
                 proc.kill()
-    # the probe's windows can only be read after it stopped
-    for burst in result["bursts"]:
-        w = burst.pop("_windows")
-        burst["management"] = {"idle": probe.window(*w["idle"]),
-                               "burst": probe.window(*w["burst"])}
-    result["series"] = sampler.series()
-    result["sampler_error"] = sampler.error
-    result["sampler_dropped_samples"] = sampler.dropped
-    return result
 
-
-def _qemu_burst(spec: CoreLoadSpec, lab: Lab, path: str, func: str, c: int,
-                src_hosts: list[str], dst_hosts: list[str], sampler: CounterSampler,
-                probe: PingProbe, background: bool, idle: tuple[float, float], base_t: float,
-                iperf3_mbps: float, progress: Progress,
-                all_migrations: list[dict[str, Any]]) -> dict[str, Any]:
-    """A burst of ``c`` QEMU guests over ``func``'s stacks, measured like the agents'."""
-    m = spec.migration
-    jobs = [qemu_jobs.job_of(m, src_hosts[i % len(src_hosts)], dst_hosts[i % len(dst_hosts)],
-                             f"{path} qemu x{c} #{i + 1}", port=qemu_jobs.BASE_PORT + i,
-                             function=func) for i in range(c)]
-    progress(f"{spec.name}/{path}: burst of {c} QEMU guest(s) over the {func} stack")
-    start = time.monotonic()
-    share = fair_share_mbps(spec, path, c, iperf3_mbps)
-    migs = qemu_jobs.run_burst(lab, jobs, m, [
-        {"case": j.label, "iperf3_mbps": iperf3_mbps, "fair_share_mbps": share, "path": path,
-         "concurrency": c, "compare_at": f"{path} x{c}"} for j in jobs])
-    end = time.monotonic()
-    burst = _burst_summary(spec, c, [], sampler, probe, background,
-                           (start - base_t, end - base_t), idle, (start, end), base_t)
-    burst["hypervisor"] = "qemu"
-    burst["migrations"] = migs
-    all_migrations.extend(migs)
-    ok = sum(bool(x.get("integrity_ok")) for x in migs)
-    progress(f"{spec.name}/{path} QEMU x{c}: {ok}/{c} ran on, spines peak "
-             + ", ".join(f"{s} {v['peak_util'] or 0:.0%}" for s, v in burst["spines"].items()))
-    return burst
+    def finish(self) -> dict[str, Any]:
+        for burst, idle, span in self.windows:
+            burst["management"] = {"idle": self.probe.window(*idle),
+                                   "burst": self.probe.window(*span)}
+        self.result["series"] = self.sampler.series()
+        self.result["sampler_error"] = self.sampler.error
+        self.result["sampler_dropped_samples"] = self.sampler.dropped
+        return self.result
 
 
 def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -> float:
@@ -225,10 +245,11 @@ def _start_background(lab: Lab, src: str, dst: str, src_ip: str, dst_ip: str,
     return [server, client]
 
 
-def _burst_summary(spec: CoreLoadSpec, c: int, runs: list[Any], sampler: CounterSampler,
-                   probe: PingProbe, background: bool, rel: tuple[float, float],
-                   idle: tuple[float, float], burst: tuple[float, float],
+def _burst_summary(spec: CoreLoadSpec, c: int, sampler: CounterSampler, background: bool,
+                   rel: tuple[float, float], idle: tuple[float, float],
                    base_t: float) -> dict[str, Any]:
+    """Spine load, ECMP balance and the tenant flow's rate over one burst (``rel``: seconds
+    since the path's start; ``idle``: the window before it)."""
     series = sampler.series()
     spines = spine_load(series, rel)
     dt = 1.0 / spec.sample_hz
@@ -252,7 +273,6 @@ def _burst_summary(spec: CoreLoadSpec, c: int, runs: list[Any], sampler: Counter
     return {"concurrency": c, "t_from_s": rel[0], "t_to_s": rel[1],
             "duration_s": rel[1] - rel[0], "spines": spine_summary,
             "ecmp_jain": jain(list(per_spine_bytes.values())),
-            "background": bg, "migrations": [],
-            "_windows": {"idle": idle, "burst": burst}}
+            "background": bg, "migrations": []}
 
 
