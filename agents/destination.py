@@ -25,11 +25,10 @@ from pathlib import Path
 import trio
 
 from agents.decisions import DecisionStore, default_dir
-from agents.guest import workload
-from agents.guest.identity import run_hook, set_link
+from agents.guest.identity import run_hook
+from agents.guest.standby import StandbyError, StandbyGuest
 from agents.memory.layout import Layout
 from agents.runtime import faults
-from agents.runtime.forking import DEVNULL, PIPE, ChildProcess, fork_call
 from agents.runtime.gcpause import gc_paused
 from agents.wire import protocol as P
 from agents.wire.digest import image_digest
@@ -73,7 +72,7 @@ class Session:
     failed: str | None = None
     resumed: bool = False
     scope: trio.CancelScope | None = None
-    standby: ChildProcess | None = None
+    standby: StandbyGuest | None = None
     changed: trio.Event = field(default_factory=trio.Event)
     prepared: bool = False
     decision: str | None = None  # committed | aborted, once decided
@@ -88,7 +87,6 @@ class Session:
 # the image's page faults are paid at HELLO, not while pages stream in
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _PRIVATE_POPULATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _POPULATE
-_SHARED_POPULATE = mmap.MAP_SHARED | _POPULATE
 
 
 class DestinationBusy(P.ProtocolError):
@@ -232,6 +230,48 @@ class Destination:
     async def _control(self, ctl: FramedStream, hello: dict, authenticated: bool) -> None:
         if self.session is not None:
             raise DestinationBusy("destination busy with another migration")
+        mid, layout, streams, batch_pages = self._check_hello(hello, authenticated)
+        await faults.ahit("destination", "hello")
+        limits = {P.SPACE_MEMORY: P.BatchLimits(layout.page_size, layout.npages, batch_pages)}
+        stores: dict[int, ImageStore] = {}
+        disk_mode = self._open_disk(hello.get("disk"), batch_pages, limits, stores)
+        can_resume = bool(hello.get("can_resume")) and self.cfg.resume
+        image, standby, service, service_sock = self._image_for(layout, can_resume,
+                                                                disk_mode is not None)
+        stores[P.SPACE_MEMORY] = ImageStore(image, layout.page_size)
+        s = Session(mid, layout, streams, stores, limits, disk_mode, standby=standby)
+        self.session = s
+        ctl.reserve(8 * layout.npages + P.MAX_JSON)  # the COMMIT arrives in the downtime
+        try:
+            if standby is not None:
+                try:
+                    await standby.ready()
+                except StandbyError as exc:
+                    raise P.ProtocolError(str(exc)) from None
+            await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
+                "resume_service": list(service) if service else None}))
+            with trio.CancelScope() as scope, gc_paused():
+                s.scope = scope
+                outcome = await self._control_loop(ctl, s, service)
+            if scope.cancelled_caught:
+                raise P.ProtocolError(f"data stream failed: {s.failed}")
+        finally:
+            if s.decision is None and s.prepared:  # an error before the decision: abort
+                self._abort(s, "failed before the decision")
+            if service_sock:
+                service_sock.close()
+            if s.standby and not s.resumed:
+                s.standby.kill(self.cfg.guest_port)
+            disk = s.stores.get(P.SPACE_DISK)
+            if disk is not None:
+                disk.close()
+        self.session = None
+        await self._linger(s)
+        self._finish(outcome)
+
+    def _check_hello(self, hello: dict, authenticated: bool) -> tuple[str, Layout, int, int]:
+        """The HELLO's migration id, layout, streams and batch size, within this
+        destination's limits."""
         if hello.get("version") != P.VERSION:
             raise P.ProtocolError(f"unsupported protocol version {hello.get('version')}")
         mid = hello.get("migration")
@@ -252,59 +292,30 @@ class Destination:
         if not authenticated and layout.nbytes > self.cfg.max_unauthenticated_bytes:
             raise P.ProtocolError(f"an unauthenticated HELLO may ask for at most "
                                   f"{self.cfg.max_unauthenticated_bytes >> 20} MiB")
-        await faults.ahit("destination", "hello")
-        limits = {P.SPACE_MEMORY: P.BatchLimits(layout.page_size, layout.npages, batch_pages)}
-        stores: dict[int, ImageStore] = {}
-        disk_mode = self._open_disk(hello.get("disk"), batch_pages, limits, stores)
-        can_resume = bool(hello.get("can_resume")) and self.cfg.resume
-        service_sock, service = None, None
+        return mid, layout, streams, batch_pages
+
+    def _image_for(self, layout: Layout, can_resume: bool, with_disk: bool
+                   ) -> tuple[mmap.mmap, StandbyGuest | None, tuple | None,
+                              socket.socket | None]:
+        """Where the image is received: a standby guest's memfd (the guest resumes here;
+        its service in its own namespace, or on a socket bound now and handed over), or a
+        private mapping (verify only)."""
+        disk = self.cfg.disk_dest if with_disk else None
         if can_resume and self.cfg.guest_netns:  # the guest binds its service in its netns
             service = (self.cfg.resume_host or self.cfg.host, self.cfg.resume_port)
             guest_args = ["--netns", self.cfg.guest_netns, "--host", service[0],
                           "--port", str(service[1]), "--announce-on", self.cfg.guest_dev,
                           "--announce", self.cfg.announce or "none"]
-            image, standby = self._standby(layout.nbytes, guest_args, [],
-                                           disk_mode is not None)
-        elif can_resume:
-            service_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            service_sock.bind((self.cfg.resume_host or self.cfg.host, self.cfg.resume_port))
-            service = service_sock.getsockname()
-            image, standby = self._standby(layout.nbytes,
-                                           ["--service-fd", str(service_sock.fileno())],
-                                           [service_sock.fileno()], disk_mode is not None)
-        else:
-            image, standby = mmap.mmap(-1, max(layout.nbytes, 1), flags=_PRIVATE_POPULATE), None
-        stores[P.SPACE_MEMORY] = ImageStore(image, layout.page_size)
-        s = Session(mid, layout, streams, stores, limits, disk_mode, standby=standby)
-        self.session = s
-        ctl.reserve(8 * layout.npages + P.MAX_JSON)  # the COMMIT arrives in the downtime
-        try:
-            if standby is not None:
-                await self._standby_ready(standby)
-            await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
-                "resume_service": list(service) if service else None}))
-            with trio.CancelScope() as scope, gc_paused():
-                s.scope = scope
-                outcome = await self._control_loop(ctl, s, service)
-            if scope.cancelled_caught:
-                raise P.ProtocolError(f"data stream failed: {s.failed}")
-        finally:
-            if s.decision is None and s.prepared:  # an error before the decision: abort
-                self._abort(s, "failed before the decision")
-            if service_sock:
-                service_sock.close()
-            if s.standby and not s.resumed:
-                s.standby.kill()
-                s.standby.wait()
-                if self.cfg.guest_port:  # the guest stays at the source: disconnected here
-                    with contextlib.suppress(OSError):
-                        set_link(self.cfg.guest_port, False)
-            disk = s.stores.get(P.SPACE_DISK)
-            if disk is not None:
-                disk.close()
-        self.session = None
-        await self._linger(s)
-        self._finish(outcome)
+            standby = StandbyGuest.start(layout.nbytes, guest_args, [], disk)
+            return standby.image, standby, service, None
+        if can_resume:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((self.cfg.resume_host or self.cfg.host, self.cfg.resume_port))
+            standby = StandbyGuest.start(layout.nbytes, ["--service-fd", str(sock.fileno())],
+                                         [sock.fileno()], disk)
+            return standby.image, standby, sock.getsockname(), sock
+        image = mmap.mmap(-1, max(layout.nbytes, 1), flags=_PRIVATE_POPULATE)
+        return image, None, None, None
 
     async def _linger(self, s: Session) -> None:
         """A decision whose answer the source has not confirmed stays answerable (RESOLVE)
@@ -325,7 +336,6 @@ class Destination:
         s.decision = "aborted"
         if s.standby is not None:
             s.standby.kill()
-            s.standby.wait()
         self.store.put(s.mid, "aborted", reason=why)
         if s.wait_scope is not None:
             s.wait_scope.cancel()
@@ -383,38 +393,6 @@ class Destination:
         if not replicated:  # a replica is never written by the migration
             limits[P.SPACE_DISK] = P.BatchLimits(unit, nbytes // unit, batch_pages)
         return disk["mode"]
-
-    def _standby(self, nbytes: int, service_args: list[str], keep_fds: list[int],
-                 with_disk: bool = False) -> tuple[mmap.mmap, ChildProcess]:
-        """Receive into a memfd and start the guest process now (forked from this warm
-        interpreter, like an incoming QEMU), waiting for its image."""
-        mfd = os.memfd_create("agents-image")
-        try:
-            os.ftruncate(mfd, nbytes)
-            image = mmap.mmap(mfd, nbytes, flags=_SHARED_POPULATE)
-            disk = ["--disk", self.cfg.disk_dest] if with_disk and self.cfg.disk_dest else []
-            argv = ["workload", "--wait-go", "--resume", f"/dev/fd/{mfd}", *service_args,
-                    *disk]
-            proc = fork_call(lambda: workload.cli(argv[1:]), keep_fds=[*keep_fds, mfd],
-                             new_session=True, stdin=PIPE, stdout=PIPE, stderr=DEVNULL,
-                             args=argv)
-        finally:
-            os.close(mfd)
-        return image, proc
-
-    async def _standby_ready(self, proc: ChildProcess) -> None:
-        """Wait (before HELLO_OK) until the standby has mapped the image: its page tables
-        are built before round 0, not while pages stream in (measured at 10 Gbit/s with
-        a 1 GiB guest: goodput 8.1-8.3 Gbit/s while it did, 8.9-9.1 without)."""
-        assert proc.stdout is not None
-        try:
-            with trio.fail_after(60):
-                line = await trio.to_thread.run_sync(proc.stdout.readline,
-                                                     abandon_on_cancel=True)
-        except trio.TooSlowError:
-            raise P.ProtocolError("standby guest not ready after 60 s") from None
-        if line.strip() != b"standby":
-            raise P.ProtocolError(f"standby guest failed to start (status {proc.poll()})")
 
     async def _control_loop(self, ctl: FramedStream, s: Session,
                             service: tuple[str, int] | None) -> dict:
@@ -495,10 +473,9 @@ class Destination:
             return out
         try:
             out.update(await self._resume(s, service))
-        except P.ProtocolError as exc:
+        except (P.ProtocolError, StandbyError) as exc:
             if s.standby is not None:
                 s.standby.kill()
-                s.standby.wait()
             s.decision = "aborted"
             self.store.put(s.mid, "aborted", revise=True, reason=str(exc))
             return {"decision": "aborted", "error": str(exc)}
@@ -530,31 +507,11 @@ class Destination:
         return {"ok": True, "verify_ms": verify_ms, "digest": digest}
 
     async def _resume(self, s: Session, service: tuple[str, int]) -> dict:
-        """Tell the standby guest to go; wait until its service is up; run the on-resume
-        hook (its time is part of the downtime, like a route's convergence)."""
-        t0 = time.monotonic()
-        proc = s.standby
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        if self.cfg.guest_port:
-            try:
-                set_link(self.cfg.guest_port, True)  # the guest is connected here now
-            except OSError as exc:
-                raise P.ProtocolError(f"cannot connect the guest: {exc}") from None
-        try:
-            proc.stdin.write(b"go\n")
-            proc.stdin.close()
-        except OSError as exc:
-            raise P.ProtocolError(f"standby guest is gone: {exc}") from None
-        try:
-            with trio.fail_after(15):
-                line = await trio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
-        except trio.TooSlowError:
-            raise P.ProtocolError("resumed guest not ready after 15 s") from None
-        if not line:
-            raise P.ProtocolError(f"resumed guest exited (status {proc.wait()})")
-        proc.stdout.close()
-        out = {"resumed": True, "pid": proc.pid, "service": list(service),
-               "resume_ms": round((time.monotonic() - t0) * 1e3, 2)}
+        """Tell the standby guest to go; run the on-resume hook (its time is part of the
+        downtime, like a route's convergence)."""
+        assert s.standby is not None
+        out = {"resumed": True, "service": list(service)} | await s.standby.go(
+            self.cfg.guest_port)
         if self.cfg.on_resume:
             hook = out["on_resume"] = await trio.to_thread.run_sync(run_hook, self.cfg.on_resume)
             if hook["rc"] != 0:  # unreachable here: no ACK, the source keeps its guest
