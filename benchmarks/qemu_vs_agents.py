@@ -11,7 +11,7 @@ the QEMU guest's), a QEMU migration of a TCG guest whose dirtier holds ``--size`
 random pages (hot set: 10 % of it, the agents' default hot fraction). Same dirty rate, both
 against the same 300 ms downtime limit. Medians end the output, then the targets: the
 agents' goodput within 10 % of QEMU's (or better) at every RTT, both downtimes against the
-300 ms limit, and each migration against the model (``testbed.predict`` for the agents,
+300 ms limit, and each migration against the model (``testbed.results.model`` for the agents,
 ``testbed.results.model_qemu`` with QEMU's own stop rule for QEMU; within 20 % at least 80 % of
 the time). Under TCG the emulated CPU, not the network, shapes the guest's dirtying.
 """
