@@ -32,6 +32,7 @@ from testbed.measure.migration import MigrationJob, migrate  # noqa: E402
 from testbed.measure.path import iperf3  # noqa: E402
 from testbed.measure.qemu_migration import QemuJob, migrate_qemu  # noqa: E402
 from testbed.results.figures import prediction_for  # noqa: E402
+from topologies.fabric import HOST_SYSCTLS  # noqa: E402
 from topologies.pair import pair  # noqa: E402
 
 LIMIT_MS = 300
@@ -58,6 +59,9 @@ def point(rtt: float, args: argparse.Namespace) -> list[dict]:
     rows = []
     with Lab(net) as lab:
         dst = net.address("h2")
+        for h in ("h1", "h2"):  # the fabric's and the WAN's hosts' TCP memory (64 MiB), so a
+            for key, val in HOST_SYSCTLS:  # 200 ms BDP fits a socket, as in the default suite
+                lab.run(h, ["sysctl", "-qw", f"{key}={val}"])
         lab.run("h1", ["ping", "-c", "3", "-i", "0.2", "-W", "3", dst], check=False)  # warm
         for _ in range(args.reps):
             ip3 = iperf3(lab, "h1", "h2", dst, seconds=5,
