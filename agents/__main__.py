@@ -36,6 +36,15 @@ def cpu_seconds() -> float:
     return round(ru.ru_utime + ru.ru_stime, 3)
 
 
+def cpu_split() -> dict[str, float]:
+    """This agent's user and system CPU seconds so far (Soft-RoCE's kernel work shows as
+    system time only where it runs in this process's context: see benchmarks/rdma_bench)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user": round(ru.ru_utime, 3), "system": round(ru.ru_stime, 3)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m agents")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -137,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-guard", action="store_true",
                    help="no guard process to put the guest back if this agent dies")
     s.add_argument("--idle-timeout", type=float, default=30.0)
+    s.add_argument("--rdma", metavar="DEV", help="move memory pages by RDMA WRITE from this "
+                   "RDMA device (e.g. a Soft-RoCE link); the destination needs --rdma too")
     s.add_argument("--json", action="store_true", help="print the result as JSON (default)")
 
     sub.add_parser("probe", add_help=False,
@@ -152,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--disk-dest", metavar="PATH",
                    help="where a migrated disk is written (or the replica, --replicated)")
     d.add_argument("--idle-timeout", type=float, default=30.0)
+    d.add_argument("--rdma", metavar="DEV", help="accept RDMA WRITE of the image on this "
+                   "RDMA device (the image is registered for the source)")
+    d.add_argument("--rdma-max-region", type=parse_size, metavar="SIZE",
+                   help="register at most SIZE of the image (a cap on pinned memory)")
     d.add_argument("--guest-netns", metavar="PATH",
                    help="resume the guest in this network namespace (its identity: its "
                         "--guest-port stays down until it resumes, then comes up and the guest "
@@ -240,7 +255,11 @@ def cmd_source(args: argparse.Namespace) -> int:
                        commit_timeout=args.commit_timeout, resolve_s=args.resolve_timeout,
                        resolve_via=list(args.resolve_via),
                        resolve_records=args.resolve_records,
-                       verify_source=args.verify_source, guard=not args.no_guard)
+                       verify_source=args.verify_source, guard=not args.no_guard,
+                       rdma=args.rdma)
+    if args.rdma and getattr(args, "encryption", None) == "required":
+        raise SystemExit("--rdma with --encryption required: RDMA WRITE carries the pages "
+                         "unencrypted")
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
         if args.disk else None
     source_pid = None
@@ -274,6 +293,7 @@ def cmd_source(args: argparse.Namespace) -> int:
             guest.wait(timeout=5)  # ended after the ACK: reap it, leave no zombie behind
     out = json.loads(res.to_json())
     out["cpu_s"] = cpu_seconds()
+    out["cpu_split_s"] = cpu_split()
     out["source_pid"] = source_pid
     print(json.dumps(out), flush=True)
     return 0 if res.completed else 2 if res.outcome == "indeterminate" else 1
@@ -314,6 +334,7 @@ def cmd_destination(args: argparse.Namespace) -> int:
                             decision_linger=args.decision_linger,
                             also_listen=list(args.also_listen),
                             max_unauthenticated_bytes=args.max_unauthenticated,
+                            rdma=args.rdma, rdma_max_region=args.rdma_max_region,
                             announce=None if args.announce == "none" else args.announce)
     dest = Destination(cfg, destination_transport(args))
     dest.on_reject = lambda msg: print(json.dumps({"rejected": msg}), flush=True)
@@ -327,7 +348,7 @@ def cmd_destination(args: argparse.Namespace) -> int:
 
     outcomes = trio.run(run)
     for o in outcomes:
-        print(json.dumps(o | {"cpu_s": cpu_seconds()}), flush=True)
+        print(json.dumps(o | {"cpu_s": cpu_seconds(), "cpu_split_s": cpu_split()}), flush=True)
     return 0 if outcomes and all(o.get("ok") for o in outcomes) else 1
 
 

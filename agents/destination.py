@@ -33,6 +33,7 @@ from agents.gcpause import gc_paused
 from agents.identity import run_hook, set_link
 from agents.imagestore import ImageStore, open_disk_store
 from agents.memory.layout import Layout
+from agents.rdma.copy import DestRdma, receive_placed
 from agents.receiver import receive_batch
 from agents.transport import FramedStream, PeerStalled, TcpTransport, Transport
 
@@ -57,6 +58,8 @@ class DestinationConfig:
     guest_port: str | None = None  # its vSwitch port in this namespace, up at resume
     announce: str | None = None  # after resume (agents.announce schedule), None: silent
     on_resume: str | None = None  # hook once the guest runs here, before the ACK
+    rdma: str | None = None  # RDMA device: the image is registered for the source's WRITEs
+    rdma_max_region: int | None = None  # register at most this much (pinned memory cap)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Session:
     decision: str | None = None  # committed | aborted, once decided
     wait_scope: trio.CancelScope | None = None  # waiting for GO: cancelled by an abort
     confirmed: trio.Event = field(default_factory=trio.Event)
+    rdma: DestRdma | None = None  # the image region and queue pairs (agents.rdma)
 
     def notify(self) -> None:
         self.changed.set()
@@ -204,9 +208,12 @@ class Destination:
                 if self.session is not s:
                     return  # migration over: the source closed its streams
                 raise
-            if ftype != P.FrameType.PAGES:
+            if ftype == P.FrameType.RDMA_PAGES and s.rdma is not None:
+                batch = await receive_placed(stream, length, s.limits, s.stores)
+            elif ftype != P.FrameType.PAGES:
                 raise P.ProtocolError(f"unexpected {ftype.name} on a data stream")
-            batch = await receive_batch(stream, length, s.limits, s.stores)
+            else:
+                batch = await receive_batch(stream, length, s.limits, s.stores)
             s.batches[batch.round] = s.batches.get(batch.round, 0) + 1
             s.notify()
 
@@ -280,14 +287,19 @@ class Destination:
         try:
             if standby is not None:
                 await self._standby_ready(standby)
+            if hello.get("rdma") is not None:
+                s.rdma = self._rdma(hello["rdma"], image, layout.nbytes)
             await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
-                "resume_service": list(service) if service else None}))
+                "resume_service": list(service) if service else None,
+                "rdma": s.rdma.reply() if s.rdma else None}))
             with trio.CancelScope() as scope, gc_paused():
                 s.scope = scope
                 outcome = await self._control_loop(ctl, s, service)
             if scope.cancelled_caught:
                 raise P.ProtocolError(f"data stream failed: {s.failed}")
         finally:
+            if s.rdma is not None:  # deregistered: the source's rkey no longer works
+                s.rdma.close()
             if s.decision is None and s.prepared:  # an error before the decision: abort
                 self._abort(s, "failed before the decision")
             if service_sock:
@@ -359,6 +371,13 @@ class Destination:
                                           self.session.mid == mid else None)
             if s is not None and s.decision is not None:
                 s.confirmed.set()
+
+    def _rdma(self, offer: object, image: mmap.mmap, nbytes: int) -> DestRdma:
+        """Register the image for the source's RDMA WRITEs (``agents.rdma``)."""
+        if not self.cfg.rdma:
+            raise P.ProtocolError("the source asks for RDMA; this destination has no RDMA "
+                                  "device (started without --rdma DEV)")
+        return DestRdma(self.cfg.rdma, image, nbytes, offer, self.cfg.rdma_max_region)
 
     def _open_disk(self, disk: object, batch_pages: int, limits: dict[int, P.BatchLimits],
                    stores: dict[int, ImageStore]) -> str | None:
