@@ -45,6 +45,12 @@ def cpu_split() -> dict[str, float]:
     return {"user": round(ru.ru_utime, 3), "system": round(ru.ru_stime, 3)}
 
 
+def _since(cpu0: dict[str, float]) -> dict[str, float]:
+    """User and system CPU seconds since ``cpu0`` (start-up and imports left out)."""
+    now = cpu_split()
+    return {k: round(now[k] - cpu0.get(k, 0.0), 3) for k in now}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m agents")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -282,6 +288,7 @@ def cmd_source(args: argparse.Namespace) -> int:
         if src.info and not cfg.service:
             cfg.service = tuple(src.info["service"])
 
+    cpu0 = cpu_split()
     try:
         res = trio.run(lambda: migrate(src, cfg, transport, kind=kind, disk=disk))
     finally:
@@ -294,6 +301,7 @@ def cmd_source(args: argparse.Namespace) -> int:
     out = json.loads(res.to_json())
     out["cpu_s"] = cpu_seconds()
     out["cpu_split_s"] = cpu_split()
+    out["cpu_migration_s"] = _since(cpu0)
     out["source_pid"] = source_pid
     print(json.dumps(out), flush=True)
     return 0 if res.completed else 2 if res.outcome == "indeterminate" else 1
@@ -339,16 +347,20 @@ def cmd_destination(args: argparse.Namespace) -> int:
     dest = Destination(cfg, destination_transport(args))
     dest.on_reject = lambda msg: print(json.dumps({"rejected": msg}), flush=True)
 
+    cpu0: dict[str, float] = {}
+
     async def run() -> list[dict]:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(dest.serve, not args.keep_serving)
+            cpu0.update(cpu_split())
             print(json.dumps({"listening": [cfg.host, port],
                               "also_listening": [list(a) for a in dest.also]}), flush=True)
         return dest.outcomes
 
     outcomes = trio.run(run)
     for o in outcomes:
-        print(json.dumps(o | {"cpu_s": cpu_seconds(), "cpu_split_s": cpu_split()}), flush=True)
+        print(json.dumps(o | {"cpu_s": cpu_seconds(), "cpu_split_s": cpu_split(),
+                              "cpu_migration_s": _since(cpu0)}), flush=True)
     return 0 if outcomes and all(o.get("ok") for o in outcomes) else 1
 
 
