@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                     row[k]["vs_baseline"] = round(g / row[base], 3) if row[base] else None
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+                with (args.out / "rows.jsonl").open("a") as f:  # kept if the run is cut short
+                    f.write(json.dumps(row) + "\n")
     return rows
 
 

@@ -142,9 +142,11 @@ class Link:
         self.info = QPInfo(self.qp.qp_num, random.getrandbits(24))
         self.done: set[int] = set()  # completed wr_ids not yet claimed
 
-    def connect(self, gid: str, peer: QPInfo, timeout_exp: int = 16, retries: int = 7) -> None:
+    def connect(self, gid: str, peer: QPInfo, timeout_exp: int = 19, retries: int = 7) -> None:
         """INIT -> RTR -> RTS towards ``peer`` at ``gid``. ``timeout_exp``: the ACK timeout
-        is 4.096 us * 2^exp (16: 268 ms, well above a 50 ms RTT under emulation)."""
+        is 4.096 us * 2^exp (19: 2.1 s). Under emulation Soft-RoCE's responder falls seconds
+        behind what is in flight; a shorter timeout (268 ms) made the requester retransmit
+        into it until the responder NAKed a WRITE as an invalid request (measured in the VM)."""
         e = _verbs()
         from pyverbs.addr import GID, AHAttr, GlobalRoute
         from pyverbs.qp import QPAttr

@@ -82,7 +82,7 @@ def test_rxe_path_carries_writes_over_the_migration_link_and_is_removed():
 
 
 def test_rdma_migration_keeps_integrity_and_resumes():
-    with RdmaNet(rate_mbit=300) as net, guest("24M", 10) as info:
+    with RdmaNet(rate_mbit=300) as net, guest("16M", 5) as info:
         with destination(net, "--resume-host", net.dst) as (dproc, port):
             rx0 = net.rx_bytes()
             rc, res = run_source(net, info["pid"], port)
@@ -103,7 +103,7 @@ def test_rdma_migration_keeps_integrity_and_resumes():
 
 
 def test_rdma_migration_over_a_lossy_path_completes_verified():
-    with RdmaNet(rate_mbit=200) as net, guest("16M", 5) as info:
+    with RdmaNet(rate_mbit=200) as net, guest("8M", 5) as info:
         net.impair(delay_ms=2, loss_pct=1)
         with destination(net, "--no-resume") as (dproc, port):
             rc, res = run_source(net, info["pid"], port, "--downtime-ms", "1000")
@@ -124,7 +124,7 @@ def test_destination_without_rdma_is_refused_and_the_guest_runs_on():
 
 
 def test_region_too_small_is_refused_before_any_write():
-    with RdmaNet(rate_mbit=200) as net, guest("16M", 5) as info:
+    with RdmaNet(rate_mbit=200) as net, guest("8M", 5) as info:
         with destination(net, "--no-resume", "--rdma-max-region", "4M") as (dproc, port):
             rc, res = run_source(net, info["pid"], port)
         assert rc == 1 and not res["completed"]
@@ -135,14 +135,23 @@ def test_region_too_small_is_refused_before_any_write():
 
 
 def test_path_cut_mid_write_fails_cleanly_and_the_guest_runs_on():
-    with RdmaNet(rate_mbit=50) as net, guest("32M", 5) as info:
+    with RdmaNet(rate_mbit=50) as net, guest("16M", 5) as info:
         with destination(net, "--no-resume") as (dproc, port):
-            cut = threading.Timer(6.0, net.link, args=(False,))
-            cut.start()
+            stop = threading.Event()
+
+            def cut_after_2mib() -> None:  # mid-round 0: the WRITEs are under way
+                rx0 = net.rx_bytes()
+                while not stop.wait(0.1):
+                    if net.rx_bytes() - rx0 > 2 << 20:
+                        net.link(False)
+                        return
+
+            t = threading.Thread(target=cut_after_2mib, daemon=True)
+            t.start()
             try:
                 rc, res = run_source(net, info["pid"], port, "--preflight", "off")
             finally:
-                cut.cancel()
+                stop.set()
         assert rc == 1 and not res["completed"], res
         assert res["error"] and res["outcome"] == "rolled-back", res
         assert 0 < res["rdma"]["bytes_written"] < res["image_bytes"]
