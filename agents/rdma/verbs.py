@@ -144,9 +144,11 @@ class Link:
 
     def connect(self, gid: str, peer: QPInfo, timeout_exp: int = 19, retries: int = 7) -> None:
         """INIT -> RTR -> RTS towards ``peer`` at ``gid``. ``timeout_exp``: the ACK timeout
-        is 4.096 us * 2^exp (19: 2.1 s). Under emulation Soft-RoCE's responder falls seconds
-        behind what is in flight; a shorter timeout (268 ms) made the requester retransmit
-        into it until the responder NAKed a WRITE as an invalid request (measured in the VM)."""
+        is 4.096 us * 2^exp (19: 2.1 s). Under emulation Soft-RoCE runs at tens of Mbit/s,
+        so megabytes in flight take seconds to be acknowledged. With 268 ms and 8 batches in
+        flight one VM run ended in "remote invalid request"; with 2.1 s and 4 batches the
+        same test passed. That retransmissions caused it is a hypothesis: a separate run
+        with raw WRITEs did not reproduce it."""
         e = _verbs()
         from pyverbs.addr import GID, AHAttr, GlobalRoute
         from pyverbs.qp import QPAttr
