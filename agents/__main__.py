@@ -37,6 +37,21 @@ def cpu_seconds() -> float:
     return round(ru.ru_utime + ru.ru_stime, 3)
 
 
+def cpu_split() -> dict[str, float]:
+    """This agent's user and system CPU seconds so far (Soft-RoCE's kernel work shows as
+    system time only where it runs in this process's context: see benchmarks/rdma_bench)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user": round(ru.ru_utime, 3), "system": round(ru.ru_stime, 3)}
+
+
+def _since(cpu0: dict[str, float]) -> dict[str, float]:
+    """User and system CPU seconds since ``cpu0`` (start-up and imports left out)."""
+    now = cpu_split()
+    return {k: round(now[k] - cpu0.get(k, 0.0), 3) for k in now}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m agents")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -113,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-guard", action="store_true",
                    help="no guard process to put the guest back if this agent dies")
     s.add_argument("--idle-timeout", type=float, default=30.0)
+    s.add_argument("--rdma", metavar="DEV", help="move memory pages by RDMA WRITE from this "
+                   "RDMA device (e.g. a Soft-RoCE link); the destination needs --rdma too")
     s.add_argument("--json", action="store_true", help="print the result as JSON (default)")
     s.add_argument("--progress", action="store_true",
                    help='after every round, a JSON line {"progress": {...}} on stderr (round, '
@@ -131,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--disk-dest", metavar="PATH",
                    help="where a migrated disk is written (or the replica, --replicated)")
     d.add_argument("--idle-timeout", type=float, default=30.0)
+    d.add_argument("--rdma", metavar="DEV", help="accept RDMA WRITE of the image on this "
+                   "RDMA device (the image is registered for the source)")
+    d.add_argument("--rdma-max-region", type=parse_size, metavar="SIZE",
+                   help="register at most SIZE of the image (a cap on pinned memory)")
     d.add_argument("--guest-netns", metavar="PATH",
                    help="resume the guest in this network namespace (its identity: its "
                         "--guest-port stays down until it resumes, then comes up and the guest "
@@ -225,7 +246,11 @@ def cmd_source(args: argparse.Namespace) -> int:
                        commit_timeout=args.commit_timeout, resolve_s=args.resolve_timeout,
                        resolve_via=list(args.resolve_via),
                        resolve_records=args.resolve_records,
-                       verify_source=args.verify_source, guard=not args.no_guard)
+                       verify_source=args.verify_source, guard=not args.no_guard,
+                       rdma=args.rdma)
+    if args.rdma and getattr(args, "encryption", None) == "required":
+        raise SystemExit("--rdma with --encryption required: RDMA WRITE carries the pages "
+                         "unencrypted")
     disk = DiskSource(args.disk, "replicated" if args.replicated else "transfer") \
         if args.disk else None
     source_pid = None
@@ -249,6 +274,7 @@ def cmd_source(args: argparse.Namespace) -> int:
         if src.info and not cfg.service:
             cfg.service = tuple(src.info["service"])
 
+    cpu0 = cpu_split()
     try:
         res = trio.run(lambda: migrate(src, cfg, transport, kind=kind, disk=disk))
     finally:
@@ -260,6 +286,8 @@ def cmd_source(args: argparse.Namespace) -> int:
             guest.wait(timeout=5)  # ended after the ACK: reap it, leave no zombie behind
     out = json.loads(res.to_json())
     out["cpu_s"] = cpu_seconds()
+    out["cpu_split_s"] = cpu_split()
+    out["cpu_migration_s"] = _since(cpu0)
     out["source_pid"] = source_pid
     if pattern is not None:
         out["write_pattern"] = pattern
@@ -302,20 +330,25 @@ def cmd_destination(args: argparse.Namespace) -> int:
                             decision_linger=args.decision_linger,
                             also_listen=list(args.also_listen),
                             max_unauthenticated_bytes=args.max_unauthenticated,
+                            rdma=args.rdma, rdma_max_region=args.rdma_max_region,
                             announce=None if args.announce == "none" else args.announce)
     dest = Destination(cfg, destination_transport(args))
     dest.on_reject = lambda msg: print(json.dumps({"rejected": msg}), flush=True)
 
+    cpu0: dict[str, float] = {}
+
     async def run() -> list[dict]:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(dest.serve, not args.keep_serving)
+            cpu0.update(cpu_split())
             print(json.dumps({"listening": [cfg.host, port],
                               "also_listening": [list(a) for a in dest.also]}), flush=True)
         return dest.outcomes
 
     outcomes = trio.run(run)
     for o in outcomes:
-        print(json.dumps(o | {"cpu_s": cpu_seconds()}), flush=True)
+        print(json.dumps(o | {"cpu_s": cpu_seconds(), "cpu_split_s": cpu_split(),
+                              "cpu_migration_s": _since(cpu0)}), flush=True)
     return 0 if outcomes and all(o.get("ok") for o in outcomes) else 1
 
 

@@ -28,6 +28,7 @@ from agents.decisions import DecisionStore, default_dir
 from agents.guest.identity import run_hook
 from agents.guest.standby import StandbyError, StandbyGuest
 from agents.memory.layout import Layout
+from agents.rdma.copy import DestRdma, receive_placed
 from agents.runtime import faults
 from agents.runtime.gcpause import gc_paused
 from agents.wire import protocol as P
@@ -57,6 +58,8 @@ class DestinationConfig:
     guest_port: str | None = None  # its vSwitch port in this namespace, up at resume
     announce: str | None = None  # after resume (agents.guest.announce schedule), None: silent
     on_resume: str | None = None  # hook once the guest runs here, before the ACK
+    rdma: str | None = None  # RDMA device: the image is registered for the source's WRITEs
+    rdma_max_region: int | None = None  # register at most this much (pinned memory cap)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Session:
     decision: str | None = None  # committed | aborted, once decided
     wait_scope: trio.CancelScope | None = None  # waiting for GO: cancelled by an abort
     confirmed: trio.Event = field(default_factory=trio.Event)
+    rdma: DestRdma | None = None  # the image region and queue pairs (agents.rdma)
 
     def notify(self) -> None:
         self.changed.set()
@@ -203,9 +207,12 @@ class Destination:
                 if self.session is not s:
                     return  # migration over: the source closed its streams
                 raise
-            if ftype != P.FrameType.PAGES:
+            if ftype == P.FrameType.RDMA_PAGES and s.rdma is not None:
+                batch = await receive_placed(stream, length, s.limits, s.stores)
+            elif ftype != P.FrameType.PAGES:
                 raise P.ProtocolError(f"unexpected {ftype.name} on a data stream")
-            batch = await receive_batch(stream, length, s.limits, s.stores)
+            else:
+                batch = await receive_batch(stream, length, s.limits, s.stores)
             s.batches[batch.round] = s.batches.get(batch.round, 0) + 1
             s.notify()
 
@@ -248,14 +255,19 @@ class Destination:
                     await standby.ready()
                 except StandbyError as exc:
                     raise P.ProtocolError(str(exc)) from None
+            if hello.get("rdma") is not None:
+                s.rdma = self._rdma(hello["rdma"], image, layout.nbytes)
             await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
-                "resume_service": list(service) if service else None}))
+                "resume_service": list(service) if service else None,
+                "rdma": s.rdma.reply() if s.rdma else None}))
             with trio.CancelScope() as scope, gc_paused():
                 s.scope = scope
                 outcome = await self._control_loop(ctl, s, service)
             if scope.cancelled_caught:
                 raise P.ProtocolError(f"data stream failed: {s.failed}")
         finally:
+            if s.rdma is not None:  # deregistered: the source's rkey no longer works
+                s.rdma.close()
             if s.decision is None and s.prepared:  # an error before the decision: abort
                 self._abort(s, "failed before the decision")
             if service_sock:
@@ -370,6 +382,13 @@ class Destination:
                                           self.session.mid == mid else None)
             if s is not None and s.decision is not None:
                 s.confirmed.set()
+
+    def _rdma(self, offer: object, image: mmap.mmap, nbytes: int) -> DestRdma:
+        """Register the image for the source's RDMA WRITEs (``agents.rdma``)."""
+        if not self.cfg.rdma:
+            raise P.ProtocolError("the source asks for RDMA; this destination has no RDMA "
+                                  "device (started without --rdma DEV)")
+        return DestRdma(self.cfg.rdma, image, nbytes, offer, self.cfg.rdma_max_region)
 
     def _open_disk(self, disk: object, batch_pages: int, limits: dict[int, P.BatchLimits],
                    stores: dict[int, ImageStore]) -> str | None:

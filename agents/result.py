@@ -37,6 +37,7 @@ class MigrationResult:
     transport: str = "tcp"
     encrypted: bool = False
     cipher: str | None = None  # TLS cipher suite when encrypted
+    rdma: dict[str, Any] | None = None  # pages by RDMA WRITE: device, GIDs, region, bytes
     streams: int = 1
     compression: str = "none"
     bandwidth_cap_mbps: float | None = None

@@ -30,6 +30,7 @@ from agents.guest.workload import read_header
 from agents.memory.disk import DiskSource
 from agents.memory.source import MemorySource, SourceRefused
 from agents.precopy import PrecopyPolicy
+from agents.rdma.copy import RdmaSender, SourceRdma
 from agents.resolve import settle
 from agents.result import MigrationResult
 from agents.runtime import faults
@@ -83,6 +84,7 @@ class SourceConfig:
     on_end: str | None = None  # hook run once the original has ended
     probe_interval_s: float = 0.005  # the agent's own probe of the guest's service (0: none)
     on_progress: Callable[[dict], None] | None = None  # after every round (and the stop)
+    rdma: str | None = None  # RDMA device: memory pages by RDMA WRITE (agents.rdma)
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -323,13 +325,26 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
     res.transport, res.encrypted = transport.name, transport.encrypted
     res.cipher = getattr(transport, "cipher", None) if transport.encrypted else None
     data: list[FramedStream] = []
+    rdma = None
     try:
+        if cfg.rdma:
+            if cfg.compress:
+                raise MigrationFailed("--compress does not apply to RDMA WRITE")
+            rdma = SourceRdma(cfg.rdma, cfg.streams, cfg.batch_pages * src.layout.page_size)
         await ctl.send(P.encode_json(P.FrameType.HELLO, {
             "version": P.VERSION, "migration": mid, "layout": src.layout.to_json(),
             "streams": cfg.streams, "can_resume": src.can_resume,
             "batch_pages": cfg.batch_pages,
-            "disk": disk.describe() if disk is not None else None}))
+            "disk": disk.describe() if disk is not None else None,
+            "rdma": rdma.offer() if rdma else None}))
         ok = await _expect(ctl, P.FrameType.HELLO_OK, "HELLO_OK")
+        if rdma:
+            rdma.accept(ok.get("rdma"), src.layout.nbytes)
+            res.transport = f"rdma+{res.transport}"  # pages by WRITE, frames over the streams
+            if res.encrypted:
+                res.warnings.append("RDMA WRITE carries the pages unencrypted; only the "
+                                    "control and data streams are TLS")
+                res.encrypted = False
         await faults.ahit("source", "hello")
         if ok.get("resume_service") and targets:
             targets.append(tuple(ok["resume_service"]))
@@ -349,16 +364,21 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
                              limiter=limiter)
             data.append(s)
             await s.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": mid, "index": i}))
-        await _precopy(src, disk, cfg, res, ctl, data, nursery, sw)
+        await _precopy(src, disk, cfg, res, ctl, data, nursery, sw, rdma)
     finally:
         for s in [*data, ctl]:
             await s.aclose()
+        if rdma is not None:
+            res.rdma = rdma.describe()
+            rdma.close()
 
 
 async def _precopy(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
                    res: MigrationResult, ctl: FramedStream, data: list[FramedStream],
-                   nursery: trio.Nursery, sw: Switchover) -> None:
-    mem = Sender(P.SPACE_MEMORY, src, data, cfg.batch_pages, cfg.compress)
+                   nursery: trio.Nursery, sw: Switchover, rdma: SourceRdma | None = None
+                   ) -> None:
+    mem = RdmaSender(P.SPACE_MEMORY, src, data, rdma, cfg.batch_pages, cfg.idle_timeout) \
+        if rdma else Sender(P.SPACE_MEMORY, src, data, cfg.batch_pages, cfg.compress)
     dsk = Sender(P.SPACE_DISK, disk, data, cfg.batch_pages, cfg.compress) \
         if disk is not None and disk.mode == "transfer" else None
     throttle = make_throttle(src, cfg.throttle)

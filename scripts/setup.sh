@@ -30,6 +30,10 @@ PKGS=(
     mininet openvswitch-switch iperf3 libiperf0 iproute2 iputils-ping ethtool
     tcpdump libpcap0.8 stress-ng procps psmisc kmod nftables file bridge-utils
     python3 python3-venv python3-dev gcc
+    # Soft-RoCE user space: verbs providers (librxe), the rdma tool's link commands come with
+    # iproute2; pyverbs for the agents' RDMA transport (Debian's module for /usr/bin/python3,
+    # which the venv below sees through its system site packages); perftest's ib_write_bw
+    rdma-core ibverbs-providers ibverbs-utils rdmacm-utils python3-pyverbs perftest
 )
 [ "$FOR_TESTS" = 1 ] && PKGS+=(shellcheck)
 case "${ID:-}" in
@@ -65,7 +69,7 @@ fi
 # The venv is made from the distribution's python3 with system site packages, because
 # Mininet comes from the distribution (it ships mnexec; the PyPI wheel does not) and
 # installs its module for that interpreter only.
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import mininet.net' 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import mininet.net, pyverbs.device' 2>/dev/null; then
     say "creating $VENV from /usr/bin/python3 (with system site packages)"
     rm -rf "$VENV"
     /usr/bin/python3 -m venv --system-site-packages "$VENV"

@@ -65,6 +65,7 @@ class FrameType(enum.IntEnum):
     ABORT = 16  # source: roll back before the decision
     RESOLVE = 17  # anyone holding the migration id: what was decided? (aborts if undecided)
     CONFIRM = 18  # source: decision received and acted on; the destination may forget it
+    RDMA_PAGES = 19  # a PAGES header + run table whose data units were RDMA-written (agents.rdma)
 
 
 JSON_TYPES = frozenset(

@@ -236,6 +236,9 @@ def clean() -> CleanReport:
     remove_run_directories(dead, live, report)
     remove_ovs_bridges(dead, report)
     remove_root_links(dead, report)
+    from . import rxe  # Soft-RoCE paths whose owner is gone: rdma links, anchors, rules
+
+    report.links.extend(rxe.clean())
     for st in dead:
         st.remove()
         report.registry.append(st.run_id)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from agents.memory import dirty
 
+from . import rxe
+
 #: Kernel features the testbed can use (VRF and the OVS datapath have stand-ins: policy
 #: routing and Linux bridges).
 NETWORK_FEATURES = ("netns", "veth", "bridge", "htb", "tbf", "netem", "vrf", "openvswitch",
@@ -48,6 +50,10 @@ FIXES = {
     "fq": "kernel without sch_fq: pacing falls back to TCP's internal pacing",
     "soft_dirty": "no soft-dirty tracking: dirty pages found by hashing (or PAGEMAP_SCAN)",
     "uffd_wp_scan": "no userfaultfd async write-protect + PAGEMAP_SCAN (needs Linux >= 6.7)",
+    "rdma_rxe": "no Soft-RoCE (rdma_rxe module; the host kernel has no RDMA at all): RDMA "
+                "specs and tests run in the full-kernel VM",
+    "pyverbs": "apt-get install python3-pyverbs rdma-core ibverbs-providers",
+    "ib_write_bw": "apt-get install perftest",
     "mnexec": "apt-get install mininet",
     "ovs": "apt-get install openvswitch-switch",
     "iperf3": "apt-get install iperf3 libiperf0",
@@ -91,7 +97,7 @@ def probe_network() -> dict[str, bool]:
     ns = f"tbprobe-{uuid.uuid4().hex[:8]}"
     feats: dict[str, bool] = dict.fromkeys(
         ("netns", "veth", "bridge", "htb", "tbf", "netem", "fq", "fq_codel", "vrf", "ecmp",
-         "vxlan"), False)
+         "vxlan", "rdma_rxe"), False)
     if os.geteuid() != 0 or not shutil.which("ip"):
         return feats | {"openvswitch": False}
     feats["netns"] = _ip("netns", "add", ns)
@@ -118,6 +124,7 @@ def probe_network() -> dict[str, bool]:
             _ip(*n, "addr", "add", "192.0.2.5/30", "dev", "q0")
             feats["ecmp"] = _ip(*n, "route", "add", "198.51.100.0/24",
                                 "nexthop", "via", "192.0.2.2", "nexthop", "via", "192.0.2.6")
+        feats["rdma_rxe"] = feats["veth"] and rxe.probe(ns, "p0")  # Soft-RoCE (testbed.host.rxe)
     finally:
         _ip("netns", "del", ns)
     feats["openvswitch"] = ovs_datapath()
@@ -158,7 +165,18 @@ def probe_tools() -> dict[str, str | None]:
         "full_kernel": str(k) if (k := find_full_kernel()) else None,
         "tshark_or_tcpdump": shutil.which("tcpdump") or shutil.which("tshark"),
         "stress_ng": shutil.which("stress-ng"),
+        "rdma": shutil.which("rdma"),
+        "ib_write_bw": shutil.which("ib_write_bw"),
+        "pyverbs": _module_path("pyverbs"),
     }
+
+
+def _module_path(name: str) -> str | None:
+    """Where this interpreter would import ``name`` from (None: not importable)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    return spec.origin if spec else None
 
 
 def _first(paths: list[str]) -> str | None:

@@ -1,0 +1,158 @@
+"""Soft-RoCE: the lab's rxe path (up, used, gone) and migrations by RDMA WRITE between two
+namespaces: integrity, a lossy path, refusals, a path cut mid-WRITE. The host kernel has no
+RDMA at all, so these run in the full-kernel VM (``needs("rdma_rxe")``)."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import time
+
+import pytest
+
+from agents.memory.process import process_state
+from agents.rdma.verbs import Device, Link, RdmaError, address_of
+from testbed.host import rxe
+from tests.integration.fault_harness import counter
+from tests.integration.rdma_harness import RdmaNet, destination, guest, outcome, rule_table
+from tests.integration.rdma_harness import source as run_source
+
+pytestmark = [pytest.mark.integration, pytest.mark.needs("rdma_rxe")]
+
+
+def runs_on(info: dict) -> None:
+    """The original guest is not stopped and its counter still moves."""
+    assert process_state(info["pid"]) not in "tTZ", "the guest was left stopped"
+    c1 = counter(info["service"], tries=5)
+    time.sleep(0.3)
+    c2 = counter(info["service"], tries=5)
+    assert c1 is not None and c2 is not None and c2 > c1, "the guest does not run on"
+
+
+def test_rxe_path_carries_writes_over_the_migration_link_and_is_removed():
+    with RdmaNet(rate_mbit=200) as net:
+        names = {x["ifname"].split("/")[0]: x["netdev"] for x in rxe.rxe_links()}
+        s, d = net.path.source, net.path.destination
+        assert names.get(s.rxe) == s.root_dev and names.get(d.rxe) == d.root_dev
+        a, b = Device(s.rxe), Device(d.rxe)
+        # the GIDs are the anchors' IPv4 addresses (RoCE v2)
+        assert a.gid.endswith(":" + "".join(f"{int(x):02x}" for x in s.ip.split(".")[:2])
+                              + ":" + "".join(f"{int(x):02x}" for x in s.ip.split(".")[2:]))
+        n = 4 << 20
+        src, dst = mmap.mmap(-1, n), mmap.mmap(-1, n)
+        src[:] = os.urandom(n)
+        mra = a.register(src, n, remote_write=False)
+        mrb = b.register(dst, n, remote_write=True)
+        la, lb = Link(a, 64, remote_write=False), Link(b, 16, remote_write=True)
+        la.connect(b.gid, lb.info)
+        lb.connect(a.gid, la.info)
+        rx0 = net.rx_bytes()
+        base_a, base_b = address_of(src), address_of(dst)
+        chunk = 1 << 20
+        writes = [(base_a + o, base_b + o, chunk) for o in range(0, n, chunk)]
+        la.post_writes(writes, mra.lkey, mrb.rkey, 7)
+        deadline = time.monotonic() + 60
+        while 7 not in la.poll():
+            assert time.monotonic() < deadline, "no completion for the RDMA WRITEs"
+            time.sleep(0.01)
+        assert dst[:] == src[:], "the region does not hold what was written"
+        # the RoCE packets crossed the shaped migration veth (not a loopback shortcut)
+        assert net.rx_bytes() - rx0 >= n
+        # a WRITE beyond the registered region is refused by the responder
+        la.post_writes([(base_a, base_b + n - 4096, 8192)], mra.lkey, mrb.rkey, 8)
+        with pytest.raises(RdmaError, match="remote access error"):
+            deadline = time.monotonic() + 60
+            while 8 not in la.poll():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        for obj in (la.qp, lb.qp, mra, mrb):
+            obj.close()
+        a.close()
+        b.close()
+        assert "1818:" in rule_table()
+    left = {x["ifname"].split("/")[0] for x in rxe.rxe_links()}
+    assert s.rxe not in left and d.rxe not in left, "rxe links left after teardown"
+    assert not [r for r in rxe._records() if r.ident == net.path.rec.ident]
+    rules = rule_table()
+    assert "1818:" not in rules and rules.startswith("0:"), rules  # local rule back at 0
+    import subprocess
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert s.root_dev not in links and d.root_dev not in links
+
+
+def test_rdma_migration_keeps_integrity_and_resumes():
+    with RdmaNet(rate_mbit=300) as net, guest("16M", 5) as info:
+        with destination(net, "--resume-host", net.dst) as (dproc, port):
+            rx0 = net.rx_bytes()
+            rc, res = run_source(net, info["pid"], port)
+            out = outcome(dproc)
+        assert rc == 0, res["error"]
+        assert res["completed"] and res["integrity_ok"] and res["resumed"]
+        assert res["source_verified"] is not False
+        assert res["transport"].startswith("rdma+"), res["transport"]
+        r = res["rdma"]
+        assert r["device"] == net.path.source.rxe and r["region_bytes"] >= res["image_bytes"]
+        # most of the image went by WRITE: the data streams carried only run tables
+        assert r["bytes_written"] > 0.5 * res["image_bytes"]
+        assert net.rx_bytes() - rx0 >= r["bytes_written"]
+        assert out is not None and out["ok"] and out["decision"] == "committed"
+        assert res["counter_continuity_ok"] is not False
+        c = counter(res["destination_service"], net.a, tries=5)
+        assert c is not None and c >= (res["counter_at_switchover"] or 0)
+
+
+def test_rdma_migration_over_a_lossy_path_completes_verified():
+    with RdmaNet(rate_mbit=200) as net, guest("8M", 5) as info:
+        net.impair(delay_ms=2, loss_pct=1)
+        with destination(net, "--no-resume") as (dproc, port):
+            rc, res = run_source(net, info["pid"], port, "--downtime-ms", "1000")
+            out = outcome(dproc)
+        assert rc == 0, res["error"]
+        assert res["completed"] and res["integrity_ok"] and out["ok"]
+        assert res["transport"].startswith("rdma+")
+
+
+def test_destination_without_rdma_is_refused_and_the_guest_runs_on():
+    with RdmaNet(rate_mbit=200) as net, guest("8M", 5) as info:
+        with destination(net, "--no-resume", rdma=False) as (dproc, port):
+            rc, res = run_source(net, info["pid"], port)
+        assert rc == 1 and not res["completed"]
+        assert "no RDMA device" in res["error"] and "--rdma" in res["error"], res["error"]
+        assert res["rdma"]["bytes_written"] == 0
+        runs_on(info)
+
+
+def test_region_too_small_is_refused_before_any_write():
+    with RdmaNet(rate_mbit=200) as net, guest("8M", 5) as info:
+        with destination(net, "--no-resume", "--rdma-max-region", "4M") as (dproc, port):
+            rc, res = run_source(net, info["pid"], port)
+        assert rc == 1 and not res["completed"]
+        assert "RDMA region is too small" in res["error"], res["error"]
+        assert str(4 << 20) in res["error"] and str(res["image_bytes"]) in res["error"]
+        assert res["rdma"]["bytes_written"] == 0
+        runs_on(info)
+
+
+def test_path_cut_mid_write_fails_cleanly_and_the_guest_runs_on():
+    with RdmaNet(rate_mbit=50) as net, guest("16M", 5) as info:
+        with destination(net, "--no-resume") as (dproc, port):
+            stop = threading.Event()
+
+            def cut_after_2mib() -> None:  # mid-round 0: the WRITEs are under way
+                rx0 = net.rx_bytes()
+                while not stop.wait(0.1):
+                    if net.rx_bytes() - rx0 > 2 << 20:
+                        net.link(False)
+                        return
+
+            t = threading.Thread(target=cut_after_2mib, daemon=True)
+            t.start()
+            try:
+                rc, res = run_source(net, info["pid"], port, "--preflight", "off")
+            finally:
+                stop.set()
+        assert rc == 1 and not res["completed"], res
+        assert res["error"] and res["outcome"] == "rolled-back", res
+        assert 0 < res["rdma"]["bytes_written"] < res["image_bytes"]
+        runs_on(info)
