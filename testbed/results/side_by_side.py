@@ -78,8 +78,8 @@ def section(doc: dict[str, Any]) -> list[str]:
                                              m.get("hypervisor", "agents")))
     lines = ["### QEMU next to the agents", "",
              "Same path, one after the other; model forecasts in brackets (the agents': "
-             "`testbed.predict`; QEMU's: `testbed.predict_qemu`, with QEMU's own stop rule "
-             "and its rounds counted as dirty-bitmap syncs).", "",
+             "`testbed.results.model`; QEMU's: `testbed.results.model_qemu`, with QEMU's own "
+             "stop rule and its rounds counted as dirty-bitmap syncs).", "",
              "| where | hypervisor | case | time s (model) | downtime ms (model) / limit | "
              "goodput / iperf3 Mbit/s | rounds (model) | wire MB | QEMU setup ms | guest | "
              "model |", "|---|---|---|---|---|---|---|---|---|---|---|"]
