@@ -28,7 +28,7 @@ from agents.rdma.verbs import Device, Link, QPInfo, RdmaError, address_of
 from agents.wire import protocol as P
 from agents.wire.digest import hash_views
 from agents.wire.imagestore import ImageStore
-from agents.wire.sender import Sender, UnitSource
+from agents.wire.sender import Sender, UnitSource, batches_of
 from agents.wire.transport import FramedStream, PeerStalled
 
 DEPTH = 4  # batches in flight per stream (4 MiB at 256-page batches: 50 ms x 670 Mbit/s)
@@ -136,12 +136,8 @@ class RdmaSender(Sender):
 
     async def send_round(self, round_no: int, units: Sequence[int]) -> tuple[int, int, int]:
         bp = self.batch_units
-        chunks = [units[i : i + bp] for i in range(0, len(units), bp)]
         counts = [0, 0, 0]
-        send_ch, recv_ch = trio.open_memory_channel[list[int]](len(chunks) or 1)
-        for c in chunks:
-            send_ch.send_nowait(c)
-        send_ch.close()
+        recv_ch = batches_of(units, bp)
         stride = self.rdma.batch_bytes
 
         async def worker(index: int, stream: FramedStream) -> None:

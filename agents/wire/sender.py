@@ -83,12 +83,8 @@ class Sender:
     async def send_round(self, round_no: int, units: Sequence[int]) -> tuple[int, int, int]:
         """Send ``units`` (sorted); returns (batches, data units, zero units)."""
         bp = self.batch_units
-        chunks = [units[i : i + bp] for i in range(0, len(units), bp)]
         counts = [0, 0, 0]
-        send_ch, recv_ch = trio.open_memory_channel[list[int]](len(chunks) or 1)
-        for c in chunks:
-            send_ch.send_nowait(c)
-        send_ch.close()
+        recv_ch = batches_of(units, bp)
 
         async def worker(stream: FramedStream) -> None:
             scratch = bytearray(bp * self.unit)
@@ -105,3 +101,14 @@ class Sender:
             for s in self.streams:
                 nursery.start_soon(worker, s)
         return counts[0], counts[1], counts[2]
+
+
+def batches_of(units: Sequence[int], per_batch: int) -> trio.MemoryReceiveChannel[list[int]]:
+    """A closed channel holding ``units`` in batches of ``per_batch``, for the streams'
+    workers to take from (each clones it)."""
+    chunks = [units[i : i + per_batch] for i in range(0, len(units), per_batch)]
+    send_ch, recv_ch = trio.open_memory_channel[list[int]](len(chunks) or 1)
+    for c in chunks:
+        send_ch.send_nowait(c)
+    send_ch.close()
+    return recv_ch

@@ -227,12 +227,18 @@ def migrate_concurrently(lab: Lab, jobs: list[MigrationJob],
                          t0: float | None = None) -> list[MigrationRun]:
     """Start every job at once (a DRS-like burst) and wait for all of them."""
     base = t0 if t0 is not None else time.monotonic()
-    runs: list[MigrationRun | None] = [None] * len(jobs)
+    return all_at_once(jobs, lambda job: migrate(lab, job, base))
+
+
+def all_at_once(jobs: list[Any], run: Callable[[Any], Any]) -> list[Any]:
+    """``run(job)`` for every job at once, each in a thread; their results in order. The first
+    error is raised once all have ended, naming its job."""
+    results: list[Any] = [None] * len(jobs)
     errors: list[BaseException] = []
 
-    def one(i: int, job: MigrationJob) -> None:
+    def one(i: int, job: Any) -> None:
         try:
-            runs[i] = migrate(lab, job, base)
+            results[i] = run(job)
         except BaseException as exc:  # reported below, with the job named
             errors.append(RuntimeError(f"{job.label or job.src}->{job.dst}: {exc}"))
 
@@ -244,4 +250,4 @@ def migrate_concurrently(lab: Lab, jobs: list[MigrationJob],
         t.join()
     if errors:
         raise errors[0]
-    return [r for r in runs if r is not None]
+    return [r for r in results if r is not None]

@@ -9,12 +9,12 @@ shapes their dirtying and QEMU's send path (results say ``accel``).
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from agents.qemu.command import KERNEL_MIB, Guest, Options
 
+from ..measure.migration import all_at_once
 from ..measure.qemu_migration import QemuJob, migrate_qemu
 from .hypervisor import QEMU_MAPPING, QemuParams
 
@@ -87,22 +87,11 @@ def run_burst(lab: Lab, jobs: list[QemuJob], m: MigrationParams,
               extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every job at once (a burst of QEMU guests): results in job order, ``t_start_s`` each."""
     base = time.monotonic()
-    out: list[dict[str, Any] | None] = [None] * len(jobs)
-    errors: list[BaseException] = []
+    extras = extra or [{}] * len(jobs)
+    index = {id(j): i for i, j in enumerate(jobs)}
 
-    def one(i: int, job: QemuJob) -> None:
-        try:
-            started = round(time.monotonic() - base, 3)
-            out[i] = run(lab, job, m, t_start_s=started, **((extra or [{}] * len(jobs))[i]))
-        except BaseException as exc:  # reported below, with the job named
-            errors.append(RuntimeError(f"{job.label or job.src}->{job.dst}: {exc}"))
+    def one(job: QemuJob) -> dict[str, Any]:
+        return run(lab, job, m, t_start_s=round(time.monotonic() - base, 3),
+                   **extras[index[id(job)]])
 
-    threads = [threading.Thread(target=one, args=(i, j), daemon=True)
-               for i, j in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return [r for r in out if r is not None]
+    return all_at_once(jobs, one)
