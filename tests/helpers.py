@@ -113,3 +113,18 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def run_spec(tmp_path: Path, toml: str, vm: str = "never") -> tuple[dict, Path]:
+    """`testbed run` of the spec ``toml`` (exit 0 expected); its document and results dir."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(toml)
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "testbed", "--vm", vm, "run", str(spec),
+                          "--out", str(out)], capture_output=True, text=True, timeout=900,
+                         cwd=Path(__file__).parents[1])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    name = spec.read_text().split('name = "')[1].split('"')[0]
+    doc = json.loads((out / f"{name}.json").read_text())
+    assert doc["status"] == "completed"
+    return doc, out

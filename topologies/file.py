@@ -72,15 +72,21 @@ def is_topology_file(data: Mapping[str, Any]) -> bool:
 def load(path: Path, overrides: Mapping[str, Any] | None = None) -> Network:
     """Read, validate and build the topology file at ``path``; ``overrides`` replace its
     builder's parameters (``testbed topo show FILE key=value``)."""
+    data, text = read_toml(path, TopologyFileError)
+    return parse(data, str(path), text, overrides)
+
+
+def read_toml(path: Path, error: type[Exception]) -> tuple[dict[str, Any], str]:
+    """A TOML file's data and text (for file:line errors); ``error`` names the file and why
+    it cannot be read or parsed (spec files use it too)."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise TopologyFileError(f"{path}: cannot read: {exc.strerror}") from None
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
-        raise TopologyFileError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, str(path), text, overrides)
+        raise error(f"{path}: not valid TOML: {exc}") from None
 
 
 def parse(data: Mapping[str, Any], origin: str = "<topology>", text: str = "",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from topologies.file import read_toml
 
 from . import hypervisor as hv
 from .topochoice import ChoiceError, TopologyChoice, check, resolve_file
@@ -294,14 +295,7 @@ Spec = Common
 
 def load(path: Path) -> Common:
     """Read and validate one spec file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    data, text = read_toml(path, SpecError)
     return parse(data, str(path), text)
 
 

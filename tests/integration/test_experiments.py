@@ -1,26 +1,18 @@
 """`testbed run` end to end on small specs: the results hold real measurements."""
 
 import csv
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_spec
 
 pytestmark = pytest.mark.integration
 
 
 def _run(tmp_path: Path, toml: str, vm: str = "never") -> tuple[dict, Path]:
-    spec = tmp_path / "spec.toml"
-    spec.write_text(toml)
-    out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "testbed", "--vm", vm, "run", str(spec),
-                          "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    name = spec.read_text().split('name = "')[1].split('"')[0]
-    doc = json.loads((out / f"{name}.json").read_text())
-    assert doc["status"] == "completed"
+    doc, out = run_spec(tmp_path, toml, vm)
+    name = doc["spec"]["name"]
     assert (out / "report.md").exists() and list(out.glob("*.png"))
     rows = list(csv.DictReader((out / f"{name}.csv").read_text().splitlines()))
     assert rows

@@ -1,28 +1,12 @@
 """`testbed run` with QEMU guests in every experiment kind (small sizes; TCG guests here)."""
 
 import csv
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_spec
+
 pytestmark = pytest.mark.integration
-
-
-def _run(tmp_path: Path, toml: str, vm: str = "never") -> tuple[dict, Path]:
-    spec = tmp_path / "spec.toml"
-    spec.write_text(toml)
-    out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "testbed", "--vm", vm, "run", str(spec),
-                          "--out", str(out)], capture_output=True, text=True, timeout=900,
-                         cwd=Path(__file__).parents[2])
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    name = spec.read_text().split('name = "')[1].split('"')[0]
-    doc = json.loads((out / f"{name}.json").read_text())
-    assert doc["status"] == "completed"
-    return doc, out
 
 
 def _moved(m: dict) -> None:
@@ -35,7 +19,7 @@ def _moved(m: dict) -> None:
 
 
 def test_core_load_with_a_burst_of_qemu_guests(tmp_path):
-    doc, out = _run(tmp_path, '''
+    doc, out = run_spec(tmp_path, '''
 name = "clq"
 kind = "core-load"
 concurrency = [2]
@@ -62,7 +46,7 @@ dirty_rate_mbs = 2
 
 
 def test_long_distance_agents_and_qemu_side_by_side_across_the_wan(tmp_path):
-    doc, out = _run(tmp_path, '''
+    doc, out = run_spec(tmp_path, '''
 name = "ldq"
 kind = "long-distance"
 rtt_ms = [60]
@@ -92,7 +76,7 @@ dirty_rate_mbs = 2
 
 
 def test_cloud_encrypted_qemu_through_the_gateway_with_tls(tmp_path):
-    doc, out = _run(tmp_path, '''
+    doc, out = run_spec(tmp_path, '''
 name = "cq"
 kind = "cloud-encrypted"
 rtt_ms = 0
