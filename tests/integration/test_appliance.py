@@ -48,7 +48,10 @@ def test_rtt_and_rate_through_the_appliance(rtt_ms):
           f"{tput['steady_mbps']} Mbit/s steady, calibration {readback[-1]['calibration']}")
     assert rtt["received"] == 20
     assert abs(rtt["rtt_p50_ms"] - rtt_ms) <= max(0.05 * rtt_ms, 1.5), rtt
-    assert 75 <= tput["steady_mbps"] <= 100.5, tput  # tbf on the host caps it at 100
+    # tbf on the host caps the link at 100 Mbit/s on the wire: the whole run's goodput stays
+    # below it, and so does the steady state (the median second after slow start)
+    assert tput["iperf3_mbps"] <= 100, tput
+    assert 75 <= tput["steady_mbps"] <= 100, tput
     entry = readback[-1]
     netem_rtt = sum(entry["calibration"]["applied_delay_ms"])
     assert rtt["rtt_min_ms"] >= netem_rtt, "RTT below netem's delay: netem not applied"
