@@ -186,6 +186,7 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
         except QMPError as exc:
             raise QemuError(f"the destination QEMU cannot listen on {where}: {exc}") from None
         to = uri(plan.connect_addr or plan.dst_addr, plan.connect_port or plan.port)
+        issued_at = time.time()  # the clock of QEMU's event timestamps
         try:
             src.execute("migrate", uri=to)
         except QMPError as exc:
@@ -205,8 +206,9 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
             "tls_hostname": (plan.tls_hostname or plan.dst_addr) if opts.tls else None,
             "max_iterations": opts.max_iterations, "forced_switchover_s": forced_at,
             "switchover_reason": _reason(info, postcopy_at, forced_at)}
+        lived = stats.end_to_end(issued_at, src.events, dst.events)
         return stats.result(info, iters, wall_s=time.monotonic() - t_start,
-                            guest_check=guest, settings=settings)
+                            guest_check=guest, settings=settings, lived=lived)
     finally:
         for q in qmps.values():
             if q is not None:

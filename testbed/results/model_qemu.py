@@ -14,8 +14,12 @@ dirty rate QEMU measured (``dirty-pages-rate``), thr = B x limit, u = thr - R x 
 
     pass 1 sends V in T1 = V / R; d = D x T1 is dirty at the first check
     while u + d >= thr: a short pass re-sends d (at least one step), d = D x its length
-    T_mig  = setup + (V + the re-sent bytes + d) / R
-    T_down = (u + d) / R              (the source's: vCPUs stop -> last byte written)
+    T_mig  = setup + (V + the re-sent bytes + d) / R + RTT / 2
+    T_down = (u + d) / R + RTT / 2    (vCPUs stop at the source -> run at the destination)
+
+The half round trip is the last byte's way to the destination: the measured times end when
+the destination's guest runs (``agents.qemu.stats.end_to_end``); for documents with QEMU's
+own times (``timing`` "qemu-source": the source's last write) it is left out.
 
 QEMU's ``dirty_sync_count`` is the passes plus two (the setup's sync and the stop's); the
 forecast's ``rounds`` is in that unit. No round trip per pass: plain pre-copy streams
@@ -40,6 +44,7 @@ class QemuInputs:
     downtime_limit_ms: float
     max_rounds: int  # the forced stop (dirty-sync-count), see agents.qemu.driver
     setup_s: float = 0.0
+    one_way_s: float = 0.0  # the last byte's way to the destination (RTT / 2)
 
 
 STEP_S = 0.05  # ram_save_iterate's MAX_WAIT: how long QEMU sends between two checks
@@ -50,9 +55,10 @@ def forecast(inp: QemuInputs) -> predict.Forecast:
     r = inp.rate_bytes_s
     thr = inp.qemu_bandwidth_bytes_s * inp.downtime_limit_ms / 1000.0
     lam = inp.dirty_bytes_s / r
+    way = inp.one_way_s
     if inp.volume_bytes < thr:  # all of it fits the limit: stop at the first check
-        return predict.Forecast(2, inp.setup_s + inp.volume_bytes / r,
-                                inp.volume_bytes / r * 1000.0, lam)
+        return predict.Forecast(2, inp.setup_s + inp.volume_bytes / r + way,
+                                (inp.volume_bytes / r + way) * 1000.0, lam)
     u = max(0.0, thr - r * STEP_S / 2)
     d = inp.dirty_bytes_s * inp.volume_bytes / r
     resent, short = 0.0, 0
@@ -62,8 +68,8 @@ def forecast(inp: QemuInputs) -> predict.Forecast:
         short += 1
     if u + d >= thr:  # forced at the round limit: the rest goes in the downtime
         u = thr
-    total = inp.setup_s + (inp.volume_bytes + resent + d) / r
-    return predict.Forecast(3 + short, total, (u + d) / r * 1000.0, lam)
+    total = inp.setup_s + (inp.volume_bytes + resent + d) / r + way
+    return predict.Forecast(3 + short, total, ((u + d) / r + way) * 1000.0, lam)
 
 
 def inputs_from(m: dict[str, Any]) -> QemuInputs | None:
@@ -79,10 +85,13 @@ def inputs_from(m: dict[str, Any]) -> QemuInputs | None:
     bws = [it["mbps"] for it in iters if it.get("mbps")] + \
         ([m["qemu_mbps"]] if m.get("qemu_mbps") else [])
     qemu_bw = statistics.median(bws) * 1e6 / 8 if bws else rate_mbps * 1e6 / 8
+    rtt_ms = m.get("rtt_measured_ms") or m.get("rtt_ms") or 0.0
+    lived = m.get("timing") == "guest-resumed-at-destination"
     return QemuInputs(sent[0] * ps, rate_mbps * 1e6 / 8, dirty, qemu_bw,
                       m.get("downtime_limit_ms") or m.get("downtime_target_ms") or 300.0,
                       m.get("max_iterations") or m.get("max_rounds") or 30,
-                      (m.get("setup_time_ms") or 0.0) / 1000.0)
+                      (m.get("setup_time_ms") or 0.0) / 1000.0,
+                      rtt_ms / 2000.0 if lived else 0.0)
 
 
 def prediction(m: dict[str, Any]) -> dict[str, Any] | None:

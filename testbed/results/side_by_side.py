@@ -105,10 +105,9 @@ def differences(doc: dict[str, Any]) -> list[str]:
     da, dq = _med([m.get("downtime_ms") for m in a]), _med([m.get("downtime_ms") for m in q])
     rtt = _med([m.get("rtt_measured_ms") or m.get("rtt_ms") for m in a])
     out.append(f"- *Downtime* (median {_f(da, '.0f')} ms agents, {_f(dq, '.0f')} ms QEMU, "
-               "same limit): not measured alike. QEMU's is the source's, vCPUs stopped -> the "
-               "last RAM page and the device state written to the socket; the agents' runs "
-               "from the pause to the destination's acknowledgement of the resume, so it "
-               "holds two round trips (the image to PREPARED, GO to the decision)"
+               "same limit): " + _downtimes(q) + " The agents' runs from the pause to the "
+               "source's receipt of the destination's decision, so it holds two round trips "
+               "(the image to PREPARED, GO to the decision)"
                + (f", here {2 * rtt:.0f} ms," if rtt else "") + " and the resume.")
     ra, rq = _med([m.get("rounds") for m in a]), _med([m.get("rounds") for m in q])
     thr = [p["threshold_mib"] for p in (prediction_for(m) for m in q) if p]
@@ -143,6 +142,19 @@ def differences(doc: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
+def _downtimes(q: list[dict[str, Any]]) -> str:
+    """How QEMU's downtime was taken: at the guest (its events), or QEMU's own figure."""
+    own = _med([m.get("qemu_downtime_ms") for m in q])
+    if all(m.get("timing") == "guest-resumed-at-destination" for m in q):
+        return ("QEMU's is taken where the guest lives it, from the source's STOP event "
+                "(vCPUs stopped for the stop-and-copy) to the destination's RESUME (its vCPUs "
+                "run), one host clock; QEMU's own figure, which ends with the source's last "
+                "write into its socket, was " + _f(own, ".0f") + " ms (median).")
+    return ("not measured alike: QEMU's is its own, the source's, vCPUs stopped -> the last "
+            "RAM page and the device state written to the socket (documents made before "
+            "the guest's events were read).")
+
+
 def _sizes(m: dict[str, Any]) -> str:
     ps = m.get("page_size") or 4096
     sent = m.get("pages_sent_per_round") or []
@@ -163,13 +175,13 @@ def _buffers(a: list[dict[str, Any]], q: list[dict[str, Any]]) -> str:
             f"tcp_wmem / tcp_rmem max ({HOST_TCP_MAX_MIB} MiB on these hosts), like the "
             "agents' default-buffers; the agents' bdp-buffers set SO_SNDBUF / SO_RCVBUF from "
             "the bandwidth-delay product, which matters once the window, not the link, "
-            "limits a flow (long RTT). QEMU's downtime ends with its last write into that "
-            "socket: at long RTT the autotuned send buffer (it grows towards the "
-            "bandwidth-delay product) takes the whole stop-and-copy at once, so QEMU reports "
-            "a few ms while the guest stays paused until those bytes have arrived (at least "
-            "the one-way delay plus their transfer time). Its total-time ends there too, so "
-            "its goodput (transferred / total-time) is an upper bound and can exceed the "
-            f"path's rate at long RTT. Median goodput / iperf3: {figures}.")
+            "limits a flow (long RTT). QEMU's own downtime and total-time end with its "
+            "last write into that socket: at long RTT the autotuned send buffer (it grows "
+            "towards the bandwidth-delay product) takes the whole stop-and-copy at once, so "
+            "QEMU reports a few ms while the guest stays paused until those bytes have "
+            "arrived, and its own goodput (transferred / total-time) can exceed the path's "
+            "rate; the figures here end where the guest runs at the destination (QEMU's own "
+            f"are kept as qemu_*). Median goodput / iperf3: {figures}.")
 
 
 def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:

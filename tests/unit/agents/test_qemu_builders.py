@@ -102,6 +102,38 @@ def test_iterations_and_result_fields():
     assert not res["integrity_ok"]  # completion alone is not enough
 
 
+def _ev(name: str, at: float, **data) -> dict:
+    sec = int(at)
+    return {"event": name, "timestamp": {"seconds": sec, "microseconds": round((at - sec) * 1e6)},
+            **({"data": data} if data else {})}
+
+
+def test_times_end_where_the_guest_runs_at_the_destination():
+    # QEMU's own figures end at the source's last write (2.0 s, 40 ms); the guest was paused
+    # at 101.9 and ran at the destination at 102.3: the result says so
+    src_events = [_ev("MIGRATION", 100.0, status="active"), _ev("STOP", 101.9)]
+    dst_events = [_ev("RESUME", 102.3), _ev("MIGRATION", 102.301, status="completed")]
+    lived = stats.end_to_end(100.0, src_events, dst_events)
+    assert lived == {"migration_time_s": 2.301, "downtime_ms": 400.0}
+    info = {"status": "completed", "total-time": 2000, "downtime": 40,
+            "ram": {"total": 1 << 28, "transferred": 8_000_000, "dirty-sync-count": 3}}
+    res = stats.result(info, stats.Iterations(), wall_s=9.0, settings={}, lived=lived,
+                       guest_check={})
+    assert res["timing"] == "guest-resumed-at-destination"
+    assert res["migration_time_s"] == 2.301 and res["downtime_ms"] == 400.0
+    assert res["qemu_total_time_ms"] == 2000 and res["qemu_downtime_ms"] == 40
+    assert res["goodput_mbps"] == round(64 / 2.301, 3) and res["qemu_goodput_mbps"] == 32.0
+    # no RESUME seen (or a failed migration): QEMU's own figures, said so
+    assert stats.end_to_end(100.0, src_events, []) is None
+    res = stats.result(info, stats.Iterations(), wall_s=9.0, settings={}, lived=None,
+                       guest_check={})
+    assert res["timing"] == "qemu-source" and res["downtime_ms"] == 40
+    # postcopy: the guest runs at the destination at the switch, the rest follows
+    post = stats.end_to_end(100.0, src_events, [_ev("RESUME", 102.0),
+                                                _ev("MIGRATION", 104.5, status="completed")])
+    assert post == {"migration_time_s": 4.5, "downtime_ms": 100.0}
+
+
 def test_qmp_client_against_a_scripted_server(tmp_path):
     path = str(tmp_path / "q.sock")
     srv = socket.socket(socket.AF_UNIX)
