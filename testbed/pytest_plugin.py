@@ -132,6 +132,7 @@ def _run_batch(config: pytest.Config) -> dict[str, Any]:
     outdir = Path(tempfile.mkdtemp(prefix="testbed-vmtests-"))
     result_file = outdir / "results.json"
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+            "--durations=0", "--durations-min=5",
             f"--rootdir={config.rootpath}", RESULTS_OPT, str(result_file),
             *[d.original_nodeid for d in deferred]]
     capman = config.pluginmanager.getplugin("capturemanager")
