@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -57,6 +57,7 @@ class Lab:
         self._procs: list[subprocess.Popen[Any] | zygote.ZygoteChild] = []
         self.appliance: appliance.Appliance | None = None
         self.appliance_links: list[ApplianceLink] = []
+        self._on_stop: list[Callable[[], object]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Lab:
@@ -120,7 +121,27 @@ class Lab:
         for al in self.appliance_links:
             self._impair(al)
 
+    def on_stop(self, undo: Callable[[], object]) -> None:
+        """Call ``undo`` first when the lab stops (last registered, first called; errors
+        noted and the rest of the teardown done): for what was added to a running lab
+        outside its nodes, e.g. a Soft-RoCE path (``testbed.lab.roce``)."""
+        self._on_stop.append(undo)
+
     def stop(self) -> None:
+        undo, self._on_stop = self._on_stop[::-1], []
+        failed: list[str] = []
+        for fn in undo:
+            try:
+                fn()
+            except Exception as exc:  # the nodes, links and processes still go
+                failed.append(f"{getattr(fn, '__qualname__', fn)}: {exc}")
+        try:
+            self._stop_network()
+        finally:
+            if failed:
+                raise LabError("lab teardown: " + "; ".join(failed))
+
+    def _stop_network(self) -> None:
         for al in self.appliance_links:
             self._detach(al)
         self.appliance_links.clear()

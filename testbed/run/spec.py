@@ -286,9 +286,87 @@ class CloudSpec(Common):
         return (*base, "netem") if self.rtt_ms else base
 
 
+class RdmaMigrationParams(MigrationParams):
+    """The rdma kind's migrations: the agents' built-in guest, the same settings over TCP and
+    over RDMA WRITE; a setting RDMA cannot honour is refused (the comparison would not be)."""
+
+    @field_validator("hypervisor")
+    @classmethod
+    def _agents_only(cls, v: Any) -> Any:
+        if hv.hypervisors(v) != ["agents"]:
+            raise ValueError(f"{v!r}: only the agents migrate by RDMA WRITE; use \"agents\"")
+        return v
+
+    @field_validator("compress")
+    @classmethod
+    def _no_compress(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("does not apply to RDMA WRITE (pages land in the destination's "
+                             "image as they are); TCP and RDMA run with the same settings")
+        return v
+
+    @field_validator("bandwidth_cap_mbps")
+    @classmethod
+    def _no_cap(cls, v: float | None) -> float | None:
+        if v is not None:
+            raise ValueError("the cap paces the TCP streams, not RDMA WRITEs; set the path's "
+                             "rate with bw_mbps")
+        return v
+
+    @field_validator("guest_network")
+    @classmethod
+    def _no_identity(cls, v: str) -> str:
+        if v != "none":
+            raise ValueError(f"{v!r}: the rdma kind migrates guests without a network "
+                             "identity; use \"none\"")
+        return v
+
+
+class RdmaSpec(Common):
+    """TCP vs RDMA (Soft-RoCE) migration on the same two-host path, per RTT and loss."""
+
+    kind: Literal["rdma"] = "rdma"
+    rtt_ms: list[float] = Field(default_factory=lambda: [0.0, 10.0, 50.0], min_length=1,
+                                description="round-trip times (half each way)")
+    loss_pct: list[float] = Field(default_factory=lambda: [0.0, 0.1, 1.0], min_length=1,
+                                  description="random loss, % each way")
+    bw_mbps: float = Field(100.0, gt=0, le=100_000, description="the path's rate (tbf)")
+    baseline_seconds: float = Field(5.0, gt=0, le=60,
+                                    description="each baseline: iperf3, then ib_write_bw")
+    transports: list[Literal["tcp", "rdma"]] = Field(
+        default_factory=lambda: ["tcp", "rdma"], min_length=1)
+    idle_timeout_s: float = Field(60.0, gt=0, le=3600, description="how long each agent waits "
+                                  "for its peer (a WRITE under loss recovers by go-back-N "
+                                  "after RoCE's ACK timeout: seconds under emulation)")
+    migration: RdmaMigrationParams = RdmaMigrationParams(workload_mib=32, dirty_rate_mbs=2.0)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        base = ("netns", "veth", "tbf", "rdma_rxe")
+        return (*base, "netem") if any(self.rtt_ms) or any(self.loss_pct) else base
+
+    @field_validator("rtt_ms", "loss_pct")
+    @classmethod
+    def _points(cls, v: list[float], info: ValidationInfo) -> list[float]:
+        top = 5000.0 if info.field_name == "rtt_ms" else 100.0
+        bad = [x for x in v if not 0 <= x <= top]
+        if bad:
+            raise ValueError(f"{bad} outside 0..{top:g}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v} lists a value twice")
+        return v
+
+    @field_validator("transports")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v} names a transport twice")
+        return v
+
+
 KINDS: dict[str, type[Common]] = {
     "smoke": SmokeSpec, "core-load": CoreLoadSpec, "long-distance": LongDistanceSpec,
-    "cloud-encrypted": CloudSpec,
+    "cloud-encrypted": CloudSpec, "rdma": RdmaSpec,
 }
 Spec = Common
 

@@ -16,7 +16,7 @@ Which kinds accept one, and what they need of it (``RULES``):
   ``a-h1`` and ``b-h1`` (``spines = 0``); ``rtt_ms``, ``delay_ms``, ``bw_mbps``, ``loss_pct``
   and ``jitter_ms`` are the spec's own keys (swept per point), and its file has no
   ``[[impair]]`` (it would change the swept WAN link).
-- ``core-load`` and ``cloud-encrypted`` build their network from their own keys: a
+- ``core-load``, ``cloud-encrypted`` and ``rdma`` build their network from their own keys: a
   ``[topology]`` table is refused.
 
 Errors name the spec (or the topology file), the line and the key.
@@ -77,6 +77,7 @@ REFUSED = {
                  "hosts_per_leaf, host_link_mbps, fabric_link_mbps, ecmp_hash)",
     "cloud-encrypted": "cloud-encrypted builds its cloud path from its own keys (rtt_ms, "
                        "bw_mbps)",
+    "rdma": "rdma builds its two-host path from its own keys (rtt_ms, loss_pct, bw_mbps)",
 }
 
 

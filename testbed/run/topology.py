@@ -15,7 +15,7 @@ from topologies.pair import pair
 from topologies.spine_leaf import spine_leaf
 from topologies.wan import wan
 
-from .spec import CloudSpec, Common, CoreLoadSpec, LongDistanceSpec, SmokeSpec
+from .spec import CloudSpec, Common, CoreLoadSpec, LongDistanceSpec, RdmaSpec, SmokeSpec
 from .topochoice import TopologyChoice, build
 
 
@@ -31,9 +31,10 @@ def direct_link(net: Network, a: str, b: str) -> Link | None:
     return found[0] if len(found) == 1 else None
 
 
-def network_of(spec: Common, rtt_ms: float | None = None) -> Network:
-    """The network ``spec``'s kind runs on (long-distance: at ``rtt_ms``, default its
-    first RTT)."""
+def network_of(spec: Common, rtt_ms: float | None = None,
+               loss_pct: float | None = None) -> Network:
+    """The network ``spec``'s kind runs on (long-distance, rdma: at ``rtt_ms``, default its
+    first RTT; rdma: at ``loss_pct``, default its first)."""
     choice = getattr(spec, "topology", None)
     if isinstance(spec, SmokeSpec):
         if choice is not None:
@@ -54,6 +55,10 @@ def network_of(spec: Common, rtt_ms: float | None = None) -> Network:
                           host_link_mbps=spec.host_link_mbps,
                           fabric_link_mbps=spec.fabric_link_mbps, ecmp_hash=spec.ecmp_hash,
                           stacks=True)
+    if isinstance(spec, RdmaSpec):
+        rtt = spec.rtt_ms[0] if rtt_ms is None else rtt_ms
+        loss = spec.loss_pct[0] if loss_pct is None else loss_pct
+        return pair(delay_ms=rtt / 2, bw_mbps=spec.bw_mbps, loss_pct=loss)
     if isinstance(spec, CloudSpec):
         return cloud(onprem_hosts=1, cloud_hosts=1, rtt_ms=spec.rtt_ms, bw_mbps=spec.bw_mbps)
     raise TypeError(f"no network for experiment kind {spec.kind!r}")

@@ -1,0 +1,78 @@
+"""ib_write_bw's report parsed into Mbit/s, and the machine's CPU time from /proc/stat."""
+
+import pytest
+
+from testbed.measure import cpustat
+from testbed.measure.rdma_baseline import parse
+
+# the layout of `ib_write_bw -d tbrxe7s -s 1048576 -D 3 -F --report_gbits`: the client's
+# report, with one of perftest's CPU-frequency warnings between the header and the row
+GBITS = """\
+---------------------------------------------------------------------------------------
+                    RDMA_Write BW Test
+ Dual-port       : OFF          Device         : tbrxe7s
+ Number of qps   : 1            Transport type : IB
+ Connection type : RC           Using SRQ      : OFF
+ PCIe relax order: OFF
+ ibv_wr* API     : OFF
+ TX depth        : 128
+ CQ Moderation   : 1
+ Mtu             : 1024[B]
+ Link type       : Ethernet
+ GID index       : 1
+ Max inline data : 0[B]
+ rdma_cm QPs     : OFF
+ Data ex. method : Ethernet
+---------------------------------------------------------------------------------------
+ local address: LID 0000 QPN 0x0011 PSN 0x6b3c1e RKey 0x000d2e VAddr 0x007f3a2c5ff000
+ GID: 00:00:00:00:00:00:00:00:00:00:255:255:198:18:07:01
+ remote address: LID 0000 QPN 0x0012 PSN 0x3f7a55 RKey 0x000f11 VAddr 0x007f96b17ff000
+ GID: 00:00:00:00:00:00:00:00:00:00:255:255:198:19:07:01
+---------------------------------------------------------------------------------------
+ #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]
+Conflicting CPU frequency values detected: 2394.454000 != 2394.459000. CPU Frequency is not max.
+ 1048576    14             0.00               0.039112            0.000005
+---------------------------------------------------------------------------------------
+"""
+
+
+def test_the_average_of_the_result_row_in_mbit_s():
+    r = parse(GBITS)
+    assert r == {"message_bytes": 1048576, "iterations": 14, "peak_mbps": 0.0,
+                 "ib_write_bw_mbps": 39.112}
+
+
+def test_megabytes_per_second_are_mebibytes():
+    text = (" #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]\n"
+            " 65536      5000             120.00             100.00             0.001600\n")
+    r = parse(text)
+    assert r["message_bytes"] == 65536 and r["ib_write_bw_mbps"] == pytest.approx(838.861, abs=1e-3)
+
+
+def test_a_report_without_a_result_is_an_error_naming_what_it_said():
+    cut = GBITS.split("Conflicting")[0] + " Failed to complete run\n"
+    with pytest.raises(ValueError, match="no result row.*Failed to complete run"):
+        parse(cut)
+    with pytest.raises(ValueError, match="no result row"):
+        parse("Couldn't connect to 10.0.0.2:18515\n")
+    with pytest.raises(ValueError, match="reports in 'Kb/sec'"):
+        parse(" #bytes #iterations BW peak[Kb/sec] BW average[Kb/sec]\n 1 2 3 4\n")
+
+
+STAT = ("cpu  1000 50 400 9000 100 10 90 0 0 0\n"
+        "cpu0 500 25 200 4500 50 5 45 0 0 0\n")
+
+
+def test_machine_cpu_time_by_kind_and_its_difference():
+    hz = __import__("os").sysconf("SC_CLK_TCK")
+    a = cpustat.machine_cpu_s(STAT)
+    assert a == {"user": 1050 / hz, "system": 400 / hz, "softirq": 100 / hz,
+                 "idle": 9100 / hz}
+    b = cpustat.machine_cpu_s(STAT.replace(" 400 ", " 500 ", 1).replace(" 90 ", " 290 ", 1))
+    d = cpustat.since(a, b)
+    assert d["system"] == round(100 / hz, 3) and d["softirq"] == round(200 / hz, 3)
+    assert d["user"] == 0 and d["idle"] == 0
+    with pytest.raises(ValueError, match="total line"):
+        cpustat.machine_cpu_s("intr 1 2 3\n")
+    live = cpustat.machine_cpu_s()
+    assert live["idle"] > 0 and set(live) == {"user", "system", "softirq", "idle"}

@@ -1,0 +1,101 @@
+"""The rdma kind's report section, verdicts and plot, from a canned document alone."""
+
+import json
+
+from testbed.results import report
+from testbed.results.documents import Document, load
+from testbed.results.kinds import rdma
+
+
+def mig(transport, rtt, loss, goodput, base, dst_user, dst_sys, ok=True):
+    m = {"case": f"{transport} @ {rtt:g} ms, {loss:g} %", "transport_choice": transport,
+         "rtt_ms": rtt, "loss_pct": loss, "completed": ok, "integrity_ok": ok,
+         "image_bytes": 8 << 20, "rounds": 2, "migration_time_s": 1.5, "downtime_ms": 250.0,
+         "goodput_mbps": goodput if ok else 0.0,
+         "baseline_tool": "iperf3" if transport == "tcp" else "ib_write_bw",
+         "baseline_mbps": base, "goodput_vs_baseline": round(goodput / base, 3) if ok else None,
+         "iperf3_mbps": 95.0, "hypervisor": "agents"}
+    cpu = {"src_user": 0.5, "src_system": 0.3, "dst_user": dst_user, "dst_system": dst_sys,
+           "machine_system": 2.0, "machine_softirq": 0.7 if transport == "rdma" else 0.1}
+    m |= {f"{k}_s_per_gb": (v if ok else None) for k, v in cpu.items()}
+    if not ok:
+        m["error"] = "transport retry counter exceeded"
+    return m
+
+
+MIGS = [mig("tcp", 0, 0, 90.0, 95.0, 0.40, 0.20), mig("rdma", 0, 0, 36.0, 40.0, 0.06, 0.02),
+        mig("tcp", 0, 1, 60.0, 70.0, 0.40, 0.20), mig("rdma", 0, 1, 10.0, 30.0, 0.3, 0.1),
+        mig("tcp", 10, 0, 80.0, 90.0, 0.40, 0.20), mig("rdma", 10, 0, 85.0, 88.0, 0.1, 0.1),
+        mig("tcp", 10, 1, 50.0, 60.0, 0.40, 0.20), mig("rdma", 10, 1, 0, 20.0, 0, 0, ok=False)]
+POINTS = [{"rtt_ms": r, "loss_pct": x, "ping": {"rtt_p50_ms": r + 0.2}}
+          for r in (0, 10) for x in (0, 1)]
+
+
+def document(virt="qemu", where="vm", migs=MIGS):
+    return {"spec": {"name": "rd", "kind": "rdma", "bw_mbps": 100.0}, "status": "completed",
+            "environment": {"kernel": "6.1.0", "mode": where,
+                            "placement": {"where": where, "why": "test", "missing": []}},
+            "variants": [{"sweep_point": {}, "repetition": 0, "virtualization": virt,
+                          "points": POINTS, "migrations": migs}]}
+
+
+def test_the_table_has_a_row_per_point_and_transport_and_failed_is_failed():
+    doc = Document.from_json(document())
+    lines = rdma.section(doc)
+    rows = [ln for ln in lines if ln.startswith("| ") and "transport |" not in ln]
+    assert len(rows) == 8
+    assert rows[0].startswith("| 0 (0.20) | 0 | tcp | iperf3 95.0 | 90.0 | 0.95 |")
+    assert "| rdma | ib_write_bw 40.0 | 36.0 | 0.90 |" in rows[1]
+    assert "0.060 / 0.020" in rows[1] and "2.000 / 0.700" in rows[1]
+    bad = rows[-1]
+    assert "| 10 (10.20) | 1 | rdma |" in bad and "**failed**" in bad
+    assert "| failed | failed |" in bad and " 0.0 |" not in bad
+
+
+def test_the_verdicts_from_the_document():
+    lines = rdma.verdict_lines(document()["variants"][0])
+    text = "\n".join(lines)
+    assert "unimpaired point (RTT 0 ms, loss 0 %): **0.90** of ib_write_bw's 40.0 Mbit/s" in text
+    assert "target >= 0.9: met" in text
+    # destination process CPU: 0.08 vs 0.60 s/GB
+    assert "RDMA 0.080 vs TCP 0.600 s/GB = **0.13 x**" in text and "<= 0.2 x: met" in text
+    assert "its system time RDMA 0.020, TCP 0.200 s/GB" in text
+    assert "softirq RDMA 0.700, TCP 0.100 s/GB" in text
+    assert "- RTT 0 ms: RDMA falls below TCP from 0 % loss." in lines
+    assert "- RTT 10 ms: RDMA falls below TCP from 1 % loss." in lines  # it failed there
+
+
+def test_rdma_not_below_tcp_and_targets_not_met_are_said():
+    migs = [mig("tcp", 5, 0, 50.0, 95.0, 0.1, 0.1), mig("rdma", 5, 0, 60.0, 100.0, 0.3, 0.1),
+            mig("tcp", 5, 0.1, 0, 90.0, 0, 0, ok=False),
+            mig("rdma", 5, 0.1, 0, 90.0, 0, 0, ok=False)]
+    text = "\n".join(rdma.verdict_lines(document(migs=migs)["variants"][0]))
+    assert "**0.60** of ib_write_bw's 100.0 Mbit/s (issue 18's target >= 0.9: **not met**)" \
+        in text
+    assert "= **2.00 x** (issue 18's target <= 0.2 x: **not met**)" in text
+    assert "RTT 5 ms: RDMA falls below TCP at no loss measured (not comparable at 0.1 %" in text
+    assert rdma.below_tcp(migs[0], None) is None
+    assert rdma.below_tcp(migs[2], migs[1]) is False  # TCP failed, RDMA did not
+
+
+def test_whose_cpu_the_figures_are_is_said():
+    tcg = "\n".join(rdma.section(Document.from_json(document())))
+    assert "under software emulation (QEMU TCG" in tcg and "emulator's" in tcg
+    assert "not charge to the destination process" in tcg
+    unknown = "\n".join(rdma.section(Document.from_json(document(virt=None))))
+    assert "in the full-kernel VM (accelerator not recorded): under TCG every CPU figure is " \
+           "the emulator's" in unknown
+    native = "\n".join(rdma.section(Document.from_json(document(virt="none", where="native"))))
+    assert "natively on kernel 6.1.0" in native and "emulator" not in native
+
+
+def test_the_report_and_plot_are_made_from_the_document_alone(tmp_path):
+    (tmp_path / "rd.json").write_text(json.dumps(document() | {"duration_s": 12.0}))
+    docs = load(tmp_path)
+    made = rdma.plot(docs[0], tmp_path)
+    assert [p.name for p in made] == ["rd-0-tcp-vs-rdma.png"] and made[0].stat().st_size > 1000
+    path = report.write_report(tmp_path, docs, made)
+    text = path.read_text()
+    assert "## rd (rdma)" in text and "RDMA falls below TCP" in text
+    assert "![rd-0-tcp-vs-rdma](rd-0-tcp-vs-rdma.png)" in text
+    assert "**1 migration(s) failed or were not verified:** rdma @ 10 ms, 1 %" in text
