@@ -32,7 +32,7 @@ from testbed.measure.migration import MigrationJob, migrate  # noqa: E402
 from testbed.measure.path import iperf3  # noqa: E402
 from testbed.measure.qemu_migration import QemuJob, migrate_qemu  # noqa: E402
 from testbed.results.figures import prediction_for  # noqa: E402
-from topologies.fabric import HOST_SYSCTLS  # noqa: E402
+from topologies.model import CONGESTION_CONTROLS, HostTcp  # noqa: E402
 from topologies.pair import pair  # noqa: E402
 
 LIMIT_MS = 300
@@ -56,12 +56,10 @@ def qemu(lab: Lab, size: int, rate: float) -> dict:
 
 def point(rtt: float, args: argparse.Namespace) -> list[dict]:
     net = pair(delay_ms=rtt / 2, bw_mbps=args.bw)
+    net.host_tcp = HostTcp(congestion=args.tcp_congestion)
     rows = []
     with Lab(net) as lab:
         dst = net.address("h2")
-        for h in ("h1", "h2"):  # the fabric's and the WAN's hosts' TCP memory (64 MiB), so a
-            for key, val in HOST_SYSCTLS:  # 200 ms BDP fits a socket, as in the default suite
-                lab.run(h, ["sysctl", "-qw", f"{key}={val}"])
         lab.run("h1", ["ping", "-c", "3", "-i", "0.2", "-W", "3", dst], check=False)  # warm
         for _ in range(args.reps):
             ip3 = iperf3(lab, "h1", "h2", dst, seconds=5,
@@ -93,6 +91,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=64, help="MiB of dirtied memory")
     ap.add_argument("--dirty-rate", type=float, default=8.0, help="MB/s")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--tcp-congestion", default="cubic", choices=CONGESTION_CONTROLS,
+                    help="the hosts' TCP congestion control")
     args = ap.parse_args()
     runs = [r for rtt in (float(x) for x in args.rtt_ms.split(",")) for r in point(rtt, args)]
     print(f"\n{args.bw:g} Mbit/s, {args.size} MiB dirtied at {args.dirty_rate:g} MB/s, "

@@ -21,7 +21,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .fabric import HOST_SYSCTLS, TABLES, AddressPlan, PlanError, StackOptions, router_sysctls
+from .fabric import TABLES, AddressPlan, PlanError, StackOptions, router_sysctls
 from .model import (
     FunctionStack,
     GatewayPolicy,
@@ -77,7 +77,7 @@ def cloud(onprem_spines: int = 0, onprem_leaves: int = 1, onprem_hosts: int = 2,
     host_link = LinkSpec(bw_mbps=host_link_mbps)
     for h in range(1, cloud_hosts + 1):
         host = f"c-h{h}"
-        net.add_node(host, "host", sysctls=HOST_SYSCTLS)
+        net.add_node(host, "host")
         for func, subnet_of in (("management", f"172.17.{h}.0"), ("migration", f"172.16.{h}.8")):
             base = ipaddress.ip_address(subnet_of)
             gw_cidr, host_cidr = f"{base + 1}/29", f"{base + 2}/29"

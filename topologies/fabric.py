@@ -24,9 +24,6 @@ SHORT = {"management": "mgmt", "migration": "mig", "replication": "repl"}
 TABLES = {"management": 10, "migration": 20, "replication": 30}
 ECMP_HASH = {"l3": "0", "l4": "1"}
 MAX_BLOCKS = 250
-# Hosts may grow TCP windows to 64 MiB, enough for 1 Gbit/s at 300 ms RTT (per namespace).
-HOST_SYSCTLS = (("net.ipv4.tcp_rmem", "4096 131072 67108864"),
-                ("net.ipv4.tcp_wmem", "4096 16384 67108864"))
 
 
 class PlanError(ValueError):
@@ -118,7 +115,7 @@ def attach_hosts(net: Network, plan: AddressPlan, router: str, count: int, host_
     hosts = []
     for h in range(1, count + 1):
         host = f"{host_prefix}{h}"
-        net.add_node(host, "host", sysctls=HOST_SYSCTLS)
+        net.add_node(host, "host")
         hosts.append(host)
         funcs = stacks.functions if stacks else ("data",)
         first_gw = None

@@ -172,6 +172,33 @@ class GatewayPolicy:
     masquerade: bool = True
 
 
+CONGESTION_CONTROLS = ("cubic", "bbr", "reno")
+
+
+@dataclass(frozen=True)
+class HostTcp:
+    """The TCP stack of every host (role ``host``): congestion control and socket memory.
+
+    Pinned by the topology, never inherited from the machine, so a figure does not change
+    with the machine it ran on (measured: this CI machine's kernel defaults to BBR, Debian's
+    and Ubuntu's to cubic). ``mem_max_bytes``: tcp_rmem / tcp_wmem max, enough for 1 Gbit/s
+    at 300 ms RTT in one socket.
+    """
+
+    congestion: str = "cubic"
+    mem_max_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.congestion not in CONGESTION_CONTROLS:
+            raise ValueError(f"congestion control {self.congestion!r}: expected one of "
+                             f"{', '.join(CONGESTION_CONTROLS)}")
+
+    def sysctls(self) -> tuple[tuple[str, str], ...]:
+        return (("net.ipv4.tcp_congestion_control", self.congestion),
+                ("net.ipv4.tcp_rmem", f"4096 131072 {self.mem_max_bytes}"),
+                ("net.ipv4.tcp_wmem", f"4096 16384 {self.mem_max_bytes}"))
+
+
 @dataclass
 class Network:
     """A whole topology: nodes, links, routes and per-node setup commands."""
@@ -186,6 +213,7 @@ class Network:
     stack_mode: StackMode = "auto"
     gateways: list[GatewayPolicy] = field(default_factory=list)
     guests: Any = None  # a topologies.guests.GuestPlan when the guests have an identity
+    host_tcp: HostTcp = field(default_factory=HostTcp)  # every host's TCP (the lab sets it)
 
     def add_node(self, name: str, role: NodeRole = "host", forwarding: bool = False,
                  sysctls: tuple[tuple[str, str], ...] = (), kind: str | None = None) -> Node:
@@ -253,6 +281,7 @@ class Network:
             "links": [asdict(li) for li in self.links],
             "routes": [asdict(r) for r in self.routes],
             "stack_mode": self.stack_mode,
+            "host_tcp": asdict(self.host_tcp),
             "stacks": [asdict(s) for s in self.stacks],
             "gateways": [asdict(g) for g in self.gateways],
             "commands": {k: [list(c) for c in v] for k, v in self.commands.items()},

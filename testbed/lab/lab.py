@@ -78,6 +78,7 @@ class Lab:
         from mininet.net import Mininet
 
         setLogLevel(os.environ.get("TESTBED_MININET_LOG", "warning"))
+        services.ensure_congestion_control(self.network.host_tcp.congestion)
         switches = [n for n in self.network.nodes.values() if n.role == "switch"]
         if any(n.kind == "ovs" for n in switches):
             services.ensure_ovs()  # only when the topology uses Open vSwitch
@@ -179,7 +180,9 @@ class Lab:
             fwd = "1" if node.forwarding else "0"
             base[node.name] += [["ip", "link", "set", "lo", "up"],
                                 ["sysctl", "-qw", f"net.ipv4.ip_forward={fwd}"]]
-            base[node.name] += [["sysctl", "-qw", f"{k}={v}"] for k, v in node.sysctls]
+            sysctls = node.sysctls + (self.network.host_tcp.sysctls() if node.role == "host"
+                                      else ())
+            base[node.name] += [["sysctl", "-qw", f"{k}={v}"] for k, v in sysctls]
         for link in self.network.links:
             for end in (link.a, link.b):
                 cmds = base[end.node]

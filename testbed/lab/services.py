@@ -1,11 +1,15 @@
-"""Services a lab may need, started on demand: Open vSwitch (only when a topology uses it)."""
+"""What a lab may need from the machine, made ready on demand: Open vSwitch (only when a
+topology uses it), the hosts' TCP congestion control."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+AVAILABLE_CC = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
 
 
 class ServiceError(RuntimeError):
@@ -37,3 +41,30 @@ def ensure_ovs() -> None:
     if start.returncode != 0 or not ovs_running():
         raise ServiceError(f"ovs-ctl start failed ({start.returncode}): "
                            f"{(start.stderr or start.stdout).strip()[-500:]}")
+
+
+def ensure_congestion_control(name: str) -> None:
+    """Make TCP congestion control ``name`` usable as the default of the lab's namespaces:
+    loaded (its module ``tcp_<name>``, where it is one) and on the machine's allowed list,
+    which a namespace other than the initial one must choose from (the kernel refuses it
+    otherwise: EPERM). The list is only extended, never shortened: the machine's own
+    default stays as it was."""
+    def listed(path: Path) -> list[str]:
+        try:
+            return path.read_text().split()
+        except OSError:
+            return []
+
+    if name not in listed(AVAILABLE_CC) and shutil.which("modprobe"):
+        subprocess.run(["modprobe", "-q", f"tcp_{name}"], capture_output=True)
+    if name not in listed(AVAILABLE_CC):
+        raise ServiceError(f"TCP congestion control {name!r} is not available in kernel "
+                           f"(it has: {', '.join(listed(AVAILABLE_CC)) or 'none listed'}); "
+                           "choose one of those for the hosts (a spec's tcp_congestion)")
+    allowed = listed(ALLOWED_CC)
+    if name not in allowed:
+        try:
+            ALLOWED_CC.write_text(" ".join([*allowed, name]))
+        except OSError as exc:
+            raise ServiceError(f"cannot allow TCP congestion control {name!r} in network "
+                               f"namespaces ({ALLOWED_CC}: {exc})") from None

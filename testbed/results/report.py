@@ -84,6 +84,12 @@ def write_report(out_dir: Path, docs: list[Document], plots: list[Path]) -> Path
         where = doc.placement
         if where:
             lines += [f"Ran: **{where['where']}** ({where['why']}).", ""]
+        cc = doc.raw.get("spec", {}).get("tcp_congestion")
+        if cc:
+            default = doc.raw.get("environment", {}).get("tcp_congestion_default")
+            lines += [f"Hosts' TCP congestion control: **{cc}**"
+                      + (f" (this machine's own default: {default})" if default else "")
+                      + ".", ""]
         bad = [m.case or "?" for _, m in doc.migrations() if m.failed]
         if bad:
             lines += [f"**{len(bad)} migration(s) failed or were not verified:** "

@@ -11,9 +11,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from topologies.model import HostTcp
+
 from .figures import MIB, failed, prediction_for
 
-HOST_TCP_MAX_MIB = 64  # topologies/fabric.py HOST_SYSCTLS: tcp_rmem/tcp_wmem max
+HOST_TCP_MAX_MIB = HostTcp().mem_max_bytes >> 20  # the hosts' tcp_rmem/tcp_wmem max
 
 
 def _migs(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -27,6 +27,14 @@ def _tool_version(argv: list[str]) -> str | None:
     return text[0] if text else None
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def describe() -> dict[str, object]:
     import mininet.net
 
@@ -36,6 +44,8 @@ def describe() -> dict[str, object]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        # the kernel's own default; the lab's hosts run the spec's tcp_congestion instead
+        "tcp_congestion_default": _read("/proc/sys/net/ipv4/tcp_congestion_control"),
         "versions": {
             "testbed": _version("migration-testbed"),
             "mininet": getattr(mininet.net, "VERSION", None),

@@ -95,6 +95,9 @@ class Common(Strict):
     topology: TopologyChoice | None = Field(
         None, description="the network, where the kind accepts a choice "
                           "(testbed/run/topochoice.py)")
+    tcp_congestion: Literal["cubic", "bbr", "reno"] = Field(
+        "cubic", description="every host's TCP congestion control (the agents', iperf3's and "
+                             "QEMU's connections alike): pinned, never the machine's default")
 
     @property
     def needs(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from topologies.cloud import cloud
-from topologies.model import Link, Network
+from topologies.model import HostTcp, Link, Network
 from topologies.pair import pair
 from topologies.spine_leaf import spine_leaf
 from topologies.wan import wan
@@ -33,6 +33,13 @@ def direct_link(net: Network, a: str, b: str) -> Link | None:
 
 def network_of(spec: Common, rtt_ms: float | None = None,
                loss_pct: float | None = None) -> Network:
+    """The network ``spec``'s kind runs on (:func:`_built`), its hosts' TCP as the spec says."""
+    net = _built(spec, rtt_ms, loss_pct)
+    net.host_tcp = HostTcp(congestion=spec.tcp_congestion)
+    return net
+
+
+def _built(spec: Common, rtt_ms: float | None, loss_pct: float | None) -> Network:
     """The network ``spec``'s kind runs on (long-distance, rdma: at ``rtt_ms``, default its
     first RTT; rdma: at ``loss_pct``, default its first)."""
     choice = getattr(spec, "topology", None)

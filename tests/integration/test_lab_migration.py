@@ -20,3 +20,16 @@ def test_migration_between_lab_nodes_over_shaped_link(testbed_lab):
     assert res["rounds"] >= 1 and res["downtime_ms"] is not None
     # the shaped link bounds the goodput: it cannot beat 200 Mbit/s by much
     assert 0 < res["goodput_mbps"] <= 200 * 1.1, res["goodput_mbps"]
+
+
+def test_hosts_run_the_pinned_tcp_not_the_machines(testbed_lab):
+    # this machine's kernel defaults to bbr and allows namespaces only "reno bbr": the lab
+    # must still give every host the topology's cubic (and its socket memory)
+    net = pair(delay_ms=0, bw_mbps=None)
+    assert net.host_tcp.congestion == "cubic"
+    lab = testbed_lab(net)
+    for host in ("h1", "h2"):
+        assert lab.run(host, ["sysctl", "-n", "net.ipv4.tcp_congestion_control"]
+                       ).stdout.strip() == "cubic"
+        assert lab.run(host, ["sysctl", "-n", "net.ipv4.tcp_wmem"]).stdout.split()[-1] == \
+            str(64 << 20)

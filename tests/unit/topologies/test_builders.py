@@ -183,3 +183,17 @@ def test_lan_switch_kinds():
     assert [net.address(f"h{i}") for i in (1, 2, 3)] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     with pytest.raises(TopologyError, match="switch must be"):
         build("lan", switch="hub")
+
+
+def test_every_builder_leaves_the_hosts_tcp_to_the_lab():
+    from topologies.model import HostTcp
+
+    for name in ("spine_leaf", "wan", "cloud", "pair"):
+        net = build(name)
+        assert net.host_tcp == HostTcp()  # cubic, 64 MiB socket memory, set by the lab
+        hosts = [n for n in net.nodes.values() if n.role == "host"]
+        assert hosts and not any(k.startswith("net.ipv4.tcp_") for n in hosts
+                                 for k, _ in n.sysctls)
+    assert dict(HostTcp().sysctls())["net.ipv4.tcp_wmem"] == "4096 16384 67108864"
+    with pytest.raises(ValueError, match="congestion control 'vegas'"):
+        HostTcp("vegas")

@@ -56,3 +56,19 @@ def test_kind_specific_validation():
         spec.parse({"kind": "core-load", "paths": ["teleport"]})
     cl = spec.parse({"kind": "core-load", "name": "c"})
     assert cl.concurrency == [1, 4, 8]
+
+
+def test_hosts_tcp_congestion_is_pinned_and_checked(tmp_path):
+    from testbed.run.topology import network_of
+
+    p = tmp_path / "cc.toml"
+    p.write_text('kind = "smoke"\n')
+    net = network_of(spec.load(p))
+    assert net.host_tcp.congestion == "cubic"  # never the machine's own default
+    p.write_text('kind = "smoke"\ntcp_congestion = "bbr"\n')
+    net = network_of(spec.load(p))
+    assert ("net.ipv4.tcp_congestion_control", "bbr") in net.host_tcp.sysctls()
+    assert net.describe()["host_tcp"]["congestion"] == "bbr"
+    p.write_text('kind = "smoke"\n\ntcp_congestion = "vegas"\n')
+    with pytest.raises(spec.SpecError, match=r"cc.toml:3: key 'tcp_congestion'"):
+        spec.load(p)
