@@ -334,6 +334,11 @@ class RdmaSpec(Common):
     loss_pct: list[float] = Field(default_factory=lambda: [0.0, 0.1, 1.0], min_length=1,
                                   description="random loss, % each way")
     bw_mbps: float = Field(100.0, gt=0, le=100_000, description="the path's rate (tbf)")
+    queue_pkts: int | None = Field(
+        1000, ge=1, le=1_000_000, description="the bottleneck's queue in packets, the same at "
+        "every point (tbf without delay and loss, netem otherwise, which holds at least 1000): "
+        "Soft-RoCE has no congestion control, so a shallower queue drops its bursts; None: "
+        "one BDP, at least 64 packets, as the other kinds")
     baseline_seconds: float = Field(5.0, gt=0, le=60,
                                     description="each baseline: iperf3, then ib_write_bw")
     transports: list[Literal["tcp", "rdma"]] = Field(
@@ -345,7 +350,7 @@ class RdmaSpec(Common):
 
     @property
     def needs(self) -> tuple[str, ...]:
-        base = ("netns", "veth", "tbf", "rdma_rxe")
+        base = ("netns", "veth", "tbf", *(("rdma_rxe",) if "rdma" in self.transports else ()))
         return (*base, "netem") if any(self.rtt_ms) or any(self.loss_pct) else base
 
     @field_validator("rtt_ms", "loss_pct")

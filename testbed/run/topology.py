@@ -65,7 +65,8 @@ def _built(spec: Common, rtt_ms: float | None, loss_pct: float | None) -> Networ
     if isinstance(spec, RdmaSpec):
         rtt = spec.rtt_ms[0] if rtt_ms is None else rtt_ms
         loss = spec.loss_pct[0] if loss_pct is None else loss_pct
-        return pair(delay_ms=rtt / 2, bw_mbps=spec.bw_mbps, loss_pct=loss)
+        return pair(delay_ms=rtt / 2, bw_mbps=spec.bw_mbps, loss_pct=loss,
+                    queue_pkts=spec.queue_pkts)
     if isinstance(spec, CloudSpec):
         return cloud(onprem_hosts=1, cloud_hosts=1, rtt_ms=spec.rtt_ms, bw_mbps=spec.bw_mbps)
     raise TypeError(f"no network for experiment kind {spec.kind!r}")

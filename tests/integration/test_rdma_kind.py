@@ -62,6 +62,7 @@ def test_rdma_kind_runs_both_transports_and_leaves_no_path(tmp_path):
                   "machine_softirq"):
             assert m[f"{k}_s_per_gb"] is not None and m[f"{k}_s_per_gb"] >= 0, k
         assert m["dst_user_s_per_gb"] + m["dst_system_s_per_gb"] > 0
+        assert m["bottleneck_drops"] >= 0 and m["bottleneck_drop_pct"] is not None
         assert m["destination_outcome"]["ok"] and m["destination_outcome"]["decision"] == \
             "committed"
         # resumed at the destination, whose guest answered the source's probe and counted on

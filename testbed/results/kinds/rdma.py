@@ -107,6 +107,12 @@ def verdict_lines(variant: dict[str, Any]) -> list[str]:
                 f"whole machine's softirq RDMA {fmt(soft['rdma'], '.3f')}, TCP "
                 f"{fmt(soft['tcp'], '.3f')} s/GB (Soft-RoCE's responder, charged to no "
                 "process).")
+    for m in variant.get("migrations", []):
+        pct = m.get("bottleneck_drop_pct")
+        if pct is not None and pct > 2 * m["loss_pct"] + 0.1:
+            lines.append(f"- {m['case']}: **{pct:.2f} %** of its packets dropped at the "
+                         f"bottleneck where {m['loss_pct']:g} % loss was set: the queue "
+                         "overflowed.")
     for rtt, b in s["below"].items():
         text = f"from {b['from_loss']:g} % loss" if b["from_loss"] is not None \
             else "at no loss measured"
@@ -132,7 +138,12 @@ def _emulated(doc: Document, variant: dict[str, Any]) -> str:
 
 
 def section(doc: Document) -> list[str]:
-    lines = ["CPU s/GB is per GB on the wire: src/dst are each agent process's own user and "
+    queue = doc.spec.get("queue_pkts")
+    lines = [f"Bottleneck queue: {queue if queue else 'one BDP (at least 64)'} packets at every "
+             "point; *dropped %* is the share of the source link's packets its qdisc dropped "
+             "during the migration: the configured random loss, and whatever overflowed the "
+             "queue (Soft-RoCE sends without congestion control).", "",
+             "CPU s/GB is per GB on the wire: src/dst are each agent process's own user and "
              "system time over its migration (getrusage); *machine* is the whole kernel's "
              "system and softirq time over it (/proc/stat: both agents, the guest, netem). "
              "Soft-RoCE's responder copies the WRITEs into the destination's memory in "
@@ -144,10 +155,10 @@ def section(doc: Document) -> list[str]:
             lines += [f"#### {label or 'variant'} (repetition {v.get('repetition', 0) + 1})",
                       ""]
         lines += [_emulated(doc, v), "",
-                  "| RTT ms (p50) | loss % | transport | baseline Mbit/s | goodput Mbit/s | "
-                  "/ baseline | time s | rounds | downtime ms | src user / sys s/GB | "
-                  "dst user / sys s/GB | machine sys / softirq s/GB | integrity |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| RTT ms (p50) | loss % | transport | dropped % | baseline Mbit/s | "
+                  "goodput Mbit/s | / baseline | time s | rounds | downtime ms | "
+                  "src user / sys s/GB | dst user / sys s/GB | machine sys / softirq s/GB | "
+                  "integrity |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         rtt_seen = {(p["rtt_ms"], p["loss_pct"]): p.get("ping", {}).get("rtt_p50_ms")
                     for p in v.get("points", [])}
         for (rtt, loss), migs in _by_point(v).items():
@@ -159,7 +170,8 @@ def section(doc: Document) -> list[str]:
                     if m.get("baseline_mbps") is not None else f"{m['baseline_tool']} failed"
                 lines.append(
                     f"| {rtt:g} ({fmt(rtt_seen.get((rtt, loss)), '.2f')}) | {loss:g} | {t} | "
-                    f"{base} | {cell(m, 'goodput_mbps')} | "
+                    f"{fmt(m.get('bottleneck_drop_pct'), '.2f')} | {base} | "
+                    f"{cell(m, 'goodput_mbps')} | "
                     f"{cell(m, 'goodput_vs_baseline', '.2f')} | "
                     f"{cell(m, 'migration_time_s')} | {cell(m, 'rounds', 'd')} | "
                     f"{cell(m, 'downtime_ms', '.0f')} | "

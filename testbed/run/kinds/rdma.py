@@ -19,6 +19,7 @@ from typing import Any
 
 from ...lab.lab import Lab
 from ...lab.roce import roce_path
+from ...lab.shaping import qdisc_drops
 from ...measure import cpustat
 from ...measure.migration import migrate
 from ...measure.path import iperf3, ping
@@ -34,7 +35,8 @@ BASELINE = {"tcp": ("iperf3", "iperf3_mbps"), "rdma": ("ib_write_bw", "ib_write_
 CPU_KEYS = ("src_user", "src_system", "dst_user", "dst_system", "machine_user",
             "machine_system", "machine_softirq")
 ROW_EXTRA = ("transport_choice", "rtt_ms", "loss_pct", "baseline_tool", "baseline_mbps",
-             "goodput_vs_baseline", *(f"{k}_s_per_gb" for k in CPU_KEYS), "link_rx_bytes")
+             "goodput_vs_baseline", *(f"{k}_s_per_gb" for k in CPU_KEYS), "link_rx_bytes",
+             "bottleneck_drops", "bottleneck_drop_pct")
 
 
 def run(spec: RdmaSpec, progress: Progress) -> dict[str, Any]:
@@ -51,12 +53,16 @@ def _point(spec: RdmaSpec, rtt: float, loss: float, progress: Progress,
            migrations: list[dict[str, Any]]) -> dict[str, Any]:
     net = network_of(spec, rtt_ms=rtt, loss_pct=loss)  # pair: RTT/2 and the loss each way
     point: dict[str, Any] = {"rtt_ms": rtt, "loss_pct": loss, "bw_mbps": spec.bw_mbps}
-    link_dev = next(e.name for li in net.links for e in (li.a, li.b) if e.node == DST)
+    devs = {e.node: e.name for li in net.links for e in (li.a, li.b)}
     t0 = time.monotonic()
+    rdma = "rdma" in spec.transports
     with Lab(net) as lab:
-        path = roce_path(lab, SRC, DST)
-        point["rdma_path"] = {"source": path.source.rxe, "destination": path.destination.rxe,
-                              "source_ip": path.source.ip, "destination_ip": path.destination.ip}
+        if rdma:
+            path = roce_path(lab, SRC, DST)
+            point["rdma_path"] = {"source": path.source.rxe,
+                                  "destination": path.destination.rxe,
+                                  "source_ip": path.source.ip,
+                                  "destination_ip": path.destination.ip}
         dst_ip = net.address(DST)
         lab.run(SRC, ["ping", "-c", "2", "-i", "0.2", "-W", "3", dst_ip], check=False)
         point["ping"] = ping(lab, SRC, dst_ip, count=10, interval_s=0.2)
@@ -64,14 +70,17 @@ def _point(spec: RdmaSpec, rtt: float, loss: float, progress: Progress,
         bdp = spec.bw_mbps * 1e6 / 8 * seen / 1000
         window = f"{int(2 * bdp) + 65536}" if 2 * bdp > 4 << 20 else None  # else autotuned
         point["iperf3"] = iperf3(lab, SRC, DST, dst_ip, spec.baseline_seconds, window=window)
-        point["ib_write_bw"] = ib_write_bw(lab, SRC, DST, dst_ip, path.source.rxe,
-                                           path.destination.rxe, spec.baseline_seconds)
+        point["ib_write_bw"] = {"tool": "ib_write_bw", "ib_write_bw_mbps": None,
+                                "error": "not run: no rdma transport"}
+        if rdma:
+            point["ib_write_bw"] = ib_write_bw(lab, SRC, DST, dst_ip, path.source.rxe,
+                                               path.destination.rxe, spec.baseline_seconds)
         progress(f"{spec.name}: RTT {rtt:g} ms (p50 {point['ping'].get('rtt_p50_ms')}), loss "
                  f"{loss:g} %: iperf3 {point['iperf3']['iperf3_mbps']} Mbit/s, ib_write_bw "
                  f"{_baseline_text(point['ib_write_bw'])}; lab up "
                  f"{time.monotonic() - t0:.0f} s ago")
         for i, transport in enumerate(spec.transports):
-            mig = _migration(spec, lab, point, transport, dst_ip, 7800 + i, link_dev)
+            mig = _migration(spec, lab, point, transport, dst_ip, 7800 + i, devs)
             migrations.append(mig)
             progress(f"{spec.name}: {mig['case']}: "
                      f"{'FAILED: ' + str(mig.get('error')) if failed(mig) else 'ok'}, "
@@ -91,21 +100,21 @@ def _baseline_text(b: dict[str, Any]) -> str:
 
 
 def _migration(spec: RdmaSpec, lab: Lab, point: dict[str, Any], transport: str,
-               dst_ip: str, port: int, link_dev: str) -> dict[str, Any]:
+               dst_ip: str, port: int, devs: dict[str, str]) -> dict[str, Any]:
     """One migration by ``transport`` and its figures against the point's baselines."""
     both = ("--encryption", "disabled", "--idle-timeout", f"{spec.idle_timeout_s:g}")
     src_args, dst_args = both, both
     if transport == "rdma":
-        devs = point["rdma_path"]
-        src_args, dst_args = (*both, "--rdma", devs["source"]), \
-            (*both, "--rdma", devs["destination"])
+        rxe = point["rdma_path"]
+        src_args, dst_args = (*both, "--rdma", rxe["source"]), \
+            (*both, "--rdma", rxe["destination"])
     job = job_from(spec.migration, SRC, DST, dst_ip, port=port, label=transport,
                    extra_args=src_args, destination_args=dst_args)
-    rx0 = _rx_bytes(lab, DST, link_dev)
+    c0 = _counters(lab, devs)
     k0 = cpustat.machine_cpu_s()
     run_ = migrate(lab, job)
     machine = cpustat.since(k0, cpustat.machine_cpu_s())
-    rx = _rx_bytes(lab, DST, link_dev) - rx0
+    c = {k: v - c0[k] for k, v in _counters(lab, devs).items()}
     res = dict(run_.result)
     dst = next((d for d in reversed(run_.destination) if "cpu_migration_s" in d), {})
     cs, cd = res.get("cpu_migration_s") or {}, dst.get("cpu_migration_s") or {}
@@ -129,7 +138,9 @@ def _migration(spec: RdmaSpec, lab: Lab, point: dict[str, Any], transport: str,
         if ok and base and res.get("goodput_mbps") is not None else None,
         "dirty_rate_mbs": spec.migration.dirty_rate_mbs,
         "destination_outcome": {k: v for k, v in dst.items() if not k.startswith("cpu_")},
-        "cpu_s": cpu, "link_rx_bytes": rx, "row_extra": list(ROW_EXTRA)}
+        "cpu_s": cpu, "link_rx_bytes": c["rx_bytes"], "bottleneck_drops": c["drops"],
+        "bottleneck_drop_pct": round(100 * c["drops"] / (c["drops"] + c["tx_packets"]), 3)
+        if c["tx_packets"] else None, "row_extra": list(ROW_EXTRA)}
     for k, v in cpu.items():  # per GB on the wire; none for a failed migration
         mig[f"{k}_s_per_gb"] = round(v / gb, 3) if ok and gb and v is not None else None
     if transport == "rdma" and base:
@@ -137,7 +148,13 @@ def _migration(spec: RdmaSpec, lab: Lab, point: dict[str, Any], transport: str,
     return mig
 
 
-def _rx_bytes(lab: Lab, node: str, dev: str) -> int:
-    """Bytes ``node`` received on ``dev`` so far (RoCE and TCP alike)."""
-    out = lab.run(node, ["ip", "-s", "-j", "link", "show", "dev", dev]).stdout
-    return int(json.loads(out)[0]["stats64"]["rx"]["bytes"])
+def _counters(lab: Lab, devs: dict[str, str]) -> dict[str, int]:
+    """So far: bytes the destination received on its link (RoCE and TCP alike), packets the
+    source's link sent and its qdisc dropped (the configured loss and any overflow)."""
+    def stats(node: str) -> dict[str, Any]:
+        out = lab.run(node, ["ip", "-s", "-j", "link", "show", "dev", devs[node]]).stdout
+        return json.loads(out)[0]["stats64"]
+
+    return {"rx_bytes": int(stats(DST)["rx"]["bytes"]),
+            "tx_packets": int(stats(SRC)["tx"]["packets"]),
+            "drops": qdisc_drops(devs[SRC], lab.pid(SRC))}

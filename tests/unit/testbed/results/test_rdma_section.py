@@ -7,14 +7,15 @@ from testbed.results.documents import Document, load
 from testbed.results.kinds import rdma
 
 
-def mig(transport, rtt, loss, goodput, base, dst_user, dst_sys, ok=True):
+def mig(transport, rtt, loss, goodput, base, dst_user, dst_sys, ok=True, dropped=None):
     m = {"case": f"{transport} @ {rtt:g} ms, {loss:g} %", "transport_choice": transport,
          "rtt_ms": rtt, "loss_pct": loss, "completed": ok, "integrity_ok": ok,
          "image_bytes": 8 << 20, "rounds": 2, "migration_time_s": 1.5, "downtime_ms": 250.0,
          "goodput_mbps": goodput if ok else 0.0,
          "baseline_tool": "iperf3" if transport == "tcp" else "ib_write_bw",
          "baseline_mbps": base, "goodput_vs_baseline": round(goodput / base, 3) if ok else None,
-         "iperf3_mbps": 95.0, "hypervisor": "agents"}
+         "iperf3_mbps": 95.0, "hypervisor": "agents",
+         "bottleneck_drop_pct": float(loss if dropped is None else dropped)}
     cpu = {"src_user": 0.5, "src_system": 0.3, "dst_user": dst_user, "dst_system": dst_sys,
            "machine_system": 2.0, "machine_softirq": 0.7 if transport == "rdma" else 0.1}
     m |= {f"{k}_s_per_gb": (v if ok else None) for k, v in cpu.items()}
@@ -23,7 +24,8 @@ def mig(transport, rtt, loss, goodput, base, dst_user, dst_sys, ok=True):
     return m
 
 
-MIGS = [mig("tcp", 0, 0, 90.0, 95.0, 0.40, 0.20), mig("rdma", 0, 0, 36.0, 40.0, 0.06, 0.02),
+MIGS = [mig("tcp", 0, 0, 90.0, 95.0, 0.40, 0.20),
+        mig("rdma", 0, 0, 36.0, 40.0, 0.06, 0.02, dropped=7.5),
         mig("tcp", 0, 1, 60.0, 70.0, 0.40, 0.20), mig("rdma", 0, 1, 10.0, 30.0, 0.3, 0.1),
         mig("tcp", 10, 0, 80.0, 90.0, 0.40, 0.20), mig("rdma", 10, 0, 85.0, 88.0, 0.1, 0.1),
         mig("tcp", 10, 1, 50.0, 60.0, 0.40, 0.20), mig("rdma", 10, 1, 0, 20.0, 0, 0, ok=False)]
@@ -32,7 +34,8 @@ POINTS = [{"rtt_ms": r, "loss_pct": x, "ping": {"rtt_p50_ms": r + 0.2}}
 
 
 def document(virt="qemu", where="vm", migs=MIGS):
-    return {"spec": {"name": "rd", "kind": "rdma", "bw_mbps": 100.0}, "status": "completed",
+    return {"spec": {"name": "rd", "kind": "rdma", "bw_mbps": 100.0, "queue_pkts": 1000},
+            "status": "completed",
             "environment": {"kernel": "6.1.0", "mode": where,
                             "placement": {"where": where, "why": "test", "missing": []}},
             "variants": [{"sweep_point": {}, "repetition": 0, "virtualization": virt,
@@ -44,11 +47,11 @@ def test_the_table_has_a_row_per_point_and_transport_and_failed_is_failed():
     lines = rdma.section(doc)
     rows = [ln for ln in lines if ln.startswith("| ") and "transport |" not in ln]
     assert len(rows) == 8
-    assert rows[0].startswith("| 0 (0.20) | 0 | tcp | iperf3 95.0 | 90.0 | 0.95 |")
-    assert "| rdma | ib_write_bw 40.0 | 36.0 | 0.90 |" in rows[1]
+    assert rows[0].startswith("| 0 (0.20) | 0 | tcp | 0.00 | iperf3 95.0 | 90.0 | 0.95 |")
+    assert "| rdma | 7.50 | ib_write_bw 40.0 | 36.0 | 0.90 |" in rows[1]
     assert "0.060 / 0.020" in rows[1] and "2.000 / 0.700" in rows[1]
     bad = rows[-1]
-    assert "| 10 (10.20) | 1 | rdma |" in bad and "**failed**" in bad
+    assert "| 10 (10.20) | 1 | rdma | 1.00 |" in bad and "**failed**" in bad
     assert "| failed | failed |" in bad and " 0.0 |" not in bad
 
 
@@ -63,6 +66,10 @@ def test_the_verdicts_from_the_document():
     assert "softirq RDMA 0.700, TCP 0.100 s/GB" in text
     assert "- RTT 0 ms: RDMA falls below TCP from 0 % loss." in lines
     assert "- RTT 10 ms: RDMA falls below TCP from 1 % loss." in lines  # it failed there
+    # an overflowing queue is said; the configured loss alone is not
+    assert "- rdma @ 0 ms, 0 %: **7.50 %** of its packets dropped at the bottleneck where 0 % " \
+           "loss was set: the queue overflowed." in lines
+    assert sum("overflowed" in ln for ln in lines) == 1
 
 
 def test_rdma_not_below_tcp_and_targets_not_met_are_said():
@@ -82,6 +89,7 @@ def test_whose_cpu_the_figures_are_is_said():
     tcg = "\n".join(rdma.section(Document.from_json(document())))
     assert "under software emulation (QEMU TCG" in tcg and "emulator's" in tcg
     assert "not charge to the destination process" in tcg
+    assert "Bottleneck queue: 1000 packets at every point" in tcg
     unknown = "\n".join(rdma.section(Document.from_json(document(virt=None))))
     assert "in the full-kernel VM (accelerator not recorded): under TCG every CPU figure is " \
            "the emulator's" in unknown

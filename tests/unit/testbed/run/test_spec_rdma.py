@@ -22,6 +22,7 @@ def test_defaults_cover_the_issue_grid_and_need_rxe_and_netem():
     assert {"rdma_rxe", "netem", "tbf"} <= set(s.needs)
     clean = parse('kind = "rdma"\nrtt_ms = [0]\nloss_pct = [0]\n')
     assert "rdma_rxe" in clean.needs and "netem" not in clean.needs
+    assert "rdma_rxe" not in parse('kind = "rdma"\ntransports = ["tcp"]\n').needs
 
 
 def test_the_example_spec_is_valid_and_not_in_the_default_suite():
@@ -35,7 +36,7 @@ def test_each_point_is_a_pair_with_half_the_rtt_each_way_and_the_loss():
     net = network_of(s, rtt_ms=10, loss_pct=0.1)
     (link,) = net.links
     for d in (link.a_to_b, link.b_to_a):
-        assert (d.delay_ms, d.loss_pct, d.bw_mbps) == (5, 0.1, 80)
+        assert (d.delay_ms, d.loss_pct, d.bw_mbps, d.queue_pkts) == (5, 0.1, 80, 1000)
     assert {link.a.node, link.b.node} == {"h1", "h2"}
 
 
@@ -54,6 +55,7 @@ def test_each_point_is_a_pair_with_half_the_rtt_each_way_and_the_loss():
     ('kind = "rdma"\nrtt_ms = [10, 10]\n', 2, "rtt_ms", "twice"),
     ('kind = "rdma"\nrtt_ms = []\n', 2, "rtt_ms", "at least 1"),
     ('kind = "rdma"\nbw_mbps = 0\n', 2, "bw_mbps", "greater than 0"),
+    ('kind = "rdma"\nqueue_pkts = 0\n', 2, "queue_pkts", "greater than or equal to 1"),
     ('kind = "rdma"\niperf_seconds = 3\n', 2, "iperf_seconds", "Extra inputs"),
     ('kind = "rdma"\n[migration]\nworkload_mib = 8\n[migration.qemu]\nram_mib = 256\n', 4,
      "migration.qemu", "qemu"),
