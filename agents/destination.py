@@ -501,18 +501,25 @@ class Destination:
         self.store.put(s.mid, "committed", guest_pid=out.get("pid"))
         return out
 
-    async def _verify(self, s: Session, info: dict, hashes: memoryview) -> dict:
+    async def _verify(self, s: Session, info: dict, hashes: memoryview | None) -> dict:
         """Compare this side's digests (kept current as batches arrived) with the source's;
-        the source's page hashes are only unpacked to name the pages that differ."""
+        the source's page hashes, when it sent them, only name the pages that differ."""
         t0 = time.monotonic()
         mem = s.stores[P.SPACE_MEMORY]
         digest = mem.digest()
         errors = []
-        if digest != info.get("digest") or image_digest(hashes) != info.get("digest"):
-            theirs = array("Q", bytes(hashes))
-            bad = [i for i, (a, b) in enumerate(zip(mem.hashes, theirs, strict=True)) if a != b]
-            errors.append(f"image digest mismatch: {len(bad)} pages differ"
-                          + (f", first {bad[0]}" if bad else ""))
+        if hashes is not None and image_digest(hashes) != info.get("digest"):
+            errors.append("the source's page table does not match its own digest")
+        elif digest != info.get("digest"):
+            if hashes is None:
+                errors.append("image digest mismatch (the source sent no page table: "
+                              "--commit-table names the pages that differ)")
+            else:
+                theirs = array("Q", bytes(hashes))
+                bad = [i for i, (a, b) in enumerate(zip(mem.hashes, theirs, strict=True))
+                       if a != b]
+                errors.append(f"image digest mismatch: {len(bad)} pages differ"
+                              + (f", first {bad[0]}" if bad else ""))
         disk = s.stores.get(P.SPACE_DISK)
         if disk is not None:
             mine = disk.rehash() if s.disk_mode == "replicated" else disk.digest()

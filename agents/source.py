@@ -85,6 +85,7 @@ class SourceConfig:
     probe_interval_s: float = 0.005  # the agent's own probe of the guest's service (0: none)
     on_progress: Callable[[dict], None] | None = None  # after every round (and the stop)
     rdma: str | None = None  # RDMA device: memory pages by RDMA WRITE (agents.rdma)
+    commit_table: bool = False  # COMMIT carries every page's hash (names a mismatch's pages)
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -542,7 +543,7 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
     async with trio.open_nursery() as checks:  # the source check overlaps the wait
         if verify:  # page-hash tracking: its last collect compared every page already
             checks.start_soon(trio.to_thread.run_sync, _verify_source, src, mem.hashes, res)
-        await ctl.send_parts(P.commit_parts(info, mem.hashes))
+        await ctl.send_parts(P.commit_parts(info, mem.hashes if cfg.commit_table else None))
         await faults.ahit("source", "commit")
         prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
     res.rounds = round_no + 1

@@ -43,15 +43,15 @@ def assert_runs_on(info):
     assert c1 is not None and counter_of(info["service"]) > c1
 
 
-def migrate_in_process(src):
-    """Migrate memory source ``src`` to an in-process destination on loopback; the result
-    and the destination's outcomes."""
+def migrate_in_process(src, **source):
+    """Migrate memory source ``src`` to an in-process destination on loopback (``source``:
+    further SourceConfig settings); the result and the destination's outcomes."""
     async def main():
         dest = Destination(DestinationConfig("127.0.0.1", 0, idle_timeout=10))
         async with trio.open_nursery() as n:
             port = await n.start(dest.serve, True)
-            res = await migrate(src, SourceConfig("127.0.0.1", port, preflight="off"),
-                                kind="pid")
+            res = await migrate(src, SourceConfig("127.0.0.1", port, preflight="off",
+                                                  **source), kind="pid")
         return res, dest.outcomes
 
     return trio.run(main)

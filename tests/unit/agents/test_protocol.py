@@ -93,9 +93,19 @@ def test_truncated_and_oversized_batches_refused():
 def test_commit_hash_count_checked():
     frame = P.encode_commit({"digest": "x"}, bytes(8 * 10))
     info, hashes = P.decode_commit(P.decode_frame(frame)[1], 10)
-    assert info == {"digest": "x"} and len(hashes) == 80
+    assert info == {"digest": "x", "table": True} and len(hashes) == 80
     with pytest.raises(P.ProtocolError, match="page hashes"):
         P.decode_commit(P.decode_frame(frame)[1], 11)
+
+
+def test_commit_without_a_table_is_the_digest_alone():
+    frame = P.encode_commit({"digest": "x"})
+    assert len(frame) < 64  # whatever the image's size: nothing per page in the downtime
+    info, hashes = P.decode_commit(P.decode_frame(frame)[1], 10)
+    assert info == {"digest": "x", "table": False} and hashes is None
+    # bytes after a table-less COMMIT's JSON are refused
+    with pytest.raises(P.ProtocolError, match="without a page table"):
+        P.decode_commit(bytes(P.decode_frame(frame)[1]) + bytes(8), 10)
 
 
 def _check_decoded(batch):
