@@ -85,18 +85,39 @@ def test_long_distance_measures_the_configured_rtt_and_migrates(tmp_path):
     _check_long_distance(doc, out)
 
 
-def test_long_distance_through_the_appliance(tmp_path):
-    """On the host (no netem): native, with only the WAN link through the appliance."""
-    doc, out = _run(tmp_path, LONG_DISTANCE, vm="auto")
+LONG_DISTANCE_BOTH = LONG_DISTANCE.replace(
+    "workload_mib = 8", 'hypervisor = ["agents", "qemu"]\nworkload_mib = 16').replace(
+    'guest_network = "vxlan"', '[migration.agents]\nguest_network = "vxlan"')
+
+
+def test_long_distance_through_the_appliance_agents_and_qemu_side_by_side(tmp_path):
+    """On the host (no netem): native, with only the WAN link through the appliance; the
+    agents' guest keeps its address over VXLAN, then a QEMU guest crosses the same path
+    (QEMU across a WAN link with delay; its fabric and stack cases: test_qemu_migration.py)."""
+    doc, out = _run(tmp_path, LONG_DISTANCE_BOTH, vm="auto")
     place = doc["environment"]["placement"]
+    (point,) = doc["variants"][0]["points"]
     if place["missing"]:  # this kernel has no netem; elsewhere it runs natively
         assert place["where"] == "appliance", place
-        (point,) = doc["variants"][0]["points"]
         (link,) = [li for li in point["links"] if li["node"] == "appliance"]
         assert link["calibration"]["asked_rtt_ms"] == 50
         assert point["qdisc_drops"]["appliance:a-r-b<->b-r-a"] == 0
         assert "Ran: **appliance**" in (out / "report.md").read_text()
     _check_long_distance(doc, out)
+    agents, qemu = point["migrations"]
+    assert qemu["hypervisor"] == "qemu" and qemu["completed"], qemu.get("error")
+    assert qemu["integrity_ok"], qemu["guest"]
+    assert qemu["guest"]["destination_first_beat"] > qemu["guest"]["source_last_beat"] >= 1
+    assert qemu["compare_at"] == agents["compare_at"] == "RTT 50 ms"
+    assert qemu["rtt_measured_ms"] == point["ping"]["rtt_p50_ms"]
+    # the times end where the guest runs at the destination: at most the link's rate
+    assert qemu["timing"] == "guest-resumed-at-destination"
+    assert 0 < qemu["goodput_mbps"] <= 50, qemu["goodput_mbps"]
+    report = (out / "report.md").read_text()
+    assert "### QEMU next to the agents" in report and "Where they differ" in report
+    assert (out / "ld-agents-vs-qemu.png").exists()
+    rows = list(csv.DictReader((out / "ld.csv").read_text().splitlines()))
+    assert [r["hypervisor"] for r in rows] == ["agents", "qemu"]
 
 
 def _check_long_distance(doc: dict, out: Path) -> None:
@@ -104,8 +125,8 @@ def _check_long_distance(doc: dict, out: Path) -> None:
     assert 47.5 <= point["ping"]["rtt_p50_ms"] <= 55.0
     # a real measurement of the shaped path (its accuracy is test_topo_wan's job)
     assert 0.5 * 50 <= point["iperf3"]["iperf3_mbps"] <= 50 * 1.05
-    (mig,) = point["migrations"]
-    assert mig["integrity_ok"] and mig["completed"]
+    mig = point["migrations"][0]
+    assert mig["hypervisor"] == "agents" and mig["integrity_ok"] and mig["completed"]
     assert 0 < mig["goodput_mbps"] <= 50 * 1.1
     assert mig["rtt_measured_ms"] == point["ping"]["rtt_p50_ms"]
     # the guest kept its address across the WAN (VXLAN); its client at site b saw the gap

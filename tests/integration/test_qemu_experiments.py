@@ -1,6 +1,5 @@
-"""`testbed run` with QEMU guests in every experiment kind (small sizes; TCG guests here)."""
-
-import csv
+"""`testbed run` with QEMU guests in core-load and cloud-encrypted (small sizes; TCG guests
+here); long-distance, agents and QEMU side by side: test_experiments.py."""
 
 import pytest
 
@@ -43,36 +42,6 @@ dirty_rate_mbs = 2
     assert moved >= 0.5 * sum(m["bytes_on_wire"] for m in burst["migrations"]), moved
     assert "| own-stack | 2 QEMU |" in (out / "report.md").read_text()
     assert doc["variants"][0]["qemu_mapping"]["streams"]
-
-
-def test_long_distance_agents_and_qemu_side_by_side_across_the_wan(tmp_path):
-    doc, out = run_spec(tmp_path, '''
-name = "ldq"
-kind = "long-distance"
-rtt_ms = [60]
-bw_mbps = 100
-transports = ["bdp-buffers"]
-iperf_seconds = 3
-[migration]
-hypervisor = ["agents", "qemu"]
-workload_mib = 16
-dirty_rate_mbs = 2
-''', vm="auto")
-    (point,) = doc["variants"][0]["points"]
-    agents, qemu = point["migrations"]
-    assert agents["hypervisor"] == "agents" and agents["integrity_ok"]
-    _moved(qemu)
-    assert qemu["compare_at"] == agents["compare_at"] == "RTT 60 ms"
-    # the same delayed path (its accuracy is test_netem_rtt's job); 60 ms stays above the
-    # appliance's own RTT even on a loaded machine (measured: 40 ms there, then no delay)
-    assert qemu["rtt_measured_ms"] == point["ping"]["rtt_p50_ms"]
-    assert 0.75 * 60 <= qemu["rtt_measured_ms"] <= 1.3 * 60
-    assert 0 < qemu["goodput_mbps"] <= 100 * 1.1
-    report = (out / "report.md").read_text()
-    assert "### QEMU next to the agents" in report and "Where they differ" in report
-    assert (out / "ldq-agents-vs-qemu.png").exists()
-    rows = list(csv.DictReader((out / "ldq.csv").read_text().splitlines()))
-    assert [r["hypervisor"] for r in rows] == ["agents", "qemu"]
 
 
 def test_cloud_encrypted_qemu_through_the_gateway_with_tls(tmp_path):

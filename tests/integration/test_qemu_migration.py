@@ -37,6 +37,11 @@ def _assert_moved(res: dict) -> None:
     assert g["destination_running"] and not g["source_running"], g
     assert g["destination_first_beat"] > g["source_last_beat"] >= 1, g
     assert res["downtime_ms"] is not None and res["setup_time_ms"] is not None
+    # the times end where the guest runs at the destination (its STOP / RESUME events), at
+    # or after QEMU's own, which end at the source's last write
+    assert res["timing"] == "guest-resumed-at-destination", res["timing"]
+    assert res["downtime_ms"] >= res["qemu_downtime_ms"] - 5, res
+    assert res["migration_time_s"] * 1000 >= res["qemu_total_time_ms"] - 5, res
     assert res["rounds"] == res["dirty_sync_count"] >= 2
     assert res["iterations"] and res["iterations"][0]["iteration"] == 1
     # the dirtier's 48 MiB are random: QEMU had to send at least that much
@@ -53,7 +58,7 @@ def test_qemu_guest_moves_between_fabric_hosts_over_migration_stacks():
     assert res["source_addresses_seen"] == [mig], res["source_addresses_seen"]
     assert res["uri"] == f"tcp:{net.stacks_of('h2-1')['migration'].ip}:4444"
     assert 0 < res["iperf3_mbps"] <= 200 * 1.1
-    assert 0 < res["goodput_mbps"] <= 200 * 1.1, res["goodput_mbps"]  # the tbf cap holds
+    assert 0 < res["goodput_mbps"] <= 200, res["goodput_mbps"]  # the tbf cap holds
 
 
 def test_qemu_migration_with_tls_and_multifd():
@@ -98,20 +103,6 @@ def test_qemu_refusal_and_start_failure_are_clear_errors(tmp_path):
     with pytest.raises(QemuError, match="exited .* before its QMP socket came up: .*qemu"):
         migrate(huge, local_launcher())
     assert not [p for p in _qemu_pids() if str(tmp_path) in p[1]]
-
-
-def test_qemu_guest_across_a_wan_link_with_delay():
-    # the WAN link's delay is netem: natively where the kernel has it, else carried by the
-    # impairment appliance (testbed.host.appliance); the QEMU guests themselves run on the host
-    net = build("wan", sites=2, rtt_ms=40, bw_mbps=100, stacks=True)
-    with Lab(net) as lab:
-        res = migrate_qemu(lab, QemuJob("a-h1", "b-h1", guest=GUEST, iperf3_s=3,
-                                        boot_timeout_s=180))
-    print({k: res.get(k) for k in ("migration_time_s", "downtime_ms", "goodput_mbps",
-                                   "iperf3_mbps", "rounds", "bytes_on_wire")})
-    _assert_moved(res)
-    assert res["source_addresses_seen"] == [net.stacks_of("a-h1")["migration"].ip]
-    assert 0 < res["goodput_mbps"] <= 100 * 1.1
 
 
 def _qemu_pids() -> list[tuple[int, str]]:
