@@ -70,7 +70,8 @@ def end_to_end(issued_at: float, source_events: list[dict[str, Any]],
             and (e.get("data") or {}).get("status") == "completed"]
     stop = max((t for t in stopped if t <= resume), default=None)
     return {"migration_time_s": round(max([resume, *done]) - issued_at, 3),
-            "downtime_ms": round((resume - stop) * 1e3, 1) if stop is not None else None}
+            "downtime_ms": round((resume - stop) * 1e3, 1) if stop is not None else None,
+            "source_stopped_at_unix": stop}
 
 
 def result(info: dict[str, Any], iterations: Iterations, *, wall_s: float,
@@ -88,6 +89,7 @@ def result(info: dict[str, Any], iterations: Iterations, *, wall_s: float,
     lived = lived if completed and lived else None
     time_s = lived["migration_time_s"] if lived else qemu_time_s
     downtime = lived.get("downtime_ms") if lived else None
+    stopped_at = lived.get("source_stopped_at_unix") if lived else None
     return {
         "hypervisor": "qemu",
         "completed": completed,
@@ -108,6 +110,7 @@ def result(info: dict[str, Any], iterations: Iterations, *, wall_s: float,
         "qemu_downtime_ms": info.get("downtime") if completed else None,
         "qemu_goodput_mbps": round(transferred * 8 / qemu_time_s / 1e6, 3)
         if qemu_time_s else 0.0,
+        "source_stopped_at_unix": stopped_at,
         "setup_time_ms": info.get("setup-time"),
         "expected_downtime_ms": info.get("expected-downtime"),
         "goodput_mbps": round(transferred * 8 / time_s / 1e6, 3) if time_s else 0.0,

@@ -49,6 +49,8 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
     says which (``tool``).
 
     ``iperf3_mbps`` is the whole run's rate from a cold start, as a migration starts;
+    ``delivered`` the receiver's cumulative bytes per second of it (how long any number of
+    bytes takes on this path from a cold start: ``testbed.results.model``'s path curve);
     ``steady_mbps`` leaves the first ``omit_s`` seconds (slow start on a long path) out: the
     median of the receiver's whole one-second intervals after it. A median, not a mean: when
     slow start overshoots the bottleneck queue, the receiver holds everything behind the
@@ -103,9 +105,14 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
         late = [i["sum"] for i in received
                 if i["sum"]["start"] >= omit_s and i["sum"]["seconds"] >= 0.9]
         steady = statistics.median(i["bytes"] * 8 / i["seconds"] for i in late) if late else 0
+        delivered, total = [], 0
+        for i in received:  # the receiver's cumulative bytes: the path's curve from cold
+            total += i["sum"]["bytes"]
+            delivered.append([round(i["sum"]["end"], 3), total])
         return {
             "iperf3_mbps": round(end["sum_received"]["bits_per_second"] / 1e6, 3),
             "steady_mbps": round(steady / 1e6, 3) if late else None,
+            "delivered": delivered,  # [seconds since the start, bytes received by then]
             "sender_mbps": round(end["sum_sent"]["bits_per_second"] / 1e6, 3),
             "retransmits": end["sum_sent"].get("retransmits"),
             "seconds": seconds, "omit_s": omit_s, "streams": streams, "tool": use,

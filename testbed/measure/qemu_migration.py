@@ -24,6 +24,7 @@ from agents.qemu.command import Guest, Options, Role
 from agents.qemu.driver import Hook, Launcher, Plan, Process, QemuError, migrate
 
 from ..host import state
+from .sendq import SendQueueSampler
 
 if TYPE_CHECKING:
     from ..lab.lab import Lab
@@ -133,9 +134,11 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
     if table is not None:
         _pin(lab, job.src, pin, +1)
     seen: list[str] = []
+    queue = SendQueueSampler(lab, job.src, to_ip, to_port)
 
     def active(procs: dict[Role, Process]) -> None:
         seen.extend(_connections(lab, job.src, to_ip, to_port))
+        queue.start()
         if on_active is not None:
             on_active(procs)
 
@@ -153,6 +156,7 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
         res = {"hypervisor": "qemu", "completed": False, "integrity_ok": False,
                "error": str(exc), "migration_time_s": round(time.monotonic() - t0, 3)}
     finally:
+        queue.stop()
         if table is not None:
             _pin(lab, job.src, pin, -1)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -163,4 +167,15 @@ def migrate_qemu(lab: Lab, job: QemuJob, on_active: Hook | None = None) -> dict[
         lab.state.save()
     res.update(extra)
     res["source_addresses_seen"] = seen
+    res["socket_backlog_at_stop"] = _backlog_at_stop(queue, res.get("source_stopped_at_unix"))
     return res
+
+
+def _backlog_at_stop(queue: SendQueueSampler, stopped_at: float | None) -> dict[str, Any] | None:
+    """What the source's sockets held when its vCPUs stopped (the stop-and-copy queues
+    behind it): the last sample before the STOP event, and how long before it was taken."""
+    sample = queue.before(stopped_at) if stopped_at else None
+    if sample is None:
+        return None
+    return {"send_q_bytes": sample.send_q_bytes, "notsent_bytes": sample.notsent_bytes,
+            "sampled_before_stop_ms": round((stopped_at - sample.at_unix) * 1e3, 1)}

@@ -9,7 +9,9 @@ rounds after the first, lambda = D / R and (Clark et al., NSDI'05; Liu et al.):
 :func:`forecast` feeds it what a user would (:func:`inputs_from`: V the bytes round 0 had to
 send, R iperf3 on the same path shared among the migrations beside it, D the dirty rate the
 tracker measured), predicts the rounds by its own stop rule and adds one RTT per round and the
-measured resume time.
+measured resume time. A migration alone on its path starts as cold as iperf3 did: its round
+0 takes what iperf3's delivery curve says V takes from a cold start (:class:`PathCurve`), the
+later rounds go at iperf3's steady rate.
 
 A guest that writes a hot set over and over (the built-in one: ``hot_share`` of its page
 writes into its first ``hot_fraction`` of pages) does not dirty D t bytes in a round of t
@@ -72,6 +74,36 @@ def flagged(dev: float | None) -> bool:
 
 
 @dataclass(frozen=True)
+class PathCurve:
+    """How long a number of bytes takes on a path from a cold start, as iperf3 measured it on
+    that path: its receiver's cumulative bytes at the end of each second, then its steady
+    rate beyond the run. A constant rate cannot say this on a long path: slow start is most
+    of a 5 s run at 200 ms (iperf3 151-161 Mbit/s from cold, 231-239 steady at 250 Mbit/s),
+    so a transfer twice as long as the run goes faster than the run's average."""
+
+    points: tuple[tuple[float, float], ...]  # (seconds, bytes received by then), increasing
+    steady_bytes_s: float
+
+    def time_for(self, nbytes: float) -> float:
+        """Seconds to deliver ``nbytes`` from a cold start."""
+        t0 = b0 = 0.0
+        for t, b in self.points:
+            if nbytes <= b:
+                return t0 + (t - t0) * (nbytes - b0) / (b - b0) if b > b0 else t
+            t0, b0 = t, b
+        return t0 + (nbytes - b0) / self.steady_bytes_s
+
+    @classmethod
+    def of(cls, m: dict[str, Any]) -> PathCurve | None:
+        """The curve a migration's document carries (``iperf3_delivered`` and
+        ``iperf3_steady_mbps``, testbed.run.jobs.baseline_of), if it carries one."""
+        points, steady = m.get("iperf3_delivered"), m.get("iperf3_steady_mbps")
+        if not points or not steady:
+            return None
+        return cls(tuple((float(t), float(b)) for t, b in points), steady * 1e6 / 8)
+
+
+@dataclass(frozen=True)
 class ModelInputs:
     """What a user would feed the model for one migration, all taken from the measurement."""
 
@@ -86,6 +118,13 @@ class ModelInputs:
     check_s: float = 0.0  # measured: the source's check of the paused original (it overlaps
     #                       the round trip to the destination's answer)
     skew: Skew | None = None  # a hot-set guest: its pages, and w calibrated from round 0
+    curve: PathCurve | None = None  # round 0 from a cold start on the path (then: R steady)
+
+    def first_round_s(self) -> float:
+        """Round 0's transfer: from a cold start along the path's curve, else V / R."""
+        if self.curve is not None:
+            return self.curve.time_for(self.volume_bytes)
+        return self.volume_bytes / self.rate_bytes_s
 
 
 @dataclass(frozen=True)
@@ -160,7 +199,7 @@ def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
     """Round by round: each round sends what the one before left dirty (``skew``)."""
     rate, rtt = inp.rate_bytes_s, inp.rtt_s
     target = inp.downtime_target_ms / 1000.0 * rate
-    t = inp.volume_bytes / rate + rtt
+    t = inp.first_round_s() + rtt
     total, rounds = t, 1
     left = skew.dirtied_in_first_round(t)
     while left > target and rounds < max(inp.max_rounds, 2) - 1:
@@ -179,14 +218,17 @@ def forecast(inp: ModelInputs) -> Forecast:
         return _forecast_skewed(inp, inp.skew)
     rounds = stop_round(inp)
     p = precopy(inp.volume_bytes, inp.rate_bytes_s, inp.dirty_bytes_s, rounds)
-    total = p.migration_time_s + rounds * inp.rtt_s + inp.resume_s
+    cold = inp.first_round_s() - inp.volume_bytes / inp.rate_bytes_s  # slow start, if known
+    total = p.migration_time_s + cold + rounds * inp.rtt_s + inp.resume_s
     down = p.downtime_ms + (max(inp.rtt_s, inp.check_s) + inp.rtt_s + inp.resume_s) * 1000.0
     return Forecast(rounds, total, down, p.ratio)
 
 
 def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
     """The model's inputs from one measured migration (None: not enough was measured)."""
-    rate_mbps = m.get("fair_share_mbps") or m.get("iperf3_mbps")
+    curve = None if m.get("fair_share_mbps") else PathCurve.of(m)  # alone on its path
+    rate_mbps = m.get("fair_share_mbps") or (m.get("iperf3_steady_mbps") if curve else
+                                             m.get("iperf3_mbps"))
     sent, zeros = m.get("pages_sent_per_round") or [], m.get("zero_pages_per_round") or []
     secs, dirty = m.get("round_seconds") or [], m.get("dirty_pages_per_round") or []
     if not rate_mbps or not sent or not secs:
@@ -208,4 +250,4 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
     return ModelInputs(volume, rate_mbps * 1e6 / 8, dirty_rate,
                        m.get("downtime_target_ms") or 300.0, m.get("max_rounds") or 30,
                        rtt_ms / 1000.0, resume_ms / 1000.0,
-                       (m.get("source_verify_ms") or 0.0) / 1000.0, skew)
+                       (m.get("source_verify_ms") or 0.0) / 1000.0, skew, curve)

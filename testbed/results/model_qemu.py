@@ -12,14 +12,22 @@ however little the guest dirties. With V the full pages of the first pass, R ipe
 same path (as for the agents), B the bandwidth QEMU measured itself (its ``mbps``), D the
 dirty rate QEMU measured (``dirty-pages-rate``), thr = B x limit, u = thr - R x 50 ms / 2:
 
-    pass 1 sends V in T1 = V / R; d = D x T1 is dirty at the first check
+    pass 1 sends V in T1 = C(V); d = D x T1 is dirty at the first check
     while u + d >= thr: a short pass re-sends d (at least one step), d = D x its length
-    T_mig  = setup + (V + the re-sent bytes + d) / R + RTT / 2
-    T_down = (u + d) / R + RTT / 2    (vCPUs stop at the source -> run at the destination)
+    T_mig  = setup + C(V + the re-sent bytes + d) + RTT / 2
+    T_down = (Q + u + d) / R + RTT / 2    (vCPUs stop at the source -> run at the destination)
 
-The half round trip is the last byte's way to the destination: the measured times end when
-the destination's guest runs (``agents.qemu.stats.end_to_end``); for documents with QEMU's
-own times (``timing`` "qemu-source": the source's last write) it is left out.
+C(x) is the time x bytes take on the path from a cold start, as iperf3 delivered them
+(``testbed.results.model.PathCurve``; V / R where the document has no curve), R iperf3's
+steady rate. The half round trip is the last byte's way to the destination: the measured
+times end when the destination's guest runs (``agents.qemu.stats.end_to_end``); for
+documents with QEMU's own times (``timing`` "qemu-source": the source's last write) it is
+left out. Q is what QEMU had written into its sockets and the network had not taken yet when
+it stopped the guest (measured: ``socket_backlog_at_stop``, the larger of the unsent bytes and
+the unacknowledged ones beyond one round trip in flight): the stop-and-copy queues behind it.
+QEMU sets no TCP_NOTSENT_LOWAT, so the kernel's autotuned send buffer (up to tcp_wmem's max)
+holds megabytes on a long path, and a guest that QEMU reports down for a few ms stays paused
+until they have crossed.
 
 QEMU's ``dirty_sync_count`` is the passes plus two (the setup's sync and the stop's); the
 forecast's ``rounds`` is in that unit. No round trip per pass: plain pre-copy streams
@@ -45,6 +53,12 @@ class QemuInputs:
     max_rounds: int  # the forced stop (dirty-sync-count), see agents.qemu.driver
     setup_s: float = 0.0
     one_way_s: float = 0.0  # the last byte's way to the destination (RTT / 2)
+    backlog_bytes: float = 0.0  # Q: queued in the source's sockets when the guest stopped
+    curve: predict.PathCurve | None = None  # C: the path from a cold start (else V / R)
+
+    def cold(self, nbytes: float) -> float:
+        """Seconds ``nbytes`` take from a cold start on the path."""
+        return self.curve.time_for(nbytes) if self.curve else nbytes / self.rate_bytes_s
 
 
 STEP_S = 0.05  # ram_save_iterate's MAX_WAIT: how long QEMU sends between two checks
@@ -55,12 +69,12 @@ def forecast(inp: QemuInputs) -> predict.Forecast:
     r = inp.rate_bytes_s
     thr = inp.qemu_bandwidth_bytes_s * inp.downtime_limit_ms / 1000.0
     lam = inp.dirty_bytes_s / r
-    way = inp.one_way_s
+    way, queued = inp.one_way_s, inp.backlog_bytes / r
     if inp.volume_bytes < thr:  # all of it fits the limit: stop at the first check
-        return predict.Forecast(2, inp.setup_s + inp.volume_bytes / r + way,
-                                (inp.volume_bytes / r + way) * 1000.0, lam)
+        return predict.Forecast(2, inp.setup_s + inp.cold(inp.volume_bytes) + way,
+                                (queued + inp.volume_bytes / r + way) * 1000.0, lam)
     u = max(0.0, thr - r * STEP_S / 2)
-    d = inp.dirty_bytes_s * inp.volume_bytes / r
+    d = inp.dirty_bytes_s * inp.cold(inp.volume_bytes)
     resent, short = 0.0, 0
     while u + d >= thr and short + 3 < inp.max_rounds:
         resent += d
@@ -68,13 +82,15 @@ def forecast(inp: QemuInputs) -> predict.Forecast:
         short += 1
     if u + d >= thr:  # forced at the round limit: the rest goes in the downtime
         u = thr
-    total = inp.setup_s + (inp.volume_bytes + resent + d) / r + way
-    return predict.Forecast(3 + short, total, ((u + d) / r + way) * 1000.0, lam)
+    total = inp.setup_s + inp.cold(inp.volume_bytes + resent + d) + way
+    return predict.Forecast(3 + short, total, (queued + (u + d) / r + way) * 1000.0, lam)
 
 
 def inputs_from(m: dict[str, Any]) -> QemuInputs | None:
     """The model's inputs from one QEMU result (None: too little was measured)."""
-    rate_mbps = m.get("fair_share_mbps") or m.get("iperf3_mbps")
+    curve = None if m.get("fair_share_mbps") else predict.PathCurve.of(m)
+    rate_mbps = m.get("fair_share_mbps") or (m.get("iperf3_steady_mbps") if curve else
+                                             m.get("iperf3_mbps"))
     sent = m.get("pages_sent_per_round") or []
     iters = m.get("iterations") or []
     if not rate_mbps or not sent or not sent[0]:
@@ -87,11 +103,23 @@ def inputs_from(m: dict[str, Any]) -> QemuInputs | None:
     qemu_bw = statistics.median(bws) * 1e6 / 8 if bws else rate_mbps * 1e6 / 8
     rtt_ms = m.get("rtt_measured_ms") or m.get("rtt_ms") or 0.0
     lived = m.get("timing") == "guest-resumed-at-destination"
-    return QemuInputs(sent[0] * ps, rate_mbps * 1e6 / 8, dirty, qemu_bw,
+    rate = rate_mbps * 1e6 / 8
+    return QemuInputs(sent[0] * ps, rate, dirty, qemu_bw,
                       m.get("downtime_limit_ms") or m.get("downtime_target_ms") or 300.0,
                       m.get("max_iterations") or m.get("max_rounds") or 30,
                       (m.get("setup_time_ms") or 0.0) / 1000.0,
-                      rtt_ms / 2000.0 if lived else 0.0)
+                      rtt_ms / 2000.0 if lived else 0.0,
+                      backlog(m.get("socket_backlog_at_stop"), rate, rtt_ms / 1000.0)
+                      if lived else 0.0, curve)
+
+
+def backlog(at_stop: dict[str, Any] | None, rate_bytes_s: float, rtt_s: float) -> float:
+    """Bytes the stop-and-copy queued behind at the source: unsent, or unacknowledged beyond
+    what one round trip keeps in flight at the path's rate (those are on their way)."""
+    if not at_stop:
+        return 0.0
+    beyond_flight = at_stop.get("send_q_bytes", 0) - rate_bytes_s * rtt_s
+    return float(max(at_stop.get("notsent_bytes", 0), beyond_flight, 0))
 
 
 def prediction(m: dict[str, Any]) -> dict[str, Any] | None:

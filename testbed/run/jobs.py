@@ -34,3 +34,12 @@ def job_from(m: MigrationParams, src: str, dst: str, dst_addr: str, *, port: int
                         compress=m.compress, downtime_ms=m.downtime_ms,
                         bandwidth_cap_mbps=m.bandwidth_cap_mbps, max_rounds=m.max_rounds,
                         timeout_s=m.timeout_s, client_probe_ms=m.client_probe_ms, **path)
+
+
+def baseline_of(iperf3: dict[str, Any]) -> dict[str, Any]:
+    """What a migration carries of its path's iperf3 baseline, for the report and the model
+    (``testbed.results.model``): the run's rate from a cold start, its steady rate and its
+    delivery curve (bytes received by each second from the cold start)."""
+    return {"iperf3_mbps": iperf3["iperf3_mbps"],
+            "iperf3_steady_mbps": iperf3.get("steady_mbps"),
+            "iperf3_delivered": iperf3.get("delivered")}

@@ -22,7 +22,7 @@ from ...measure import wirecheck
 from ...measure.migration import migrate
 from ...measure.path import iperf3
 from .. import qemu_jobs
-from ..jobs import job_from
+from ..jobs import baseline_of, job_from
 from ..spec import CloudSpec
 from ..topology import network_of
 from . import Progress
@@ -78,7 +78,7 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
                             if "cpu_s" in d), None)
             cpu = (res.get("cpu_s") or 0) + (dst_cpu or 0)
             gb = (res.get("bytes_on_wire") or 0) / 1e9
-            mig = res | {"case": mode, "mode": mode, "iperf3_mbps": out["iperf3"]["iperf3_mbps"],
+            mig = res | baseline_of(out["iperf3"]) | {"case": mode, "mode": mode,
                          "rtt_ms": spec.rtt_ms, "hypervisor": "agents", "compare_at": mode,
                          "dirty_rate_mbs": m.dirty_rate_mbs, "wire": seen,
                          "cpu_s_total": cpu if res.get("cpu_s") is not None else None,
@@ -93,7 +93,7 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
         if "qemu" in spec.migration.hypervisors:
             for mode in spec.modes:  # the one published port, as the agents
                 mig = _qemu_mode(spec, lab, mode, gw.public_addr, pub.port, pub.to_port,
-                                 Path(tmp), out["iperf3"]["iperf3_mbps"])
+                                 Path(tmp), out["iperf3"])
                 out["migrations"].append(mig)
                 seen = mig.get("wire")
                 verdict = "ok" if mig.get("integrity_ok") else f"FAILED: {mig.get('error')}"
@@ -107,7 +107,7 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
 
 
 def _qemu_mode(spec: CloudSpec, lab: Lab, mode: str, public: str, port: int, listen: int,
-               tmp: Path, iperf3_mbps: float) -> dict[str, Any]:
+               tmp: Path, baseline: dict[str, Any]) -> dict[str, Any]:
     """One QEMU migration through the gateway's published port: the source connects to the
     public address, the destination QEMU listens on its migration stack behind the NAT; TLS
     (x509, the certificate naming the cloud host and the public address) when encrypted."""
@@ -117,7 +117,7 @@ def _qemu_mode(spec: CloudSpec, lab: Lab, mode: str, public: str, port: int, lis
                            markers=MARKERS if spec.wire_check else 0, connect_addr=public,
                            connect_port=port, tls_identity="c-h1.cloud.test",
                            tls_ips=(public,))
-    extra = {"case": f"qemu {mode}", "mode": mode, "iperf3_mbps": iperf3_mbps,
+    extra = {"case": f"qemu {mode}", "mode": mode, **baseline_of(baseline),
              "compare_at": mode, "cpu_s_per_gb": None}
     if not spec.wire_check:
         return qemu_jobs.run(lab, job, m, wire=None, **extra)

@@ -18,7 +18,7 @@ from ...measure.migration import MigrationJob, migrate
 from ...measure.path import iperf3, ping
 from ...results.figures import cell, client_outage, failed
 from .. import qemu_jobs
-from ..jobs import job_from
+from ..jobs import baseline_of, job_from
 from ..spec import LongDistanceSpec
 from ..topology import network_of
 from . import Progress
@@ -81,7 +81,7 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
                 "hypervisor": "agents", "compare_at": f"RTT {rtt:g} ms",
                 "case": f"{transport} @ {rtt:g} ms", "transport_choice": transport,
                 "rtt_ms": rtt, "rtt_measured_ms": point["ping"].get("rtt_p50_ms"),
-                "iperf3_mbps": point["iperf3"]["iperf3_mbps"],
+                **baseline_of(point["iperf3"]),
                 "dirty_rate_mbs": spec.migration.dirty_rate_mbs,
                 "converged": _converged(run.result),
                 "beyond_150ms": rtt > spec.mark_rtt_ms}
@@ -94,7 +94,7 @@ def _point(spec: LongDistanceSpec, rtt: float, progress: Progress,
                                 case=f"qemu @ {rtt:g} ms", transport_choice="qemu",
                                 compare_at=f"RTT {rtt:g} ms",
                                 rtt_ms=rtt, rtt_measured_ms=point["ping"].get("rtt_p50_ms"),
-                                iperf3_mbps=point["iperf3"]["iperf3_mbps"],
+                                **baseline_of(point["iperf3"]),
                                 beyond_150ms=rtt > spec.mark_rtt_ms)
             mig["converged"] = _converged(mig)
             point["migrations"].append(mig)

@@ -114,7 +114,8 @@ def test_times_end_where_the_guest_runs_at_the_destination():
     src_events = [_ev("MIGRATION", 100.0, status="active"), _ev("STOP", 101.9)]
     dst_events = [_ev("RESUME", 102.3), _ev("MIGRATION", 102.301, status="completed")]
     lived = stats.end_to_end(100.0, src_events, dst_events)
-    assert lived == {"migration_time_s": 2.301, "downtime_ms": 400.0}
+    assert lived == {"migration_time_s": 2.301, "downtime_ms": 400.0,
+                     "source_stopped_at_unix": 101.9}
     info = {"status": "completed", "total-time": 2000, "downtime": 40,
             "ram": {"total": 1 << 28, "transferred": 8_000_000, "dirty-sync-count": 3}}
     res = stats.result(info, stats.Iterations(), wall_s=9.0, settings={}, lived=lived,
@@ -131,7 +132,8 @@ def test_times_end_where_the_guest_runs_at_the_destination():
     # postcopy: the guest runs at the destination at the switch, the rest follows
     post = stats.end_to_end(100.0, src_events, [_ev("RESUME", 102.0),
                                                 _ev("MIGRATION", 104.5, status="completed")])
-    assert post == {"migration_time_s": 4.5, "downtime_ms": 100.0}
+    assert post == {"migration_time_s": 4.5, "downtime_ms": 100.0,
+                    "source_stopped_at_unix": 101.9}
 
 
 def test_qmp_client_against_a_scripted_server(tmp_path):

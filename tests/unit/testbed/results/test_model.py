@@ -88,3 +88,22 @@ def test_the_skewed_forecast_uses_the_last_rounds_set_not_one_rate():
     assert f.rounds == 3 and abs(f.downtime_ms - 153.7) / 153.7 < 0.2  # measured: 153.7
     uniform = model.forecast(model.inputs_from(m | {"source_kind": "pid"}))
     assert uniform.downtime_ms < f.downtime_ms  # one rate misses the hot set's share
+
+
+def test_a_path_curve_gives_slow_start_then_the_steady_rate():
+    # iperf3 from cold at 200 ms: 2, 14, 28 MB by the end of seconds 1-3, then 30 MB/s
+    curve = model.PathCurve(((1.0, 2e6), (2.0, 14e6), (3.0, 28e6)), 30e6)
+    assert curve.time_for(0) == 0 and math.isclose(curve.time_for(1e6), 0.5)
+    assert math.isclose(curve.time_for(8e6), 1.5)  # inside the run: interpolated
+    assert math.isclose(curve.time_for(88e6), 5.0)  # beyond it: the steady rate
+    m = {"iperf3_mbps": 60.0, "iperf3_steady_mbps": 240.0,
+         "iperf3_delivered": [[1.0, 2e6], [2.0, 14e6], [3.0, 28e6]],
+         "pages_sent_per_round": [21484, 100], "round_seconds": [5.2, 0.4],
+         "dirty_pages_per_round": [100, 20], "rtt_measured_ms": 200.0}
+    inp = model.inputs_from(m)
+    assert inp.curve == curve and inp.rate_bytes_s == 30e6  # later rounds: steady
+    assert math.isclose(inp.first_round_s(), 5.0, rel_tol=1e-3)  # not 88 MB / 7.5 MB/s
+    flat = model.inputs_from(m | {"iperf3_delivered": None})
+    assert flat.curve is None and math.isclose(flat.first_round_s(), 21484 * 4096 / 7.5e6)
+    # a migration sharing its path (a burst) keeps its fair share: no cold-start curve
+    assert model.inputs_from(m | {"fair_share_mbps": 100.0}).curve is None
