@@ -54,11 +54,13 @@ class MigrationResult:
     verify_ms: float | None = None
     source_verified: bool | None = None  # the paused original == what was sent
     source_verify_ms: float | None = None
+    stop_ms: float | None = None  # the pause and the last dirty collection, before its send
     disk_mode: str | None = None  # transfer | replicated (None: no disk)
     disk_bytes: int = 0
     disk_bytes_on_wire: int = 0  # part of bytes_on_wire
     disk_blocks_per_round: list[int] = field(default_factory=list)
     throttle_mechanism: str = ""  # cgroup2-cpu.max | cgroup1-cfs-quota | sigstop-duty-cycle
+    cpu_copy_s: dict[str, float] | None = None  # user, system: round 0 to the final round sent
     resume_ms: float | None = None  # destination: "go" -> resumed guest serving (link up)
     hooks: dict[str, Any] = field(default_factory=dict)  # on_resume / on_end: rc, ms
     warnings: list[str] = field(default_factory=list)

@@ -34,6 +34,7 @@ from agents.rdma.copy import RdmaSender, SourceRdma
 from agents.resolve import settle
 from agents.result import MigrationResult
 from agents.runtime import faults
+from agents.runtime.cputime import cpu_between, process_cpu
 from agents.runtime.gcpause import gc_paused
 from agents.switchover import Switchover
 from agents.wire import protocol as P
@@ -456,6 +457,7 @@ class _Flow:
     data: list[FramedStream]
     wire_start: int = 0
     t_start: float = 0.0
+    cpu_start: dict[str, float] | None = None  # this process's CPU when round 0 began
 
     def wire(self) -> int:
         return sum(s.bytes_sent for s in [self.ctl, *self.data])
@@ -475,7 +477,7 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
     src, disk, cfg, res, ctl = f.src, f.disk, f.cfg, f.res, f.ctl
     policy = cfg.policy
     ps = src.layout.page_size
-    f.wire_start, f.t_start = f.wire(), trio.current_time()
+    f.wire_start, f.t_start, f.cpu_start = f.wire(), trio.current_time(), process_cpu()
     src.start_tracking()
     pages: Sequence[int] = range(src.layout.npages)
     blocks: list[int] = []
@@ -524,9 +526,11 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
     final = sorted(set(pages) | set(src.dirty()))
     final_blocks = sorted(set(blocks) | set(disk.dirty())) if dsk is not None else []
     res.counter_at_switchover = _guest_counter(src)
+    res.stop_ms = round((trio.current_time() - t_pause) * 1e3, 2)
     f.progress("stop-and-copy", round_no, 0.0, len(final) * src.layout.page_size)
     batches = await _send_round(mem, dsk, round_no, final, final_blocks, res, ctl,
                                 cfg.idle_timeout)
+    res.cpu_copy_s = cpu_between(f.cpu_start, process_cpu())
     res.dirty_pages_per_round.append(len(final))
     await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                  {"round": round_no, "batches": batches, "final": True}))

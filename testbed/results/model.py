@@ -114,7 +114,8 @@ class ModelInputs:
     max_rounds: int
     rtt_s: float = 0.0  # one round trip per round (its end is acknowledged), two at the stop
     #                     (the image to PREPARED, then GO to the destination's DECISION)
-    resume_s: float = 0.0  # measured: the destination's resume and its network move (hook)
+    resume_s: float = 0.0  # measured: the destination's resume and its network move (hook),
+    #                       and the source's pause with its last dirty collection
     check_s: float = 0.0  # measured: the source's check of the paused original (it overlaps
     #                       the round trip to the destination's answer)
     skew: Skew | None = None  # a hot-set guest: its pages, and w calibrated from round 0
@@ -239,7 +240,7 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
     dirty_rate = sum(precopy_dirty) * ps / max(sum(secs[:len(precopy_dirty)]), 1e-9)
     rtt_ms = m.get("rtt_measured_ms") or m.get("rtt_ms") or \
         (m.get("preflight") or {}).get("rtt_ms") or 0.0  # else the source's own measurement
-    resume_ms = (m.get("resume_ms") or 0.0) + \
+    resume_ms = (m.get("resume_ms") or 0.0) + (m.get("stop_ms") or 0.0) + \
         ((m.get("hooks") or {}).get("on_resume") or {}).get("ms", 0.0)
     pattern = m.get("write_pattern") or (BUILT_IN_PATTERN if m.get("source_kind") == "workload"
                                           else None)
