@@ -30,6 +30,7 @@ from agents.guest.standby import StandbyError, StandbyGuest
 from agents.memory.layout import Layout
 from agents.rdma.copy import DestRdma, receive_placed
 from agents.runtime import faults
+from agents.runtime.cputime import ThreadCpu, cpu_between, process_cpu
 from agents.runtime.gcpause import gc_paused
 from agents.wire import protocol as P
 from agents.wire.digest import image_digest
@@ -82,10 +83,27 @@ class Session:
     wait_scope: trio.CancelScope | None = None  # waiting for GO: cancelled by an abort
     confirmed: trio.Event = field(default_factory=trio.Event)
     rdma: DestRdma | None = None  # the image region and queue pairs (agents.rdma)
+    verify: ThreadCpu = field(default_factory=ThreadCpu)  # hashing + checksums, per batch
+    cpu_first: dict[str, float] | None = None  # process CPU at the first batch's frame
+    cpu_copied: dict[str, float] | None = None  # ... once the final round's batches are in
+    t_first: float | None = None
+    t_copied: float | None = None
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
+
+    def cpu_figures(self) -> dict:
+        """Where this process's CPU went while pages came in: ``cpu_copy_s`` (user, system)
+        from the first batch's frame to the final round's last batch, and of it
+        ``cpu_verify_s`` (this thread's user + system) hashing the units where they landed
+        and checking the batch checksums."""
+        wall = self.t_copied - self.t_first if self.t_first is not None and \
+            self.t_copied is not None else None
+        return {"cpu_copy_s": cpu_between(self.cpu_first, self.cpu_copied),
+                "cpu_verify_s": round(self.verify.seconds, 4),
+                "verified_batches": self.verify.blocks,
+                "copy_wall_s": round(wall, 4) if wall is not None else None}
 
 
 # the image's page faults are paid at HELLO, not while pages stream in
@@ -207,12 +225,14 @@ class Destination:
                 if self.session is not s:
                     return  # migration over: the source closed its streams
                 raise
+            if s.cpu_first is None:
+                s.cpu_first, s.t_first = process_cpu(), time.monotonic()
             if ftype == P.FrameType.RDMA_PAGES and s.rdma is not None:
-                batch = await receive_placed(stream, length, s.limits, s.stores)
+                batch = await receive_placed(stream, length, s.limits, s.stores, s.verify)
             elif ftype != P.FrameType.PAGES:
                 raise P.ProtocolError(f"unexpected {ftype.name} on a data stream")
             else:
-                batch = await receive_batch(stream, length, s.limits, s.stores)
+                batch = await receive_batch(stream, length, s.limits, s.stores, s.verify)
             s.batches[batch.round] = s.batches.get(batch.round, 0) + 1
             s.notify()
 
@@ -279,7 +299,7 @@ class Destination:
                 disk.close()
         self.session = None
         await self._linger(s)
-        self._finish(outcome)
+        self._finish(outcome | s.cpu_figures())
 
     def _check_hello(self, hello: dict, authenticated: bool) -> tuple[str, Layout, int, int]:
         """The HELLO's migration id, layout, streams and batch size, within this
@@ -428,6 +448,7 @@ class Destination:
                 await self._wait_batches(s, rnd, want)
                 if msg.get("final"):
                     final_round = rnd
+                    s.cpu_copied, s.t_copied = process_cpu(), time.monotonic()
                 else:
                     if rnd == 0:
                         await faults.ahit("destination", "precopy")

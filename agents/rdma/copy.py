@@ -4,8 +4,10 @@ what landed.
 
 Source, per data stream (one RC queue pair each): up to ``depth`` batches in flight, each in
 its own slot of a registered copy buffer; a batch's data runs go out as RDMA WRITEs (one per
-run, the last signalled); its ``RDMA_PAGES`` notice is sent only after that completion (the
-responder has placed every byte), so the destination never hashes a page still in transit.
+run, posted together as one chain, the last signalled); its ``RDMA_PAGES`` notice is sent only
+after that completion (the responder has placed every byte), so the destination never hashes
+a page still in transit. Between completions the sender sleeps on the queue pair's completion
+channel (``wait_written``), it does not poll.
 The notice is the TCP PAGES frame's header and run table without the data: the same checksum
 over the same fields (its ``raw_len`` counts the data as placed).
 
@@ -25,6 +27,7 @@ from typing import Any
 import trio
 
 from agents.rdma.verbs import Device, Link, QPInfo, RdmaError, address_of
+from agents.runtime.cputime import ThreadCpu
 from agents.wire import protocol as P
 from agents.wire.digest import hash_views
 from agents.wire.imagestore import ImageStore
@@ -62,7 +65,7 @@ class SourceRdma:
         self.mr = self.dev.register(self.buf, len(self.buf), remote_write=False)
         self.base = address_of(self.buf)
         self.links = [Link(self.dev, 2 * self.slots * (batch_bytes // 4096 // 2 + 1),
-                           remote_write=False) for _ in range(streams)]
+                           remote_write=False, events=True) for _ in range(streams)]
         self.remote: dict[str, Any] = {}
         self.bytes_written = 0
 
@@ -191,23 +194,33 @@ class RdmaSender(Sender):
         return counts[0], counts[1], counts[2]
 
     async def _complete(self, link: Link, seq: int | None) -> None:
-        """Wait for batch ``seq``'s completion (polling, backing off to 2 ms: the wait is
-        one batch's time on the wire); RdmaError if a WRITE failed."""
-        if seq is None:  # a batch of zero pages only: nothing was written
-            return
-        done = link.done
-        pause, deadline = 0.0002, trio.current_time() + self.idle_timeout
-        while seq not in done:
+        """Wait for batch ``seq``'s completion (``None``: a batch of zero pages only, nothing
+        was written); RdmaError if a WRITE failed, PeerStalled after the idle timeout."""
+        if seq is not None:
+            await wait_written(link, seq, self.idle_timeout)
+
+
+async def wait_written(link: Link, seq: int, idle_timeout: float) -> None:
+    """Wait for the completion with wr_id ``seq``, asleep on the link's completion channel
+    between completions: drain the queue, arm it, drain again (a completion that came before
+    arming raises no event), then wait for the event, acknowledge it and repeat. RdmaError if
+    a WRITE failed; PeerStalled if none came within ``idle_timeout`` seconds."""
+    done = link.done
+    deadline = trio.current_time() + idle_timeout
+    while seq not in done:
+        got = link.poll()
+        if not got:
+            link.arm()
             got = link.poll()
-            if got:
-                done.update(got)
-                pause = 0.0002
-                continue
-            if trio.current_time() > deadline:
-                raise PeerStalled(f"RDMA WRITE not completed after {self.idle_timeout} s")
-            await trio.sleep(pause)
-            pause = min(pause * 2, 0.002)
-        done.discard(seq)
+        if got:
+            done.update(got)
+            continue
+        if trio.current_time() > deadline:
+            raise PeerStalled(f"RDMA WRITE not completed after {idle_timeout} s")
+        with trio.move_on_at(deadline):
+            await trio.lowlevel.wait_readable(link.fd)
+        link.take_event()
+    done.discard(seq)
 
 
 class DestRdma:
@@ -246,10 +259,12 @@ class DestRdma:
 
 
 async def receive_placed(stream: FramedStream, length: int, limits: dict[int, P.BatchLimits],
-                         stores: dict[int, ImageStore]) -> P.BatchHeader:
+                         stores: dict[int, ImageStore], verify: ThreadCpu | None = None
+                         ) -> P.BatchHeader:
     """An ``RDMA_PAGES`` notice of ``length`` bytes: its runs were written into the store by
     the source; check them against the layout, hash them where they landed, check the batch
-    checksum, record them (zero runs are zeroed here, as over TCP)."""
+    checksum, record them (zero runs are zeroed here, as over TCP). ``verify`` tallies the
+    CPU of the hashing and the checksum."""
     if length < P.BATCH_HEADER.size:
         raise P.ProtocolError("truncated RDMA batch notice")
     raw_head = bytes(await stream.receive_exact(P.BATCH_HEADER.size, "RDMA batch header"))
@@ -265,6 +280,9 @@ async def receive_placed(stream: FramedStream, length: int, limits: dict[int, P.
     ps, mv = head.limits.unit_size, store.view
     views = [mv[first * ps : (first + n) * ps] for first, n, kind in runs
              if kind == P.KIND_DATA]
-    hashes: array = hash_views(views, ps)
-    store.write_runs(runs, P.check_batch(table, runs, hashes, head))
+    t0 = ThreadCpu.start()
+    hashes: array = P.check_batch(table, runs, hash_views(views, ps), head)
+    if verify is not None:
+        verify.stop(t0)
+    store.write_runs(runs, hashes)
     return head

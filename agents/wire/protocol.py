@@ -22,6 +22,7 @@ from typing import Any
 import xxhash
 import zstandard
 
+from agents.runtime.cputime import ThreadCpu
 from agents.wire.digest import hash_units, zero_hash
 
 MAGIC = b"LM"
@@ -319,8 +320,10 @@ def check_batch(table: bytes | memoryview, runs: list, data_hashes: array,
     return hashes
 
 
-def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits]) -> PageBatch:
-    """Decode and check a whole PAGES payload; ProtocolError on anything out of bounds."""
+def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits],
+                 verify: ThreadCpu | None = None) -> PageBatch:
+    """Decode and check a whole PAGES payload; ProtocolError on anything out of bounds.
+    ``verify`` tallies the CPU of hashing the units and checking the batch checksum."""
     payload = memoryview(payload)
     head = decode_batch_header(payload, limits)
     body = payload[BATCH_HEADER.size :]
@@ -335,8 +338,11 @@ def decode_batch(payload: bytes | memoryview, limits: dict[int, BatchLimits]) ->
     table = body[: head.table_len]
     runs, _ = decode_runs(table, head)
     data = body[head.table_len :]
+    t0 = ThreadCpu.start()
     hashes = check_batch(table, runs, array("Q", hash_units(data, head.limits.unit_size)),
                          head)
+    if verify is not None:
+        verify.stop(t0)
     return PageBatch(head.space, head.round, runs, data, hashes)
 
 

@@ -5,11 +5,13 @@ in the image: the run table first (checked against the layout before a byte is w
 then the data runs with scatter reads into the store; the units are hashed where they
 landed and the batch checksum is checked before the batch counts. A batch that fails its
 checksum fails the migration (what it wrote is never resumed: the digest is never reached).
-A compressed batch is read whole, decompressed and copied in.
+A compressed batch is read whole, decompressed and copied in. ``verify`` tallies the CPU of
+the integrity check (hashing the units, the batch checksum), apart from the receiving.
 """
 
 from __future__ import annotations
 
+from agents.runtime.cputime import ThreadCpu
 from agents.wire import protocol as P
 from agents.wire.digest import hash_views
 from agents.wire.imagestore import ImageStore
@@ -18,7 +20,8 @@ from agents.wire.transport import FramedStream
 
 async def receive_batch(stream: FramedStream, length: int,
                         limits: dict[int, P.BatchLimits],
-                        stores: dict[int, ImageStore]) -> P.BatchHeader:
+                        stores: dict[int, ImageStore], verify: ThreadCpu | None = None
+                        ) -> P.BatchHeader:
     """Read the PAGES payload of ``length`` bytes that follows on ``stream`` into the store
     of its space; returns its (checked) header."""
     if length < P.BATCH_HEADER.size:
@@ -28,7 +31,7 @@ async def receive_batch(stream: FramedStream, length: int,
     store = stores[head.space]
     if head.flags & P.FLAG_ZSTD:
         rest = await stream.receive_exact(length - P.BATCH_HEADER.size, "batch")
-        store.apply(P.decode_batch(raw_head + rest, limits))
+        store.apply(P.decode_batch(raw_head + rest, limits, verify))
         return head
     if length != P.BATCH_HEADER.size + head.raw_len:
         raise P.ProtocolError(f"batch body is {length - P.BATCH_HEADER.size} bytes, header "
@@ -39,5 +42,9 @@ async def receive_batch(stream: FramedStream, length: int,
     views = [mv[first * ps : (first + n) * ps] for first, n, kind in runs
              if kind == P.KIND_DATA]
     await stream.receive_into(views, "batch data")
-    store.write_runs(runs, P.check_batch(table, runs, hash_views(views, ps), head))
+    t0 = ThreadCpu.start()
+    hashes = P.check_batch(table, runs, hash_views(views, ps), head)
+    if verify is not None:
+        verify.stop(t0)
+    store.write_runs(runs, hashes)
     return head

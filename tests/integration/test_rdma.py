@@ -12,8 +12,10 @@ import threading
 import time
 
 import pytest
+import trio
 
 from agents.memory.process import process_state
+from agents.rdma.copy import wait_written
 from agents.rdma.verbs import Device, Link, RdmaError, address_of
 from testbed.host import rxe
 from tests.integration.fault_harness import counter
@@ -46,7 +48,8 @@ def test_rxe_path_carries_writes_over_the_migration_link_and_is_removed():
         src[:] = os.urandom(n)
         mra = a.register(src, n, remote_write=False)
         mrb = b.register(dst, n, remote_write=True)
-        la, lb = Link(a, 64, remote_write=False), Link(b, 16, remote_write=True)
+        la = Link(a, 64, remote_write=False, events=True)
+        lb = Link(b, 16, remote_write=True)
         la.connect(b.gid, lb.info)
         lb.connect(a.gid, la.info)
         rx0 = net.rx_bytes()
@@ -54,20 +57,21 @@ def test_rxe_path_carries_writes_over_the_migration_link_and_is_removed():
         chunk = 1 << 20
         writes = [(base_a + o, base_b + o, chunk) for o in range(0, n, chunk)]
         la.post_writes(writes, mra.lkey, mrb.rkey, 7)
-        deadline = time.monotonic() + 60
-        while 7 not in la.poll():
-            assert time.monotonic() < deadline, "no completion for the RDMA WRITEs"
-            time.sleep(0.01)
+        trio.run(wait_written, la, 7, 60.0)  # asleep on the completion channel
         assert dst[:] == src[:], "the region does not hold what was written"
         # the RoCE packets crossed the shaped migration veth (not a loopback shortcut)
         assert net.rx_bytes() - rx0 >= n
+        # the reused work requests, re-chained for one WRITE, then for 16 of 256 KiB
+        for wr_id, size in ((9, n), (10, n >> 4)):
+            dst[:] = bytes(n)
+            la.post_writes([(base_a + o, base_b + o, size) for o in range(0, n, size)],
+                           mra.lkey, mrb.rkey, wr_id)
+            trio.run(wait_written, la, wr_id, 60.0)
+            assert dst[:] == src[:], f"{n // size} chained WRITEs did not all land"
         # a WRITE beyond the registered region is refused by the responder
         la.post_writes([(base_a, base_b + n - 4096, 8192)], mra.lkey, mrb.rkey, 8)
         with pytest.raises(RdmaError, match="remote access error"):
-            deadline = time.monotonic() + 60
-            while 8 not in la.poll():
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            trio.run(wait_written, la, 8, 60.0)
         for obj in (la.qp, lb.qp, mra, mrb):
             obj.close()
         a.close()

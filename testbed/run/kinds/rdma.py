@@ -6,9 +6,13 @@ the path's ping, iperf3 and ``ib_write_bw`` between the two rxe devices; then ea
 migration of the agents' built-in guest, with the same ``[migration]`` settings, plaintext
 (RDMA WRITE carries pages in clear) and held against its own baseline (iperf3 for TCP,
 ib_write_bw for RDMA). CPU seconds per GB on the wire: each agent's own user and system time
-over its migration (the agents' ``cpu_migration_s``) and the whole machine's system and
-softirq time over it (``/proc/stat``): Soft-RoCE's responder places the WRITEs in softirq
-context, which Linux charges to no process, the destination's least of all.
+over its whole run (the agents' ``cpu_migration_s``: what issue 18's target is judged on),
+over the copy phase alone (``cpu_copy_s``: the source from round 0 to the final round sent,
+the destination from the first batch to the final round's last), the destination's
+integrity check within it (``cpu_verify_s``: hashing every page where it landed, the batch
+checksums), and the whole machine's system and softirq time (``/proc/stat``): Soft-RoCE's
+responder places the WRITEs in softirq context, which Linux charges to no process, the
+destination's least of all.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from . import Progress
 
 SRC, DST = "h1", "h2"
 BASELINE = {"tcp": ("iperf3", "iperf3_mbps"), "rdma": ("ib_write_bw", "ib_write_bw_mbps")}
-CPU_KEYS = ("src_user", "src_system", "dst_user", "dst_system", "machine_user",
-            "machine_system", "machine_softirq")
+CPU_KEYS = ("src_user", "src_system", "dst_user", "dst_system", "src_copy_user",
+            "src_copy_system", "dst_copy_user", "dst_copy_system", "dst_verify",
+            "machine_user", "machine_system", "machine_softirq")
 ROW_EXTRA = ("transport_choice", "rtt_ms", "loss_pct", "baseline_tool", "baseline_mbps",
              "goodput_vs_baseline", *(f"{k}_s_per_gb" for k in CPU_KEYS), "link_rx_bytes",
              "bottleneck_drops", "bottleneck_drop_pct")
@@ -118,8 +123,12 @@ def _migration(spec: RdmaSpec, lab: Lab, point: dict[str, Any], transport: str,
     res = dict(run_.result)
     dst = next((d for d in reversed(run_.destination) if "cpu_migration_s" in d), {})
     cs, cd = res.get("cpu_migration_s") or {}, dst.get("cpu_migration_s") or {}
+    ccs, ccd = res.get("cpu_copy_s") or {}, dst.get("cpu_copy_s") or {}
     cpu = {"src_user": cs.get("user"), "src_system": cs.get("system"),
            "dst_user": cd.get("user"), "dst_system": cd.get("system"),
+           "src_copy_user": ccs.get("user"), "src_copy_system": ccs.get("system"),
+           "dst_copy_user": ccd.get("user"), "dst_copy_system": ccd.get("system"),
+           "dst_verify": dst.get("cpu_verify_s"),
            "machine_user": machine["user"], "machine_system": machine["system"],
            "machine_softirq": machine["softirq"]}
     tool, key = BASELINE[transport]

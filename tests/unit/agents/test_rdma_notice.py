@@ -13,6 +13,7 @@ import trio.testing
 
 from agents.memory.image import ImageMemory
 from agents.rdma.copy import RdmaSender, _parse_peer, receive_placed
+from agents.runtime.cputime import ThreadCpu
 from agents.wire import protocol as P
 from agents.wire.imagestore import ImageStore
 from agents.wire.transport import FramedStream
@@ -51,6 +52,7 @@ def _placed(tmp_path, damage=None):
         notice = bytes(notice)
     store = ImageStore(region, PS)
     limits = {P.SPACE_MEMORY: P.BatchLimits(PS, npages, 64)}
+    verify = ThreadCpu()
 
     async def main():
         a, b = trio.testing.memory_stream_pair()
@@ -58,16 +60,17 @@ def _placed(tmp_path, damage=None):
         await tx.send(notice)
         ftype, length = await rx.receive_header()
         assert ftype == P.FrameType.RDMA_PAGES
-        await receive_placed(rx, length, limits, {P.SPACE_MEMORY: store})
+        await receive_placed(rx, length, limits, {P.SPACE_MEMORY: store}, verify)
 
     trio.run(main)
-    return snd, store, nzero
+    return snd, store, nzero, verify
 
 
 def test_placed_batch_is_accepted_with_the_senders_hashes(tmp_path):
-    snd, store, nzero = _placed(tmp_path)
+    snd, store, nzero, verify = _placed(tmp_path)
     assert nzero > 0
     assert list(store.hashes) == list(snd.hashes)
+    assert verify.blocks == 1 and verify.seconds > 0  # its check's CPU, tallied
 
 
 @pytest.mark.parametrize("damage", ["page", "table"])

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from testbed.results import report
 from testbed.results.documents import Document, load
 from testbed.results.kinds import rdma
@@ -17,6 +19,9 @@ def mig(transport, rtt, loss, goodput, base, dst_user, dst_sys, ok=True, dropped
          "iperf3_mbps": 95.0, "hypervisor": "agents",
          "bottleneck_drop_pct": float(loss if dropped is None else dropped)}
     cpu = {"src_user": 0.5, "src_system": 0.3, "dst_user": dst_user, "dst_system": dst_sys,
+           "src_copy_user": 0.4, "src_copy_system": 0.2,
+           "dst_copy_user": dst_user / 2, "dst_copy_system": dst_sys / 2,
+           "dst_verify": dst_user / 4,
            "machine_system": 2.0, "machine_softirq": 0.7 if transport == "rdma" else 0.1}
     m |= {f"{k}_s_per_gb": (v if ok else None) for k, v in cpu.items()}
     if not ok:
@@ -50,9 +55,13 @@ def test_the_table_has_a_row_per_point_and_transport_and_failed_is_failed():
     assert rows[0].startswith("| 0 (0.20) | 0 | tcp | 0.00 | iperf3 95.0 | 90.0 | 0.95 |")
     assert "| rdma | 7.50 | ib_write_bw 40.0 | 36.0 | 0.90 |" in rows[1]
     assert "0.060 / 0.020" in rows[1] and "2.000 / 0.700" in rows[1]
+    # each end's copy phase (user + system), then the destination's check within it
+    assert "| 0.600 / 0.040 | 0.015 |" in rows[1]
+    assert "| 0.600 / 0.300 | 0.100 |" in rows[0]
     bad = rows[-1]
     assert "| 10 (10.20) | 1 | rdma | 1.00 |" in bad and "**failed**" in bad
     assert "| failed | failed |" in bad and " 0.0 |" not in bad
+    assert "| failed / failed | failed |" in bad
 
 
 def test_the_verdicts_from_the_document():
@@ -63,6 +72,12 @@ def test_the_verdicts_from_the_document():
     # destination process CPU: 0.08 vs 0.60 s/GB
     assert "RDMA 0.080 vs TCP 0.600 s/GB = **0.13 x**" in text and "<= 0.2 x: met" in text
     assert "its system time RDMA 0.020, TCP 0.200 s/GB" in text
+    assert "the figure issue 18's target is judged on" in text
+    # whole run 0.08 / 0.60; copy phase half of it; the check a quarter of the user time
+    assert "of the destination's 0.080 (RDMA) and 0.600 (TCP) s/GB, the copy phase" in text
+    assert "took 0.040 and 0.300; within it the integrity check" in text
+    assert "0.015 and 0.100; the transfer itself (the copy phase less the check) 0.025 " \
+           "(RDMA) vs 0.200 (TCP) s/GB = 0.12 x" in text
     assert "softirq RDMA 0.700, TCP 0.100 s/GB" in text
     assert "- RTT 0 ms: RDMA falls below TCP from 0 % loss." in lines
     assert "- RTT 10 ms: RDMA falls below TCP from 1 % loss." in lines  # it failed there
@@ -107,3 +122,17 @@ def test_the_report_and_plot_are_made_from_the_document_alone(tmp_path):
     assert "## rd (rdma)" in text and "RDMA falls below TCP" in text
     assert "![rd-0-tcp-vs-rdma](rd-0-tcp-vs-rdma.png)" in text
     assert "**1 migration(s) failed or were not verified:** rdma @ 10 ms, 1 %" in text
+
+
+def test_the_destinations_cpu_split_and_what_is_missing():
+    m = mig("rdma", 0, 0, 36.0, 40.0, 0.4, 0.2)
+    assert rdma.dst_split(m) == pytest.approx({"total": 0.6, "copy": 0.3, "verify": 0.1,
+                                               "transfer": 0.2})
+    old = {k: v for k, v in m.items() if "copy" not in k and "verify" not in k}
+    assert rdma.dst_split(old) == {"total": rdma.dst_split(m)["total"], "copy": None,
+                                   "verify": None, "transfer": None}
+    failed_ = mig("rdma", 0, 0, 0, 40.0, 0, 0, ok=False)
+    assert set(rdma.dst_split(failed_).values()) == {None}
+    migs = [mig("tcp", 0, 0, 90.0, 95.0, 0.4, 0.2), old]
+    text = "\n".join(rdma.verdict_lines(document(migs=migs)["variants"][0]))
+    assert "by phase: not measured for both transports" in text
