@@ -120,6 +120,8 @@ class ModelInputs:
     #                       the round trip to the destination's answer)
     skew: Skew | None = None  # a hot-set guest: its pages, and w calibrated from round 0
     curve: PathCurve | None = None  # round 0 from a cold start on the path (then: R steady)
+    final_rate_bytes_s: float | None = None  # the last round's share, where sharing changes
+    #                                          during a burst (else R)
 
     def first_round_s(self) -> float:
         """Round 0's transfer: from a cold start along the path's curve, else V / R."""
@@ -208,7 +210,7 @@ def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
         total += t
         rounds += 1
         left = skew.dirtied(t)
-    down = left / rate + max(rtt, inp.check_s) + rtt + inp.resume_s
+    down = left / (inp.final_rate_bytes_s or rate) + max(rtt, inp.check_s) + rtt + inp.resume_s
     lam = skew.writes_per_s * skew.page_size / rate
     return Forecast(rounds + 1, total + down, down * 1000.0, lam)
 
@@ -221,6 +223,9 @@ def forecast(inp: ModelInputs) -> Forecast:
     p = precopy(inp.volume_bytes, inp.rate_bytes_s, inp.dirty_bytes_s, rounds)
     cold = inp.first_round_s() - inp.volume_bytes / inp.rate_bytes_s  # slow start, if known
     total = p.migration_time_s + cold + rounds * inp.rtt_s + inp.resume_s
+    if inp.final_rate_bytes_s:  # the last round at its own share
+        p = Prediction(p.ratio, p.migration_time_s,
+                       p.downtime_ms * inp.rate_bytes_s / inp.final_rate_bytes_s)
     down = p.downtime_ms + (max(inp.rtt_s, inp.check_s) + inp.rtt_s + inp.resume_s) * 1000.0
     return Forecast(rounds, total, down, p.ratio)
 
@@ -251,4 +256,5 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
     return ModelInputs(volume, rate_mbps * 1e6 / 8, dirty_rate,
                        m.get("downtime_target_ms") or 300.0, m.get("max_rounds") or 30,
                        rtt_ms / 1000.0, resume_ms / 1000.0,
-                       (m.get("source_verify_ms") or 0.0) / 1000.0, skew, curve)
+                       (m.get("source_verify_ms") or 0.0) / 1000.0, skew, curve,
+                       (m["final_share_mbps"] * 1e6 / 8) if m.get("final_share_mbps") else None)

@@ -9,6 +9,7 @@ stacks on different leaves) idle vs during the burst, and a background flow's th
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -18,9 +19,11 @@ from ...lab import routing
 from ...lab.lab import Lab
 from ...measure.migration import migrate_concurrently
 from ...measure.path import iperf3
+from ...measure.portcount import PortCounters, carrier
 from ...measure.probes import PingProbe
 from ...measure.samplers import CounterSampler, utilisation_summary
 from ...results.kinds.core_load import jain, spine_load
+from ...results.sharing import Flow, endings
 from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import CoreLoadSpec
@@ -29,6 +32,7 @@ from . import Progress
 
 IDLE_S = 3.0
 BASE_PORT = 7800
+BACKGROUND_PORT = 5301
 
 
 def run(spec: CoreLoadSpec, progress: Progress) -> dict[str, Any]:
@@ -141,6 +145,12 @@ class _PathRun:
             self.background = _start_background(lab, bg_src, bg_dst, ra.ip, rb.ip,
                                                 spec.background_mbps)
         self.sampler.start()
+        # which spine each burst's connections crossed: a counter per port in every spine
+        most = max(spec.concurrency + (spec.compare_hypervisors_at or []), default=1)
+        ports = [BASE_PORT + i for i in range(most)] + \
+            [qemu_jobs.BASE_PORT + i for i in range(most)] + [BACKGROUND_PORT]
+        self.spines = [f"s{i}" for i in range(1, spec.spines + 1)]
+        self.ports = PortCounters(lab, self.spines, ports).start()
         self.base_t = time.monotonic()
 
     def agents_burst(self, c: int, idle: tuple[float, float]) -> None:
@@ -153,16 +163,18 @@ class _PathRun:
                 m, s, d, ds.ip, port=BASE_PORT + i, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
                 guest=_guest(path, c, i) if m.guest_network != "none" else None))
         self.progress(f"{spec.name}/{path}: burst of {c} migration(s) over the {func} stack")
-        start = time.monotonic()
+        start, before = time.monotonic(), self.ports.read()
         runs = migrate_concurrently(self.lab, jobs)
         burst = self._summary(c, idle, (start, time.monotonic()), "agents")
         share = fair_share_mbps(spec, path, c, self.base["iperf3_mbps"])
-        for r in runs:
-            mig = dict(r.result) | {
-                "hypervisor": "agents", "compare_at": f"{path} x{c}", "case": r.job.label,
-                "iperf3_mbps": self.base["iperf3_mbps"], "fair_share_mbps": share,
-                "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path, "concurrency": c,
-                "t_start_s": round(r.started_s, 3)}
+        migs = [dict(r.result) | {
+            "hypervisor": "agents", "compare_at": f"{path} x{c}", "case": r.job.label,
+            "iperf3_mbps": self.base["iperf3_mbps"], "even_share_mbps": share,
+            "fair_share_mbps": share, "dirty_rate_mbs": r.job.dirty_rate_mbs, "path": path,
+            "concurrency": c, "t_start_s": round(r.started_s, 3), "src": r.job.src,
+            "dst": r.job.dst, "port": r.job.port} for r in runs]
+        self._shared(migs, before, burst)
+        for mig in migs:
             burst["migrations"].append(mig)
             self.all.append(mig)
         ok = sum(bool(x.get("integrity_ok")) for x in burst["migrations"])
@@ -177,16 +189,35 @@ class _PathRun:
                                  function=self.func) for i in range(c)]
         self.progress(f"{spec.name}/{path}: burst of {c} QEMU guest(s) over the {self.func} "
                       "stack")
-        start = time.monotonic()
+        start, before = time.monotonic(), self.ports.read()
         share = fair_share_mbps(spec, path, c, self.base["iperf3_mbps"])
         migs = qemu_jobs.run_burst(self.lab, jobs, m, [
             {"case": j.label, "iperf3_mbps": self.base["iperf3_mbps"], "fair_share_mbps": share,
-             "path": path, "concurrency": c, "compare_at": f"{path} x{c}"} for j in jobs])
+             "even_share_mbps": share, "path": path, "concurrency": c,
+             "compare_at": f"{path} x{c}", "port": j.port} for j in jobs])
         burst = self._summary(c, idle, (start, time.monotonic()), "qemu")
+        self._shared(migs, before, burst)
         burst["migrations"] = migs
         self.all.extend(migs)
         ok = sum(bool(x.get("integrity_ok")) for x in migs)
         self._said(f"{path} QEMU x{c}: {ok}/{c} ran on", burst)
+
+    def _shared(self, migs: list[dict[str, Any]], before: dict[str, dict[int, int]],
+                burst: dict[str, Any]) -> None:
+        """Each migration's spine (the counters since ``before``) and its rate under max-min
+        sharing of the paths they really took (``testbed.results.sharing``): the model's R."""
+        after = self.ports.read()
+        for mig in migs:
+            mig["spine"], mig["spine_bytes"] = carrier(before, after, mig["port"])
+        burst["background_spine"] = carrier(before, after, BACKGROUND_PORT)[0] \
+            if self.background else None
+        done = [m for m in migs if m.get("completed") and m.get("bytes_on_wire")]
+        if done:
+            shares = path_shares(self.spec, self.path, done, burst["background_spine"],
+                                 self.base["iperf3_mbps"])
+            for mig in done:
+                mig["fair_share_mbps"], mig["final_share_mbps"] = shares[mig["case"]]
+                mig["fair_share_by"] = "max-min over the measured paths"
 
     def _summary(self, c: int, idle: tuple[float, float], span: tuple[float, float],
                  who: str) -> dict[str, Any]:
@@ -204,6 +235,7 @@ class _PathRun:
     def stop(self) -> None:
         self.sampler.stop()
         self.probe.stop()
+        self.ports.stop()
         for proc in self.background:  # client and server: the next path starts its own
             if proc.poll() is None:
                 proc.kill()
@@ -230,16 +262,49 @@ def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -
     return round(min(iperf3_mbps / per_host, uplinks), 3)
 
 
+def path_shares(spec: CoreLoadSpec, path: str, migs: list[dict[str, Any]],
+                background_spine: str | None, iperf3_mbps: float
+                ) -> dict[str, tuple[float, float]]:
+    """Mbit/s per migration (by case), on average and at its end, when the burst's flows
+    share their links max-min fairly, rates shared again as each one ends (a migration that
+    ends last sends its last round alone): the source host's stack link (or its cap),
+    the source leaf's uplink to the spine it took, that spine's downlink to the last leaf,
+    the destination's stack link; beside them the tenant flow at its offered rate. Links in
+    iperf3's goodput units (the path's iperf3 over its link's rate)."""
+    host = min(spec.host_link_mbps, spec.migration_cap_mbps) if path == "capped" \
+        else spec.host_link_mbps
+    eff = iperf3_mbps / min(host, spec.fabric_link_mbps) * 1e6 / 8
+    capacity: dict[str, float] = {}
+    flows = []
+    for m in migs:
+        links = [f"up:{m['src']}", f"down:{m['dst']}"]
+        capacity[links[0]] = host * eff
+        capacity[links[1]] = spec.host_link_mbps * eff
+        if m.get("spine"):
+            links += [f"uplink:{m['spine']}", f"downlink:{m['spine']}"]
+        flows.append(Flow(m["case"], tuple(links), float(m["bytes_on_wire"])))
+    for s in range(1, spec.spines + 1):
+        capacity[f"uplink:s{s}"] = capacity[f"downlink:s{s}"] = spec.fabric_link_mbps * eff
+    if spec.background_flow and background_spine:
+        flows.append(Flow("background", (f"uplink:{background_spine}",
+                                         f"downlink:{background_spine}"),
+                          math.inf, spec.background_mbps * 1e6 / 8))
+    ends = endings(flows, capacity)
+    return {m["case"]: (round(m["bytes_on_wire"] * 8 / ends[m["case"]].seconds / 1e6, 3),
+                        round(ends[m["case"]].final_rate * 8 / 1e6, 3)) for m in migs}
+
+
 def _start_background(lab: Lab, src: str, dst: str, src_ip: str, dst_ip: str,
                       mbps: float) -> list[Any]:
     """A tenant-like TCP flow at ``mbps`` between the replication stacks, for the whole path:
     its server and its client."""
     import subprocess
 
-    server = lab.popen(dst, ["iperf3", "-s", "-p", "5301"], stdout=subprocess.DEVNULL,
+    port = str(BACKGROUND_PORT)
+    server = lab.popen(dst, ["iperf3", "-s", "-p", port], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    client = lab.popen(src, ["iperf3", "-c", dst_ip, "-B", src_ip, "-p", "5301", "-t", "3600",
+    client = lab.popen(src, ["iperf3", "-c", dst_ip, "-B", src_ip, "-p", port, "-t", "3600",
                              "-b", f"{mbps}M"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return [server, client]

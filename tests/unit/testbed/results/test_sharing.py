@@ -1,0 +1,59 @@
+"""Max-min fair sharing of links, re-shared as flows finish."""
+
+import math
+
+import pytest
+
+from testbed.results.sharing import Flow, completion_times, max_min
+
+
+def test_three_flows_on_one_uplink_and_one_alone():
+    # ECMP put a, b, c on spine 1 and d on spine 2; host links of 10, uplinks of 9
+    cap = {"up1": 9.0, "up2": 9.0, "ha": 10.0, "hb": 10.0, "hc": 10.0, "hd": 10.0}
+    flows = [Flow("a", ("ha", "up1"), 30.0), Flow("b", ("hb", "up1"), 30.0),
+             Flow("c", ("hc", "up1"), 30.0), Flow("d", ("hd", "up2"), 30.0)]
+    assert max_min(flows, cap) == {"a": 3.0, "b": 3.0, "c": 3.0, "d": 9.0}
+    ends = completion_times(flows, cap)
+    assert math.isclose(ends["d"], 30 / 9) and math.isclose(ends["a"], 10.0)
+
+
+def test_flows_speed_up_when_others_end_and_a_capped_flow_never_ends():
+    cap = {"link": 10.0}
+    flows = [Flow("small", ("link",), 10.0), Flow("big", ("link",), 40.0),
+             Flow("tenant", ("link",), math.inf, cap=2.0)]
+    assert max_min(flows, cap) == {"tenant": 2.0, "small": 4.0, "big": 4.0}
+    ends = completion_times(flows, cap)
+    # small ends at 2.5 s (10 at 4); big then gets 8: 30 left at 8 -> 2.5 + 3.75
+    assert math.isclose(ends["small"], 2.5) and math.isclose(ends["big"], 6.25)
+    assert "tenant" not in ends
+    with pytest.raises(ValueError, match="unbounded"):
+        max_min([Flow("x", ("nowhere",), 1.0)], cap)
+
+
+def test_a_bursts_shares_follow_the_spines_its_migrations_took():
+    from testbed.run.kinds.core_load import path_shares
+    from testbed.run.spec import CoreLoadSpec
+
+    spec = CoreLoadSpec(name="x", spines=2, leaves=4, hosts_per_leaf=2, host_link_mbps=1000,
+                        fabric_link_mbps=1000, background_flow=False)
+    migs = [{"case": f"#{i}", "src": f"h1-{i % 2 + 1}", "dst": f"h4-{i % 2 + 1}",
+             "spine": spine, "bytes_on_wire": 50e6} for i, spine in
+            enumerate(["s1", "s1", "s1", "s2"])]
+    shares = path_shares(spec, "own-stack", migs, None, 940.0)
+    # three on s1's uplink get a third each; the one on s2 shares only its host link with
+    # one of them (h1-2 sends #1 and #3), then takes what #1 leaves when it is done
+    assert math.isclose(shares["#0"][0], 940 / 3, rel_tol=1e-3)
+    assert shares["#3"][0] > 2 * shares["#0"][0]
+    even = path_shares(spec, "own-stack", [m | {"spine": s} for m, s in
+                                           zip(migs, ["s1", "s2", "s1", "s2"], strict=True)],
+                       None, 940.0)
+    assert all(math.isclose(avg, 470, rel_tol=1e-3) and math.isclose(end, 470, rel_tol=1e-3)
+               for avg, end in even.values())
+
+
+def test_a_flow_that_ends_last_ends_at_the_rate_the_others_left_it():
+    from testbed.results.sharing import endings
+
+    ends = endings([Flow("short", ("l",), 10.0), Flow("long", ("l",), 30.0)], {"l": 10.0})
+    assert ends["short"].final_rate == 5.0 and ends["long"].final_rate == 10.0
+    assert math.isclose(ends["long"].seconds, 4.0)
