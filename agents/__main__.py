@@ -277,6 +277,10 @@ def cmd_source(args: argparse.Namespace) -> int:
         if src.info and not cfg.service:
             cfg.service = tuple(src.info["service"])
 
+    if args.rdma:  # start-up, like the other imports: not the migration's CPU
+        from agents.rdma.verbs import preload
+
+        preload()
     cpu0 = cpu_split()
     try:
         res = trio.run(lambda: migrate(src, cfg, transport, kind=kind, disk=disk))
@@ -348,6 +352,10 @@ def cmd_destination(args: argparse.Namespace) -> int:
                               "also_listening": [list(a) for a in dest.also]}), flush=True)
         return dest.outcomes
 
+    if args.rdma:  # start-up, like the other imports: not a migration's CPU
+        from agents.rdma.verbs import preload
+
+        preload()
     outcomes = trio.run(run)
     for o in outcomes:
         print(json.dumps(o | {"cpu_s": cpu_seconds(), "cpu_split_s": cpu_split(),

@@ -84,8 +84,14 @@ class Session:
     confirmed: trio.Event = field(default_factory=trio.Event)
     rdma: DestRdma | None = None  # the image region and queue pairs (agents.rdma)
     verify: ThreadCpu = field(default_factory=ThreadCpu)  # hashing + checksums, per batch
-    cpu_first: dict[str, float] | None = None  # process CPU at the first batch's frame
-    cpu_copied: dict[str, float] | None = None  # ... once the final round's batches are in
+    # this process's CPU (user, system) at the HELLO, once HELLO_OK is sent (the image and
+    # any RDMA region set up), at the first batch's frame, once the final round's batches
+    # are in, and at the decision
+    cpu_hello: dict[str, float] | None = None
+    cpu_ready: dict[str, float] | None = None
+    cpu_first: dict[str, float] | None = None
+    cpu_copied: dict[str, float] | None = None
+    cpu_decided: dict[str, float] | None = None
     t_first: float | None = None
     t_copied: float | None = None
 
@@ -94,13 +100,18 @@ class Session:
         self.changed = trio.Event()
 
     def cpu_figures(self) -> dict:
-        """Where this process's CPU went while pages came in: ``cpu_copy_s`` (user, system)
-        from the first batch's frame to the final round's last batch, and of it
+        """Where this process's CPU went, by phase (user, system): ``cpu_setup_s`` from the
+        HELLO to HELLO_OK sent (the image, the standby guest, the RDMA region),
+        ``cpu_copy_s`` from the first batch's frame to the final round's last batch (the
+        preflight probe, if any, lies between the two), ``cpu_commit_s`` from there to the
+        decision (the digest, the standby's resume); and within the copy phase
         ``cpu_verify_s`` (this thread's user + system) hashing the units where they landed
         and checking the batch checksums."""
         wall = self.t_copied - self.t_first if self.t_first is not None and \
             self.t_copied is not None else None
-        return {"cpu_copy_s": cpu_between(self.cpu_first, self.cpu_copied),
+        return {"cpu_setup_s": cpu_between(self.cpu_hello, self.cpu_ready),
+                "cpu_copy_s": cpu_between(self.cpu_first, self.cpu_copied),
+                "cpu_commit_s": cpu_between(self.cpu_copied, self.cpu_decided),
                 "cpu_verify_s": round(self.verify.seconds, 4),
                 "verified_batches": self.verify.blocks,
                 "copy_wall_s": round(wall, 4) if wall is not None else None}
@@ -257,6 +268,7 @@ class Destination:
     async def _control(self, ctl: FramedStream, hello: dict, authenticated: bool) -> None:
         if self.session is not None:
             raise DestinationBusy("destination busy with another migration")
+        cpu_hello = process_cpu()
         mid, layout, streams, batch_pages = self._check_hello(hello, authenticated)
         await faults.ahit("destination", "hello")
         limits = {P.SPACE_MEMORY: P.BatchLimits(layout.page_size, layout.npages, batch_pages)}
@@ -266,7 +278,8 @@ class Destination:
         image, standby, service, service_sock = self._image_for(layout, can_resume,
                                                                 disk_mode is not None)
         stores[P.SPACE_MEMORY] = ImageStore(image, layout.page_size)
-        s = Session(mid, layout, streams, stores, limits, disk_mode, standby=standby)
+        s = Session(mid, layout, streams, stores, limits, disk_mode, standby=standby,
+                    cpu_hello=cpu_hello)
         self.session = s
         ctl.reserve(8 * layout.npages + P.MAX_JSON)  # the COMMIT arrives in the downtime
         try:
@@ -280,9 +293,11 @@ class Destination:
             await ctl.send(P.encode_json(P.FrameType.HELLO_OK, {
                 "resume_service": list(service) if service else None,
                 "rdma": s.rdma.reply() if s.rdma else None}))
+            s.cpu_ready = process_cpu()
             with trio.CancelScope() as scope, gc_paused():
                 s.scope = scope
                 outcome = await self._control_loop(ctl, s, service)
+                s.cpu_decided = process_cpu()
             if scope.cancelled_caught:
                 raise P.ProtocolError(f"data stream failed: {s.failed}")
         finally:

@@ -5,6 +5,7 @@ the completion channel (``agents.rdma.copy.wait_written``) vs polling the comple
 with 0.2-2 ms sleeps.
 
     python benchmarks/rdma_verbs_bench.py [--writes 1,48] [--batches 30] [--rate 100]
+                                          [--delay 0] [--loss 0] [--region 32M]
 
 Needs rdma_rxe (the full-kernel VM here: ``testbed vm-exec -- .venv/bin/python
 benchmarks/rdma_verbs_bench.py``; under TCG every CPU figure is the emulator's). A ``pair``
@@ -12,14 +13,18 @@ lab (tbf at ``--rate`` Mbit/s, ``--delay`` ms each way, a 1000-packet queue) wit
 path over its link; each batch is 1 MiB in ``n`` WRITEs (a migration batch of 256 pages with
 zero pages between its runs: ~48), posted, then waited for before the next. Printed per
 combination: the process's user and system CPU per batch over post + wait, the posting
-thread's CPU inside ``post_send`` alone, and the wall time per batch.
+thread's CPU inside ``post_send`` alone, and the wall time per batch. First, what an agent's
+RDMA set-up costs in a fresh interpreter: importing pyverbs, opening the device, registering
+a ``--region`` of memory (the destination registers its whole image).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import mmap
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import trio  # noqa: E402
 
+from agents.__main__ import parse_size  # noqa: E402
 from agents.rdma.copy import wait_written  # noqa: E402
 from agents.rdma.verbs import Device, Link, RdmaError, address_of  # noqa: E402
 from agents.wire.transport import PeerStalled  # noqa: E402
@@ -84,6 +90,40 @@ def runs(n: int, src: int, dst: int) -> list[tuple[int, int, int]]:
     return [*out, (src + off, dst + off, BATCH - off)]
 
 
+SETUP = """
+import json, mmap, time
+t0 = time.process_time()
+import pyverbs.addr, pyverbs.cq, pyverbs.device, pyverbs.enums, pyverbs.mr, pyverbs.pd
+import pyverbs.qp, pyverbs.wr
+t1 = time.process_time()
+from agents.rdma.verbs import Device, Link
+dev = Device(DEV)
+t2 = time.process_time()
+buf = mmap.mmap(-1, SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+t3 = time.process_time()
+mr = dev.register(buf, SIZE, remote_write=True)
+t4 = time.process_time()
+link = Link(dev, 1032, remote_write=False, events=True)
+t5 = time.process_time()
+mr.close()
+dev.close()
+t6 = time.process_time()
+print(json.dumps({"import pyverbs": t1 - t0, "open the device": t2 - t1,
+                  "register the region": t4 - t3, "a queue pair with its channel": t5 - t4,
+                  "deregister and close": t6 - t5}))
+"""
+
+
+def setup_costs(device: str, size: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each RDMA set-up step in a fresh interpreter."""
+    code = SETUP.replace("DEV", repr(device)).replace("SIZE", str(size))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    if out.returncode != 0:
+        raise RdmaError(f"set-up probe failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout)
+
+
 def measure(link: Link, writes: list[tuple[int, int, int]], lkey: int, rkey: int,
             post: Callable[..., None], wait: Callable[[Link, int, float], Awaitable[None]],
             batches: int) -> dict[str, float]:
@@ -111,10 +151,16 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=30, help="batches per combination")
     ap.add_argument("--rate", type=float, default=100.0, help="the link's tbf rate, Mbit/s")
     ap.add_argument("--delay", type=float, default=0.0, help="one-way delay, ms")
+    ap.add_argument("--loss", type=float, default=0.0, help="random loss %% each way")
+    ap.add_argument("--region", default="32M", help="memory registered in the set-up probe")
     args = ap.parse_args()
     counts = [int(x) for x in args.writes.split(",")]
-    with Lab(pair(delay_ms=args.delay, bw_mbps=args.rate, queue_pkts=1000)) as lab:
+    net = pair(delay_ms=args.delay, bw_mbps=args.rate, loss_pct=args.loss, queue_pkts=1000)
+    with Lab(net) as lab:
         path = roce_path(lab, "h1", "h2")
+        print(f"# RDMA set-up, CPU s in a fresh interpreter ({args.region} region): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in setup_costs(path.destination.rxe,
+                                                   parse_size(args.region)).items()))
         a, b = Device(path.source.rxe), Device(path.destination.rxe)
         src, dst = mmap.mmap(-1, BATCH), mmap.mmap(-1, BATCH)
         src[:] = bytes(range(256)) * (BATCH // 256)
@@ -125,7 +171,8 @@ def main() -> int:
         la.connect(b.gid, lb.info)
         lb.connect(a.gid, la.info)
         print(f"# Soft-RoCE {path.source.rxe} -> {path.destination.rxe}, tbf {args.rate:g} "
-              f"Mbit/s, {2 * args.delay:g} ms RTT; {args.batches} batches of 1 MiB each; "
+              f"Mbit/s, {2 * args.delay:g} ms RTT, {args.loss:g} % loss each way; "
+              f"{args.batches} batches of 1 MiB each; "
               f"pyverbs reuses its work requests: {la._chain.reuse}\n")
         print("| WRITEs/batch | post | wait | user ms/batch | system ms/batch | "
               "in post_send ms/batch | wall ms/batch |")

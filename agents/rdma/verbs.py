@@ -31,6 +31,21 @@ def _verbs() -> Any:
     return e
 
 
+def preload() -> None:
+    """Import pyverbs's modules now, at an agent's start-up (with its other imports), not
+    inside its first migration, whose CPU figures leave start-up out; nothing if pyverbs is
+    missing (the migration then says so)."""
+    with contextlib.suppress(ImportError):
+        import pyverbs.addr  # noqa: F401
+        import pyverbs.cq  # noqa: F401
+        import pyverbs.device  # noqa: F401
+        import pyverbs.enums  # noqa: F401
+        import pyverbs.mr  # noqa: F401
+        import pyverbs.pd  # noqa: F401
+        import pyverbs.qp  # noqa: F401
+        import pyverbs.wr  # noqa: F401
+
+
 def address_of(buf: Any) -> int:
     """The address of a writable buffer (mmap, bytearray, memoryview slice of one)."""
     c = ctypes.c_char.from_buffer(buf)

@@ -43,12 +43,20 @@ def _dst_cpu(m: dict[str, Any]) -> float | None:
 
 def dst_split(m: dict[str, Any] | None) -> dict[str, float | None]:
     """The destination's CPU per GB taken apart: the whole run (``total``), the copy phase
-    (``copy``), the integrity check within it (``verify``), and the copy phase less the
-    check (``transfer``: receiving, placing, the event loop)."""
-    total, copy = _both(m, "dst"), _both(m, "dst_copy")
-    verify = m.get("dst_verify_s_per_gb") if m is not None and not failed(m) else None
-    transfer = copy - verify if copy is not None and verify is not None else None
-    return {"total": total, "copy": copy, "verify": verify, "transfer": transfer}
+    (``copy``), the integrity check within it (``verify``), the copy phase less the check
+    (``transfer``: receiving, placing, the event loop), the set-up before it (``setup``:
+    HELLO to HELLO_OK), the commit after it (``commit``: to the decision) and the ``rest``
+    (start-up, the preflight probe, the streams' set-up, the hand-over after the decision)."""
+    def get(key: str) -> float | None:
+        return m.get(f"{key}_s_per_gb") if m is not None and not failed(m) else None
+
+    total, copy, verify = _both(m, "dst"), _both(m, "dst_copy"), get("dst_verify")
+    setup, commit = get("dst_setup"), get("dst_commit")
+    parts = (copy, setup, commit)
+    return {"total": total, "copy": copy, "verify": verify,
+            "transfer": copy - verify if copy is not None and verify is not None else None,
+            "setup": setup, "commit": commit,
+            "rest": total - sum(parts) if total is not None and None not in parts else None}
 
 
 def below_tcp(tcp: dict[str, Any] | None, rdma: dict[str, Any] | None) -> bool | None:
@@ -152,16 +160,20 @@ def _split_line(split: dict[str, dict[str, float | None]]) -> str:
                 "agents' cpu_copy_s / cpu_verify_s missing).")
     ratio = r["transfer"] / t["transfer"] if r["transfer"] is not None and t["transfer"] \
         else None
+    def two(key: str) -> str:
+        return f"{fmt(r[key], '.3f')} and {fmt(t[key], '.3f')}"
+
     return (f"- Where it goes: of the destination's {r['total']:.3f} (RDMA) and "
             f"{t['total']:.3f} (TCP) s/GB, the copy phase (first batch to the final round's "
-            f"last) took {r['copy']:.3f} and {t['copy']:.3f}; within it the integrity check "
-            f"(hashing every page where it landed, the batch checksums) "
-            f"{fmt(r['verify'], '.3f')} and {fmt(t['verify'], '.3f')}; the transfer itself "
+            f"last) took {two('copy')}; within it the integrity check (hashing every page "
+            f"where it landed, the batch checksums) {two('verify')}; the transfer itself "
             f"(the copy phase less the check) {fmt(r['transfer'], '.3f')} (RDMA) vs "
             f"{fmt(t['transfer'], '.3f')} (TCP) s/GB"
-            + (f" = {ratio:.2f} x" if ratio is not None else "") + "; the rest of the whole "
-            "run is fixed cost (start-up, HELLO and the image's set-up, the preflight "
-            "probe, the final digest, the decision, the resumed guest's hand-over).")
+            + (f" = {ratio:.2f} x" if ratio is not None else "") + ". Fixed costs around "
+            f"it: the set-up (HELLO to HELLO_OK: the image, the standby guest, the RDMA "
+            f"region) {two('setup')}, the commit (the final round's end to the decision) "
+            f"{two('commit')}, the rest (start-up, the preflight probe, the streams' set-up, "
+            f"the hand-over after the decision) {two('rest')}.")
 
 
 def _emulated(doc: Document, variant: dict[str, Any]) -> str:
@@ -209,6 +221,8 @@ def section(doc: Document) -> list[str]:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         rtt_seen = {(p["rtt_ms"], p["loss_pct"]): p.get("ping", {}).get("rtt_p50_ms")
                     for p in v.get("points", [])}
+        counted = {(p["rtt_ms"], p["loss_pct"]) for p in v.get("points", [])
+                   if (p.get("ib_write_bw") or {}).get("rate_from") == "iterations"}
         for (rtt, loss), migs in _by_point(v).items():
             for t in TRANSPORTS:
                 m = migs.get(t)
@@ -216,6 +230,8 @@ def section(doc: Document) -> list[str]:
                     continue
                 base = f"{m['baseline_tool']} {fmt(m.get('baseline_mbps'))}" \
                     if m.get("baseline_mbps") is not None else f"{m['baseline_tool']} failed"
+                if t == "rdma" and (rtt, loss) in counted:
+                    base += " (iterations)"
                 lines.append(
                     f"| {rtt:g} ({fmt(rtt_seen.get((rtt, loss)), '.2f')}) | {loss:g} | {t} | "
                     f"{fmt(m.get('bottleneck_drop_pct'), '.2f')} | {base} | "
@@ -228,6 +244,10 @@ def section(doc: Document) -> list[str]:
                     f"{_copy_pair(m)} | {cell(m, 'dst_verify_s_per_gb', '.3f')} | "
                     f"{_pair(m, 'machine_system', 'machine_softirq')} | "
                     f"{'ok' if not failed(m) else '**failed**'} |")
+        if counted:
+            lines += ["", "*(iterations)*: perftest's own average read 0 (its cycle clock "
+                      "failed under emulation); the rate is its completed 1 MiB WRITEs over "
+                      "the run's duration."]
         lines += ["", *verdict_lines(v), ""]
     return lines
 
@@ -243,9 +263,14 @@ def _copy_pair(m: dict[str, Any]) -> str:
     return " / ".join(fmt(_both(m, f"{end}_copy"), ".3f") for end in ("src", "dst"))
 
 
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else x
+
+
 def plot(doc: Document, out_dir: Path) -> list[Path]:
     """Per variant: goodput vs loss per RTT (TCP dashed, RDMA solid); each end's process CPU
-    s/GB (user + system) and the machine's system + softirq s/GB, per point and transport."""
+    s/GB (user + system; ticks: its copy phase, the destination's integrity check) and the
+    machine's system + softirq s/GB, per point and transport."""
     import matplotlib.pyplot as plt
 
     made = []
@@ -284,6 +309,14 @@ def plot(doc: Document, out_dir: Path) -> list[Path]:
                             label=f"{t.upper()} {end} user")
                 axes[1].bar(xs, sys_, width, bottom=user, color=f"C{2 + ti}", alpha=0.45,
                             hatch=hatch, label=f"{t.upper()} {end} system")
+                copy = [_nan(_both(m, f"{end}_copy")) for m in ms]  # the copy phase's share
+                axes[1].scatter(xs, copy, marker="_", s=200, color="black", zorder=3,
+                                label="copy phase" if ti == ei == 0 else None)
+                if end == "dst":  # and the integrity check within it
+                    check = [_nan(m.get("dst_verify_s_per_gb") if m and not failed(m)
+                                  else None) for m in ms]
+                    axes[1].scatter(xs, check, marker="_", s=200, color="blue", zorder=3,
+                                    label="dst integrity check" if ti == 0 else None)
             xs = [i + (ti - 0.5) * 2 * width for i in range(len(keys))]
             msys = [value(m, "machine_system_s_per_gb") if m else float("nan") for m in ms]
             soft = [value(m, "machine_softirq_s_per_gb") if m else float("nan") for m in ms]

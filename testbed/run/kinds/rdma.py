@@ -10,9 +10,10 @@ over its whole run (the agents' ``cpu_migration_s``: what issue 18's target is j
 over the copy phase alone (``cpu_copy_s``: the source from round 0 to the final round sent,
 the destination from the first batch to the final round's last), the destination's
 integrity check within it (``cpu_verify_s``: hashing every page where it landed, the batch
-checksums), and the whole machine's system and softirq time (``/proc/stat``): Soft-RoCE's
-responder places the WRITEs in softirq context, which Linux charges to no process, the
-destination's least of all.
+checksums) and its phases around it (``cpu_setup_s``: HELLO to HELLO_OK, the image and any
+RDMA region; ``cpu_commit_s``: the final round's end to the decision), and the whole
+machine's system and softirq time (``/proc/stat``): Soft-RoCE's responder places the WRITEs
+in softirq context, which Linux charges to no process, the destination's least of all.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ SRC, DST = "h1", "h2"
 BASELINE = {"tcp": ("iperf3", "iperf3_mbps"), "rdma": ("ib_write_bw", "ib_write_bw_mbps")}
 CPU_KEYS = ("src_user", "src_system", "dst_user", "dst_system", "src_copy_user",
             "src_copy_system", "dst_copy_user", "dst_copy_system", "dst_verify",
-            "machine_user", "machine_system", "machine_softirq")
+            "dst_setup", "dst_commit", "machine_user", "machine_system", "machine_softirq")
 ROW_EXTRA = ("transport_choice", "rtt_ms", "loss_pct", "baseline_tool", "baseline_mbps",
              "goodput_vs_baseline", *(f"{k}_s_per_gb" for k in CPU_KEYS), "link_rx_bytes",
              "bottleneck_drops", "bottleneck_drop_pct")
@@ -129,6 +130,7 @@ def _migration(spec: RdmaSpec, lab: Lab, point: dict[str, Any], transport: str,
            "src_copy_user": ccs.get("user"), "src_copy_system": ccs.get("system"),
            "dst_copy_user": ccd.get("user"), "dst_copy_system": ccd.get("system"),
            "dst_verify": dst.get("cpu_verify_s"),
+           "dst_setup": _sum(dst.get("cpu_setup_s")), "dst_commit": _sum(dst.get("cpu_commit_s")),
            "machine_user": machine["user"], "machine_system": machine["system"],
            "machine_softirq": machine["softirq"]}
     tool, key = BASELINE[transport]
@@ -155,6 +157,11 @@ def _migration(spec: RdmaSpec, lab: Lab, point: dict[str, Any], transport: str,
     if transport == "rdma" and base:
         mig["fair_share_mbps"] = base  # the rate the model holds it to: RDMA's own baseline
     return mig
+
+
+def _sum(cpu: dict[str, float] | None) -> float | None:
+    """User + system of one phase's reading (None: not measured)."""
+    return round(cpu["user"] + cpu["system"], 4) if cpu else None
 
 
 def _counters(lab: Lab, devs: dict[str, str]) -> dict[str, int]:

@@ -55,6 +55,8 @@ def test_both_ends_report_the_copy_phase_and_the_destination_its_check(tmp_path)
     assert res.cpu_copy_s is not None and min(res.cpu_copy_s.values()) >= 0
     copy = out["cpu_copy_s"]
     assert copy is not None and min(copy.values()) >= 0 and out["copy_wall_s"] > 0
+    for phase in ("cpu_setup_s", "cpu_commit_s"):  # the phases before and after it
+        assert out[phase] is not None and min(out[phase].values()) >= 0, phase
     # every batch of every round was hashed and checked, inside the copy phase
     assert out["verified_batches"] == sum(-(-n // 16) for n in res.pages_sent_per_round)
     assert 0 < out["cpu_verify_s"] <= copy["user"] + copy["system"] + 0.01

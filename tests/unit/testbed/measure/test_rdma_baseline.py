@@ -27,6 +27,24 @@ def test_the_average_of_the_result_row_in_mbit_s():
     assert WARNING in GBITS and parse(GBITS) == expected
 
 
+# the same run's report where perftest's cycle clock failed under TCG (before-A2, 2026-12-02)
+CLOCK_FAILED = MEASURED.replace("19           0.000000            0.079546            0.000009",
+                                "28           0.000000            0.000000            0.000000")
+
+
+def test_an_average_of_zero_with_iterations_done_is_taken_from_the_iterations():
+    r = parse(CLOCK_FAILED, seconds=3)
+    assert r["rate_from"] == "iterations" and r["iterations"] == 28
+    assert r["ib_write_bw_mbps"] == pytest.approx(28 * 1048576 * 8 / 3 / 1e6, abs=1e-3)
+    assert parse(CLOCK_FAILED)["ib_write_bw_mbps"] == 0.0  # no duration: as perftest said
+    # where perftest's clock worked its figure stands, and the iterations agree with it
+    ok = parse(MEASURED, seconds=2)
+    assert "rate_from" not in ok and ok["ib_write_bw_mbps"] == 79.546
+    assert ok["ib_write_bw_mbps"] == pytest.approx(19 * 1048576 * 8 / 2 / 1e6, rel=0.003)
+    nothing = CLOCK_FAILED.replace(" 1048576    28 ", " 1048576    0 ")
+    assert parse(nothing, seconds=3)["ib_write_bw_mbps"] == 0.0
+
+
 def test_megabytes_per_second_are_mebibytes():
     text = (" #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]\n"
             " 65536      5000             120.00             100.00             0.001600\n")

@@ -1,5 +1,6 @@
 """The rdma kind's report section, verdicts and plot, from a canned document alone."""
 
+import copy
 import json
 
 import pytest
@@ -21,7 +22,7 @@ def mig(transport, rtt, loss, goodput, base, dst_user, dst_sys, ok=True, dropped
     cpu = {"src_user": 0.5, "src_system": 0.3, "dst_user": dst_user, "dst_system": dst_sys,
            "src_copy_user": 0.4, "src_copy_system": 0.2,
            "dst_copy_user": dst_user / 2, "dst_copy_system": dst_sys / 2,
-           "dst_verify": dst_user / 4,
+           "dst_verify": dst_user / 4, "dst_setup": dst_sys / 4, "dst_commit": dst_sys / 8,
            "machine_system": 2.0, "machine_softirq": 0.7 if transport == "rdma" else 0.1}
     m |= {f"{k}_s_per_gb": (v if ok else None) for k, v in cpu.items()}
     if not ok:
@@ -64,6 +65,16 @@ def test_the_table_has_a_row_per_point_and_transport_and_failed_is_failed():
     assert "| failed / failed | failed |" in bad
 
 
+def test_a_baseline_taken_from_perftests_iterations_is_marked():
+    doc = copy.deepcopy(document())
+    doc["variants"][0]["points"][0]["ib_write_bw"] = {"ib_write_bw_mbps": 40.0,
+                                                      "rate_from": "iterations"}
+    text = "\n".join(rdma.section(Document.from_json(doc)))
+    assert "| rdma | 7.50 | ib_write_bw 40.0 (iterations) | 36.0 |" in text
+    assert text.count("(iterations)") == 2 and "cycle clock failed" in text
+    assert "(iterations)" not in "\n".join(rdma.section(Document.from_json(document())))
+
+
 def test_the_verdicts_from_the_document():
     lines = rdma.verdict_lines(document()["variants"][0])
     text = "\n".join(lines)
@@ -78,6 +89,10 @@ def test_the_verdicts_from_the_document():
     assert "took 0.040 and 0.300; within it the integrity check" in text
     assert "0.015 and 0.100; the transfer itself (the copy phase less the check) 0.025 " \
            "(RDMA) vs 0.200 (TCP) s/GB = 0.12 x" in text
+    # set-up 0.005 / 0.050, commit 0.0025 / 0.025, the rest of 0.08 / 0.6
+    assert "the RDMA region) 0.005 and 0.050, the commit" in text
+    assert "to the decision) 0.003 and 0.025, the rest" in text
+    assert "after the decision) 0.033 and 0.225." in text
     assert "softirq RDMA 0.700, TCP 0.100 s/GB" in text
     assert "- RTT 0 ms: RDMA falls below TCP from 0 % loss." in lines
     assert "- RTT 10 ms: RDMA falls below TCP from 1 % loss." in lines  # it failed there
@@ -127,10 +142,13 @@ def test_the_report_and_plot_are_made_from_the_document_alone(tmp_path):
 def test_the_destinations_cpu_split_and_what_is_missing():
     m = mig("rdma", 0, 0, 36.0, 40.0, 0.4, 0.2)
     assert rdma.dst_split(m) == pytest.approx({"total": 0.6, "copy": 0.3, "verify": 0.1,
-                                               "transfer": 0.2})
-    old = {k: v for k, v in m.items() if "copy" not in k and "verify" not in k}
+                                               "transfer": 0.2, "setup": 0.05,
+                                               "commit": 0.025, "rest": 0.225})
+    old = {k: v for k, v in m.items()
+           if not any(p in k for p in ("copy", "verify", "setup", "commit"))}
     assert rdma.dst_split(old) == {"total": rdma.dst_split(m)["total"], "copy": None,
-                                   "verify": None, "transfer": None}
+                                   "verify": None, "transfer": None, "setup": None,
+                                   "commit": None, "rest": None}
     failed_ = mig("rdma", 0, 0, 0, 40.0, 0, 0, ok=False)
     assert set(rdma.dst_split(failed_).values()) == {None}
     migs = [mig("tcp", 0, 0, 90.0, 95.0, 0.4, 0.2), old]
