@@ -63,6 +63,11 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
     the server listens (they differ behind a NAT gateway's published port).
     """
     listen = server_port or port
+    if window:  # iperf3 refuses a -w beyond the kernel's maxima (net.core.[rw]mem_max, not
+        # per namespace): raise them as the agents do for a BDP-sized buffer
+        from agents.wire.transport import raise_buffer_sysctls
+
+        raise_buffer_sysctls(_bytes(window))
     srv = lab.popen(server, ["iperf3", "-s", "-1", "-J", "-p", str(listen),
                              *(["-B", server_bind] if server_bind else [])],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
