@@ -29,6 +29,7 @@ from agents.guest.identity import run_hook
 from agents.guest.standby import StandbyError, StandbyGuest
 from agents.memory.layout import Layout
 from agents.rdma.copy import DestRdma, receive_placed
+from agents.rdma.verbs import Device, RdmaError
 from agents.runtime import faults
 from agents.runtime.cputime import ThreadCpu, cpu_between, process_cpu
 from agents.runtime.gcpause import gc_paused
@@ -147,9 +148,29 @@ class Destination:
         self.answered: collections.deque[str] = collections.deque(maxlen=4096)  # ids told
         # "aborted" without a record (unknown here): never to be prepared afterwards
         self._done = trio.Event()
+        self.rdma_dev: Device | None = None  # opened once, for every migration
 
     async def serve(self, once: bool = True,
                     task_status=trio.TASK_STATUS_IGNORED) -> list[dict]:
+        if self.cfg.rdma:  # as a server opens its port: once, not in every migration
+            with contextlib.suppress(RdmaError):  # a HELLO tries again and says why
+                self.rdma_device()
+        try:
+            return await self._serve(once, task_status)
+        finally:
+            if self.rdma_dev is not None:
+                self.rdma_dev.close()
+                self.rdma_dev = None
+
+    def rdma_device(self) -> Device:
+        """The RDMA device (``--rdma``), opened at the start and kept; opened here if that
+        failed (RdmaError saying why if it still does)."""
+        if self.rdma_dev is None:
+            assert self.cfg.rdma
+            self.rdma_dev = Device(self.cfg.rdma)
+        return self.rdma_dev
+
+    async def _serve(self, once: bool, task_status) -> list[dict]:
         listeners = await self.transport.listen(self.cfg.host, self.cfg.port)
         self.port = listeners[0].socket.getsockname()[1]
         for host, port in self.cfg.also_listen:  # another path to the same destination
@@ -423,7 +444,7 @@ class Destination:
         if not self.cfg.rdma:
             raise P.ProtocolError("the source asks for RDMA; this destination has no RDMA "
                                   "device (started without --rdma DEV)")
-        return DestRdma(self.cfg.rdma, image, nbytes, offer, self.cfg.rdma_max_region)
+        return DestRdma(self.rdma_device(), image, nbytes, offer, self.cfg.rdma_max_region)
 
     def _open_disk(self, disk: object, batch_pages: int, limits: dict[int, P.BatchLimits],
                    stores: dict[int, ImageStore]) -> str | None:

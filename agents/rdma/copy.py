@@ -224,23 +224,27 @@ async def wait_written(link: Link, seq: int, idle_timeout: float) -> None:
 
 
 class DestRdma:
-    """The destination's device, its image region and its queue pairs."""
+    """One migration's image region and queue pairs on the destination's device (opened
+    once by the destination and kept: ``Destination.rdma_device``)."""
 
-    def __init__(self, device: str, image: Any, image_bytes: int, offer: object,
+    def __init__(self, dev: Device, image: Any, image_bytes: int, offer: object,
                  max_region: int | None = None) -> None:
         peer = _parse_peer(offer, "source's HELLO")
         if not 1 <= len(peer["qps"]) <= 64:
             raise P.ProtocolError(f"source asks for {len(peer['qps'])} RDMA queue pairs")
-        self.dev = Device(device)
+        self.dev = dev
+        self.mr: Any = None
+        self.links: list[Link] = []
         try:
             self.length = min(image_bytes, max_region) if max_region else image_bytes
             self.mr = self.dev.register(image, max(self.length, 4096), remote_write=True)
             self.addr = address_of(image)
-            self.links = [Link(self.dev, 16, remote_write=True) for _ in peer["qps"]]
+            for _ in peer["qps"]:
+                self.links.append(Link(self.dev, 16, remote_write=True))
             for lk, qp in zip(self.links, peer["qps"], strict=True):
                 lk.connect(peer["gid"], qp)
         except BaseException:
-            self.dev.close()
+            self.close()
             raise
         self.peer_gid = peer["gid"]
 
@@ -251,11 +255,14 @@ class DestRdma:
                 "rkey": self.mr.rkey, "length": self.length, "device": self.dev.name}
 
     def close(self) -> None:
-        """Deregister (the peer's rkey stops working) and close the device."""
-        for obj in (*[lk.qp for lk in self.links], self.mr):
+        """Destroy the queue pairs and deregister the region (the peer's rkey stops
+        working); the device stays open for the next migration."""
+        for lk in self.links:
+            lk.close()
+        if self.mr is not None:
             with contextlib.suppress(Exception):  # best effort at teardown
-                obj.close()
-        self.dev.close()
+                self.mr.close()
+        self.links, self.mr = [], None
 
 
 async def receive_placed(stream: FramedStream, length: int, limits: dict[int, P.BatchLimits],

@@ -235,6 +235,13 @@ class Link:
             raise RdmaError(f"RDMA device {self.dev.name}: arming the completion queue "
                             f"failed: {exc}") from None
 
+    def close(self) -> None:
+        """Destroy the queue pair, its completion queue and channel (best effort)."""
+        for obj in (self.qp, self.cq, self.channel):
+            if obj is not None:
+                with contextlib.suppress(Exception):
+                    obj.close()
+
     def take_event(self) -> bool:
         """Consume and acknowledge one completion event if ``fd`` holds one (False: none)."""
         try:

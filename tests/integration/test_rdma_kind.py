@@ -62,6 +62,13 @@ def test_rdma_kind_runs_both_transports_and_leaves_no_path(tmp_path):
                   "machine_softirq"):
             assert m[f"{k}_s_per_gb"] is not None and m[f"{k}_s_per_gb"] >= 0, k
         assert m["dst_user_s_per_gb"] + m["dst_system_s_per_gb"] > 0
+        # where the CPU went: each end's copy phase, the destination's check within it
+        copy = m["dst_copy_user_s_per_gb"] + m["dst_copy_system_s_per_gb"]
+        assert m["src_copy_user_s_per_gb"] + m["src_copy_system_s_per_gb"] > 0
+        assert 0 < m["dst_verify_s_per_gb"] <= copy + 0.5, m
+        assert copy <= m["dst_user_s_per_gb"] + m["dst_system_s_per_gb"] + 0.5, m
+        assert m["dst_setup_s_per_gb"] >= 0 and m["dst_commit_s_per_gb"] >= 0
+        assert m["destination_outcome"]["verified_batches"] >= 8  # every batch checked
         assert m["bottleneck_drops"] >= 0 and m["bottleneck_drop_pct"] is not None
         assert m["destination_outcome"]["ok"] and m["destination_outcome"]["decision"] == \
             "committed"
@@ -84,6 +91,8 @@ def test_rdma_kind_runs_both_transports_and_leaves_no_path(tmp_path):
                                                                           "- Dest", "This ran"))]))
     assert "| RTT ms (p50) | loss % | transport |" in report
     assert "RDMA migration goodput / ib_write_bw at the unimpaired point" in report
+    assert "the figure issue 18's target is judged on" in report
+    assert "within it the integrity check" in report and "the transfer itself" in report
     assert "RTT 4 ms: RDMA falls below TCP" in report
     assert "softirq" in report and (out / "rk-0-tcp-vs-rdma.png").stat().st_size > 0
     csv = (out / "rk.csv").read_text()
