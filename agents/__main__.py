@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verify-source", choices=["auto", "always", "off"], default="auto",
                    help="compare the paused original with what was sent before the decision "
                         "(auto: unless page-hash tracking, whose last pass already did)")
+    s.add_argument("--no-pacing", action="store_true",
+                   help="send the rounds after the first unpaced (a whole window at once)")
     s.add_argument("--commit-table", action="store_true",
                    help="send every page's hash with COMMIT, so that a digest mismatch names "
                         "the pages (8 bytes a page more inside the downtime)")
@@ -250,7 +252,8 @@ def cmd_source(args: argparse.Namespace) -> int:
                        resolve_via=list(args.resolve_via),
                        resolve_records=args.resolve_records,
                        verify_source=args.verify_source, guard=not args.no_guard,
-                       rdma=args.rdma, commit_table=args.commit_table)
+                       rdma=args.rdma, commit_table=args.commit_table,
+                       pace=not args.no_pacing)
     if args.rdma and getattr(args, "encryption", None) == "required":
         raise SystemExit("--rdma with --encryption required: RDMA WRITE carries the pages "
                          "unencrypted")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -97,6 +99,18 @@ class RateLimiter:
             await trio.sleep(-self.tokens / self.rate)
 
 
+SO_MAX_PACING_RATE = getattr(socket, "SO_MAX_PACING_RATE", 47)
+
+
+def tcp_socket_of(stream: Any) -> socket.socket | None:
+    """The TCP socket under ``stream``: a trio SocketStream, or TLS (and wrappers) over one."""
+    for _ in range(4):
+        if isinstance(stream, trio.SocketStream):
+            return stream.socket  # type: ignore[return-value]
+        stream = getattr(stream, "transport_stream", None) or getattr(stream, "inner", None)
+    return None
+
+
 class FramedStream:
     """Frames over a byte stream; every receive waits at most ``idle_timeout`` seconds."""
 
@@ -113,6 +127,20 @@ class FramedStream:
         self._rcvlowat = 1
         self.bytes_sent = 0
         self.bytes_received = 0
+
+    def pace(self, rate_bytes_s: float | None) -> bool:
+        """Cap the kernel's sending rate of this stream's TCP socket (SO_MAX_PACING_RATE:
+        without the fq qdisc TCP paces itself), or lift the cap (None). False where it cannot
+        (no TCP socket under the stream, or a kernel without it)."""
+        sock = tcp_socket_of(self.stream)
+        if sock is None:
+            return False
+        value = 0xFFFFFFFFFFFFFFFF if rate_bytes_s is None else max(1, int(rate_bytes_s))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, struct.pack("=Q", value))
+        except OSError:
+            return False
+        return True
 
     async def send(self, frame: bytes | bytearray | memoryview) -> None:
         await self.send_parts([frame])
