@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare the paused original with what was sent before the decision "
                         "(auto: unless page-hash tracking, whose last pass already did)")
     s.add_argument("--no-pacing", action="store_true",
-                   help="send the rounds after the first unpaced (a whole window at once)")
+                   help="data streams unpaced (a whole window leaves at once after a wait)")
     s.add_argument("--commit-table", action="store_true",
                    help="send every page's hash with COMMIT, so that a digest mismatch names "
                         "the pages (8 bytes a page more inside the downtime)")

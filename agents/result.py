@@ -55,7 +55,7 @@ class MigrationResult:
     source_verified: bool | None = None  # the paused original == what was sent
     source_verify_ms: float | None = None
     stop_ms: float | None = None  # the pause and the last dirty collection, before its send
-    paced_mbps: float | None = None  # each data stream's pacing cap after the last round
+    paced: str | None = None  # "tcp": the data streams paced at TCP's own rate
     disk_mode: str | None = None  # transfer | replicated (None: no disk)
     disk_bytes: int = 0
     disk_bytes_on_wire: int = 0  # part of bytes_on_wire

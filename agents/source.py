@@ -13,6 +13,7 @@ agent dies.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 import uuid
@@ -87,7 +88,7 @@ class SourceConfig:
     on_progress: Callable[[dict], None] | None = None  # after every round (and the stop)
     rdma: str | None = None  # RDMA device: memory pages by RDMA WRITE (agents.rdma)
     commit_table: bool = False  # COMMIT carries every page's hash (names a mismatch's pages)
-    pace: bool = True  # rounds after the first paced at 1.25 x the last one's rate
+    pace: bool = True  # the data streams paced by TCP at its own rate (SO_MAX_PACING_RATE)
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -439,6 +440,7 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
                   data: list[FramedStream], sw: Switchover) -> None:
     """Pre-copy rounds, then stop-and-copy, then the decision."""
     flow = _Flow(src, disk, mem, dsk, cfg, res, ctl, data)
+    _pace(flow)
     pages, blocks, round_no, reason = await _precopy_rounds(flow, throttle)
     t_pause = await _stop_and_copy(flow, throttle, sw, pages, blocks, round_no + 1, reason)
     await _decide(flow, sw, t_pause)
@@ -509,7 +511,6 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
         remaining = len(pages) * ps + len(blocks) * (disk.layout.page_size if disk else 0)
         f.progress("precopy", round_no, bw_Bps, remaining)
         reason = policy.switchover(round_no, remaining, bw_Bps, f.wire() - f.wire_start)
-        _pace(f, bw_Bps)
         if round_no == 0:
             await faults.ahit("source", "precopy")
         if reason:
@@ -518,23 +519,21 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
         round_no += 1
 
 
-PACE_HEADROOM = 1.25
+def _pace(f: _Flow) -> None:
+    """The data streams are paced by TCP itself, at its own rate (1.2x the window per round
+    trip once out of slow start), never capped: a window leaves spread over the round trip.
 
-
-def _pace(f: _Flow, bw_Bps: float) -> None:
-    """The rounds after the first go paced at a little above the rate the last one measured.
-
-    Between rounds the data streams wait for the round's acknowledgement, then a whole
-    congestion window leaves at once: measured at 100 ms RTT and 250 Mbit/s with cubic, the
-    stop-and-copy's 3.8 MB overflowed the bottleneck's queue (one bandwidth-delay product),
-    its whole tail was lost, and the retransmission timeout restarted the window at one
-    segment: 2.4 s of downtime in 1 of 4 runs. Paced (SO_MAX_PACING_RATE: TCP paces itself
-    without the fq qdisc) the queue grows by a quarter of the round at most."""
-    if not f.cfg.pace or f.cfg.rdma or bw_Bps <= 1.0:
+    Between rounds the data streams wait for the round's acknowledgement, after which an
+    unpaced sender puts a whole congestion window on the wire at once: measured at 100 ms
+    RTT and 250 Mbit/s with cubic, the stop-and-copy's 3.8 MB overflowed the bottleneck's
+    queue (one bandwidth-delay product), its whole tail was lost, and the retransmission
+    timeout restarted the window at one segment: 2.4 s of downtime in 1 of 4 runs. A cap at
+    the last round's rate avoided it too, but held a migration of a burst to its share
+    after the others had ended (the capped burst of 8 took 20 % longer)."""
+    if not f.cfg.pace or f.cfg.rdma:
         return
-    per_stream = PACE_HEADROOM * bw_Bps / max(1, len(f.data))
-    paced = [s.pace(per_stream) for s in f.data]
-    f.res.paced_mbps = round(per_stream * 8 / 1e6, 1) if any(paced) else None
+    paced = [s.pace(math.inf) for s in f.data]
+    f.res.paced = "tcp" if paced and all(paced) else None
 
 
 async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int],

@@ -129,13 +129,18 @@ class FramedStream:
         self.bytes_received = 0
 
     def pace(self, rate_bytes_s: float | None) -> bool:
-        """Cap the kernel's sending rate of this stream's TCP socket (SO_MAX_PACING_RATE:
-        without the fq qdisc TCP paces itself), or lift the cap (None). False where it cannot
-        (no TCP socket under the stream, or a kernel without it)."""
+        """Have TCP pace this stream's socket (SO_MAX_PACING_RATE: without the fq qdisc TCP
+        paces itself once a maximum is set), at most at ``rate_bytes_s``; ``math.inf``: at
+        TCP's own pacing rate (twice the window per round trip in slow start, 1.2x after),
+        which spreads a window over the round trip without capping its growth; None: no
+        pacing. False where it cannot (no TCP socket under the stream, or no such option)."""
         sock = tcp_socket_of(self.stream)
         if sock is None:
             return False
-        value = 0xFFFFFFFFFFFFFFFF if rate_bytes_s is None else max(1, int(rate_bytes_s))
+        if rate_bytes_s is None:
+            value = 0xFFFFFFFFFFFFFFFF  # ~0: the kernel's "unset", pacing off
+        else:
+            value = min(1 << 62, max(1, int(min(rate_bytes_s, 1 << 62))))
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, struct.pack("=Q", value))
         except OSError:
