@@ -134,8 +134,8 @@ def verdict_lines(variant: dict[str, Any]) -> list[str]:
                 f"(issue 18's target <= {TARGET_DST_CPU_RATIO} x: {met}); its system time "
                 f"RDMA {fmt(sys_['rdma'], '.3f')}, TCP {fmt(sys_['tcp'], '.3f')} s/GB; the "
                 f"whole machine's softirq RDMA {fmt(soft['rdma'], '.3f')}, TCP "
-                f"{fmt(soft['tcp'], '.3f')} s/GB (Soft-RoCE's responder, charged to no "
-                "process).")
+                f"{fmt(soft['tcp'], '.3f')} s/GB (Soft-RoCE's responder among it, charged "
+                "to whichever task it interrupted).")
         lines.append(_split_line(s["dst_split"]))
     for m in variant.get("migrations", []):
         pct = m.get("bottleneck_drop_pct")
@@ -206,8 +206,11 @@ def section(doc: Document) -> list[str]:
              "kernel's system and softirq time over the migration (/proc/stat: both agents, "
              "the guest, netem). "
              "Soft-RoCE's responder copies the WRITEs into the destination's memory in "
-             "softirq context, which Linux does not charge to the destination process: its "
-             "cost shows only in the machine's softirq column.", ""]
+             "softirq context, which Linux does not charge to the destination process as "
+             "such: a kernel without IRQ time accounting (Debian's) charges a softirq tick "
+             "as system time to whichever task it interrupted (the source agent sending, a "
+             "qdisc's timer, the idle task), so the whole cost shows only in the machine's "
+             "softirq column.", ""]
     for v in doc.raw["variants"]:
         if len(doc.raw["variants"]) > 1:
             label = ", ".join(f"{k}={x}" for k, x in v.get("sweep_point", {}).items())

@@ -13,7 +13,8 @@ integrity check within it (``cpu_verify_s``: hashing every page where it landed,
 checksums) and its phases around it (``cpu_setup_s``: HELLO to HELLO_OK, the image and any
 RDMA region; ``cpu_commit_s``: the final round's end to the decision), and the whole
 machine's system and softirq time (``/proc/stat``): Soft-RoCE's responder places the WRITEs
-in softirq context, which Linux charges to no process, the destination's least of all.
+in softirq context, charged (without IRQ time accounting) to whichever task it interrupted,
+the destination's least of all.
 """
 
 from __future__ import annotations
