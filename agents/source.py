@@ -261,25 +261,37 @@ def _record_decision(res: MigrationResult, answer: dict) -> None:
 EXPECTED = (MigrationFailed, P.ProtocolError, ConnectionError, OSError, SourceRefused)
 
 
-def _verify_source(src: MemorySource, sent: array, res: MigrationResult) -> None:
+class _SourceCheck:
     """End-to-end check of the dirty tracking: the paused original must equal what was sent.
 
     The destination's digest proves it holds exactly what was sent; this proves that what was
     sent is the source's memory at the switchover (a tracker that missed a write fails here).
-    Done before GO (in a thread, while COMMIT travels and the destination checks its image),
-    so a miss rolls back with the original intact; what it adds to the downtime is at most
-    ``source_verify_ms``.
+    The paused original is hashed in a thread from the pause on, while the last dirty set
+    goes out and COMMIT travels, and compared with what was sent once PREPARED is in, before
+    GO: a miss rolls back with the original intact. ``source_verify_ms`` is the hashing's
+    time; what it adds to the downtime is what it outlasts the last round and the answer.
     """
-    t0 = time.perf_counter()
-    now = page_hashes(src.read_all(), src.layout.page_size)
-    differ = [i for i, (a, b) in enumerate(zip(now, sent, strict=True)) if a != b]
-    res.source_verify_ms = round((time.perf_counter() - t0) * 1e3, 2)
-    res.source_verified = not differ
-    if differ:
-        res.integrity_ok = False
-        res.warnings.append(f"source memory at the switchover differs from what was sent in "
-                            f"{len(differ)} page(s) (first {differ[0]}): the dirty tracking "
-                            f"({res.dirty_tracking}) missed writes")
+
+    def __init__(self, src: MemorySource) -> None:
+        self.src = src
+        self.now: array | None = None
+
+    def hash_paused(self, res: MigrationResult) -> None:
+        t0 = time.perf_counter()
+        self.now = page_hashes(self.src.read_all(), self.src.layout.page_size)
+        res.source_verify_ms = round((time.perf_counter() - t0) * 1e3, 2)
+
+    def compare(self, sent: array, res: MigrationResult) -> None:
+        now = self.now
+        assert now is not None, "the paused original was not hashed"
+        differ = [] if now == sent else [i for i, (a, b) in enumerate(zip(now, sent, strict=True))
+                                         if a != b]
+        res.source_verified = not differ
+        if differ:
+            res.integrity_ok = False
+            res.warnings.append(f"source memory at the switchover differs from what was sent "
+                                f"in {len(differ)} page(s) (first {differ[0]}): the dirty "
+                                f"tracking ({res.dirty_tracking}) missed writes")
 
 
 def _reannounce(cfg: SourceConfig, res: MigrationResult) -> None:
@@ -539,7 +551,7 @@ def _pace(f: _Flow) -> None:
 async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int],
                          blocks: list[int], round_no: int, reason: str) -> float:
     """Pause the guest, send only the last dirty set, commit the image and wait for
-    PREPARED (the source check of the paused original overlapping the wait); the time the
+    PREPARED (the source check of the paused original overlapping all three); the time the
     guest was paused."""
     src, disk, mem, dsk, cfg, res, ctl = f.src, f.disk, f.mem, f.dsk, f.cfg, f.res, f.ctl
     t_pause = trio.current_time()
@@ -551,29 +563,32 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
     final_blocks = sorted(set(blocks) | set(disk.dirty())) if dsk is not None else []
     res.counter_at_switchover = _guest_counter(src)
     res.stop_ms = round((trio.current_time() - t_pause) * 1e3, 2)
-    f.progress("stop-and-copy", round_no, 0.0, len(final) * src.layout.page_size)
-    batches = await _send_round(mem, dsk, round_no, final, final_blocks, res, ctl,
-                                cfg.idle_timeout)
-    res.cpu_copy_s = cpu_between(f.cpu_start, process_cpu())
-    res.dirty_pages_per_round.append(len(final))
-    await ctl.send(P.encode_json(P.FrameType.ROUND_END,
-                                 {"round": round_no, "batches": batches, "final": True}))
-    refusals = src.refusals()  # while paused: what the image would silently leave out
-    res.warnings.extend(src.warnings)
-    if refusals:
-        await _abort(ctl)
-        raise MigrationFailed("refused: " + "; ".join(refusals))
-    info = {"digest": image_digest(mem.hashes), "pages": len(mem.hashes)}
-    if disk is not None:
-        info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
-    verify = cfg.verify_source == "always" or (cfg.verify_source == "auto" and
-                                                src.mechanism != "page-hash")
-    async with trio.open_nursery() as checks:  # the source check overlaps the wait
-        if verify:  # page-hash tracking: its last collect compared every page already
-            checks.start_soon(trio.to_thread.run_sync, _verify_source, src, mem.hashes, res)
+    # page-hash tracking: its last collect compared every page already
+    check = _SourceCheck(src) if cfg.verify_source == "always" or (
+        cfg.verify_source == "auto" and src.mechanism != "page-hash") else None
+    async with trio.open_nursery() as checks:  # the source check overlaps the rest
+        if check is not None:
+            checks.start_soon(trio.to_thread.run_sync, check.hash_paused, res)
+        f.progress("stop-and-copy", round_no, 0.0, len(final) * src.layout.page_size)
+        batches = await _send_round(mem, dsk, round_no, final, final_blocks, res, ctl,
+                                    cfg.idle_timeout)
+        res.cpu_copy_s = cpu_between(f.cpu_start, process_cpu())
+        res.dirty_pages_per_round.append(len(final))
+        await ctl.send(P.encode_json(P.FrameType.ROUND_END,
+                                     {"round": round_no, "batches": batches, "final": True}))
+        refusals = src.refusals()  # while paused: what the image would silently leave out
+        res.warnings.extend(src.warnings)
+        if refusals:
+            await _abort(ctl)
+            raise MigrationFailed("refused: " + "; ".join(refusals))
+        info = {"digest": image_digest(mem.hashes), "pages": len(mem.hashes)}
+        if disk is not None:
+            info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
         await ctl.send_parts(P.commit_parts(info, mem.hashes if cfg.commit_table else None))
         await faults.ahit("source", "commit")
         prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
+    if check is not None:
+        check.compare(mem.hashes, res)
     res.rounds = round_no + 1
     res.switchover_reason = reason
     res.throttle_max = throttle.max_level
@@ -581,7 +596,7 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
     if not prepared.get("ok"):
         res.integrity_ok = False
         raise MigrationFailed(f"destination rejected the image: {prepared.get('error')}")
-    if verify and not res.source_verified:
+    if check is not None and not res.source_verified:
         await _abort(ctl)
         raise MigrationFailed("the paused original differs from what was sent")
     res.integrity_ok = True

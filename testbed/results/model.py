@@ -116,8 +116,8 @@ class ModelInputs:
     #                     (the image to PREPARED, then GO to the destination's DECISION)
     resume_s: float = 0.0  # measured: the destination's resume and its network move (hook),
     #                       and the source's pause with its last dirty collection
-    check_s: float = 0.0  # measured: the source's check of the paused original (it overlaps
-    #                       the round trip to the destination's answer)
+    check_s: float = 0.0  # measured: the source's check of the paused original (from the
+    #                       pause on, it overlaps the last round and the destination's answer)
     skew: Skew | None = None  # a hot-set guest: its pages, and w calibrated from round 0
     curve: PathCurve | None = None  # round 0 from a cold start on the path (then: R steady)
     final_rate_bytes_s: float | None = None  # the last round's share, where sharing changes
@@ -210,7 +210,7 @@ def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
         total += t
         rounds += 1
         left = skew.dirtied(t)
-    down = left / (inp.final_rate_bytes_s or rate) + max(rtt, inp.check_s) + rtt + inp.resume_s
+    down = max(left / (inp.final_rate_bytes_s or rate) + rtt, inp.check_s) + rtt + inp.resume_s
     lam = skew.writes_per_s * skew.page_size / rate
     return Forecast(rounds + 1, total + down, down * 1000.0, lam)
 
@@ -226,7 +226,8 @@ def forecast(inp: ModelInputs) -> Forecast:
     if inp.final_rate_bytes_s:  # the last round at its own share
         p = Prediction(p.ratio, p.migration_time_s,
                        p.downtime_ms * inp.rate_bytes_s / inp.final_rate_bytes_s)
-    down = p.downtime_ms + (max(inp.rtt_s, inp.check_s) + inp.rtt_s + inp.resume_s) * 1000.0
+    down = max(p.downtime_ms + inp.rtt_s * 1000.0, inp.check_s * 1000.0) + \
+        (inp.rtt_s + inp.resume_s) * 1000.0
     return Forecast(rounds, total, down, p.ratio)
 
 
