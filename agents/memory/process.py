@@ -271,7 +271,8 @@ class ProcessMemory(MemorySource):
                 self.warnings.append("unmapped during the migration (zeros in the image): "
                                      + ", ".join(f"{a:#x}-{b:#x}" for a, b in gone[:3]))
         spans = _coverage(now_regions)
-        bad = sorted(a for a in self.unreadable if any(lo <= a < hi for lo, hi in spans))
+        # a copy: the source check may be reading the paused memory in its thread meanwhile
+        bad = sorted(a for a in tuple(self.unreadable) if any(lo <= a < hi for lo, hi in spans))
         if bad:
             out.append(f"{len(bad)} mapped page(s) could not be read, first at {bad[0]:#x} "
                        f"({self._region_of(bad[0])}): they would travel as zeros")
