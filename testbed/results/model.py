@@ -198,6 +198,12 @@ def stop_round(inp: ModelInputs) -> int:
     return max(inp.max_rounds, 2)
 
 
+def _switchover_s(last_round_s: float, inp: ModelInputs) -> float:
+    """The guest's pause: the last round and its image's way to PREPARED (one round trip),
+    the source check overlapping both, then GO to the DECISION (one more) and the resume."""
+    return max(last_round_s + inp.rtt_s, inp.check_s) + inp.rtt_s + inp.resume_s
+
+
 def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
     """Round by round: each round sends what the one before left dirty (``skew``)."""
     rate, rtt = inp.rate_bytes_s, inp.rtt_s
@@ -210,7 +216,7 @@ def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
         total += t
         rounds += 1
         left = skew.dirtied(t)
-    down = max(left / (inp.final_rate_bytes_s or rate) + rtt, inp.check_s) + rtt + inp.resume_s
+    down = _switchover_s(left / (inp.final_rate_bytes_s or rate), inp)
     lam = skew.writes_per_s * skew.page_size / rate
     return Forecast(rounds + 1, total + down, down * 1000.0, lam)
 
@@ -226,8 +232,7 @@ def forecast(inp: ModelInputs) -> Forecast:
     if inp.final_rate_bytes_s:  # the last round at its own share
         p = Prediction(p.ratio, p.migration_time_s,
                        p.downtime_ms * inp.rate_bytes_s / inp.final_rate_bytes_s)
-    down = max(p.downtime_ms + inp.rtt_s * 1000.0, inp.check_s * 1000.0) + \
-        (inp.rtt_s + inp.resume_s) * 1000.0
+    down = _switchover_s(p.downtime_ms / 1000.0, inp) * 1000.0
     return Forecast(rounds, total, down, p.ratio)
 
 
