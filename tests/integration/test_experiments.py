@@ -69,7 +69,7 @@ kind = "long-distance"
 rtt_ms = [50]
 bw_mbps = 50
 transports = ["bdp-buffers"]
-iperf_seconds = 3
+iperf_seconds = 5
 [migration]
 workload_mib = 8
 dirty_rate_mbs = 1
@@ -123,8 +123,12 @@ def test_long_distance_through_the_appliance_agents_and_qemu_side_by_side(tmp_pa
 def _check_long_distance(doc: dict, out: Path) -> None:
     (point,) = doc["variants"][0]["points"]
     assert 47.5 <= point["ping"]["rtt_p50_ms"] <= 55.0
-    # a real measurement of the shaped path (its accuracy is test_topo_wan's job)
-    assert 0.5 * 50 <= point["iperf3"]["iperf3_mbps"] <= 50 * 1.05
+    # a real measurement of the shaped path (its accuracy is test_topo_wan's job): after slow
+    # start (the median of whole seconds, which one slow second of an emulated CPU or one
+    # retransmission timeout does not move), and never above the link from a cold start
+    iperf = point["iperf3"]
+    assert 0.5 * 50 <= iperf["steady_mbps"] <= 50 * 1.05, iperf
+    assert 0 < iperf["iperf3_mbps"] <= 50 * 1.05, iperf
     mig = point["migrations"][0]
     assert mig["hypervisor"] == "agents" and mig["integrity_ok"] and mig["completed"]
     assert 0 < mig["goodput_mbps"] <= 50 * 1.1
