@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(auto: unless page-hash tracking, whose last pass already did)")
     s.add_argument("--no-pacing", action="store_true",
                    help="data streams unpaced (a whole window leaves at once after a wait)")
+    s.add_argument("--acked-rounds", action="store_true",
+                   help="wait for the destination's acknowledgement of every pre-copy round "
+                        "(one round trip each) even on one TCP data stream, where rounds "
+                        "otherwise follow each other at once")
     s.add_argument("--commit-table", action="store_true",
                    help="send every page's hash with COMMIT, so that a digest mismatch names "
                         "the pages (8 bytes a page more inside the downtime)")
@@ -253,7 +257,7 @@ def cmd_source(args: argparse.Namespace) -> int:
                        resolve_records=args.resolve_records,
                        verify_source=args.verify_source, guard=not args.no_guard,
                        rdma=args.rdma, commit_table=args.commit_table,
-                       pace=not args.no_pacing)
+                       pace=not args.no_pacing, pipeline=not args.acked_rounds)
     if args.rdma and getattr(args, "encryption", None) == "required":
         raise SystemExit("--rdma with --encryption required: RDMA WRITE carries the pages "
                          "unencrypted")

@@ -28,7 +28,7 @@ class MigrationResult:
     downtime_ms: float | None = None  # agent side: pause -> resume acknowledged
     client_downtime_ms: float | None = None  # client side: longest gap between service replies
     goodput_mbps: float = 0.0  # bytes_on_wire over the migration time
-    stream_rate_mbps: float = 0.0  # best round: wire bytes over the round's time
+    stream_rate_mbps: float = 0.0  # best round's rate (pipelined: delivered, TCP_INFO)
     integrity_ok: bool = False
     dirty_tracking: str = ""
     memory_reader: str | None = None  # shared-arena | process_vm_readv (a live process)
@@ -56,6 +56,8 @@ class MigrationResult:
     source_verify_ms: float | None = None
     stop_ms: float | None = None  # the pause and the last dirty collection, before its send
     paced: str | None = None  # "tcp": the data streams paced at TCP's own rate
+    pipelined: bool = False  # pre-copy rounds not acknowledged one by one (one TCP stream)
+    drain_ms: float | None = None  # waited before the pause for the unsent bytes to leave
     disk_mode: str | None = None  # transfer | replicated (None: no disk)
     disk_bytes: int = 0
     disk_bytes_on_wire: int = 0  # part of bytes_on_wire

@@ -39,6 +39,7 @@ from agents.runtime.cputime import cpu_between, process_cpu
 from agents.runtime.gcpause import gc_paused
 from agents.switchover import Switchover
 from agents.wire import protocol as P
+from agents.wire.delivery import DeliveryMeter
 from agents.wire.digest import image_digest, page_hashes
 from agents.wire.sender import Sender
 from agents.wire.transport import (
@@ -48,6 +49,7 @@ from agents.wire.transport import (
     Transport,
     buffer_for_bdp,
     raise_buffer_sysctls,
+    tcp_socket_of,
 )
 
 
@@ -89,6 +91,7 @@ class SourceConfig:
     rdma: str | None = None  # RDMA device: memory pages by RDMA WRITE (agents.rdma)
     commit_table: bool = False  # COMMIT carries every page's hash (names a mismatch's pages)
     pace: bool = True  # the data streams paced by TCP at its own rate (SO_MAX_PACING_RATE)
+    pipeline: bool = True  # one TCP data stream: rounds not acknowledged one by one
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -453,9 +456,39 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
     """Pre-copy rounds, then stop-and-copy, then the decision."""
     flow = _Flow(src, disk, mem, dsk, cfg, res, ctl, data)
     _pace(flow)
-    pages, blocks, round_no, reason = await _precopy_rounds(flow, throttle)
+    flow.meter = _pipeline(flow)
+    async with trio.open_nursery() as sampling:
+        if flow.meter is not None:
+            sampling.start_soon(flow.meter.run)
+        pages, blocks, round_no, reason = await _precopy_rounds(flow, throttle)
+        if flow.meter is not None:  # the last dirty set must not queue behind the rest
+            res.drain_ms = round(await flow.meter.drain(DRAINED, DRAIN_LIMIT_S) * 1e3, 2)
+        sampling.cancel_scope.cancel()
     t_pause = await _stop_and_copy(flow, throttle, sw, pages, blocks, round_no + 1, reason)
     await _decide(flow, sw, t_pause)
+
+
+DRAINED = 64 << 10  # unsent bytes in the data stream's socket that count as drained
+DRAIN_LIMIT_S = 2.0  # the guest runs on meanwhile: a stalled link is the pause's to meet
+
+
+def _pipeline(f: _Flow) -> DeliveryMeter | None:
+    """Rounds that follow each other without the destination's acknowledgement: on one TCP
+    data stream, whose order keeps a page's later copy behind its earlier one (batches of
+    several streams may overtake each other, so their rounds are acknowledged); the meter
+    of what the stream delivered, which then gives the rate the switchover decides on."""
+    sock = tcp_socket_of(f.data[0].stream) if len(f.data) == 1 else None
+    if not f.cfg.pipeline or f.cfg.rdma or sock is None:
+        return None
+    rtt = (f.res.preflight or {}).get("rtt_ms", 0.0) / 1e3
+    meter = DeliveryMeter([sock], window_s=max(2 * rtt, 0.25))
+    try:
+        meter.sample()
+    except OSError as exc:  # no TCP_INFO of that age: acknowledged rounds, as before
+        f.res.warnings.append(f"rounds acknowledged one by one: {exc}")
+        return None
+    f.res.pipelined = True
+    return meter
 
 
 @dataclass
@@ -473,6 +506,8 @@ class _Flow:
     wire_start: int = 0
     t_start: float = 0.0
     cpu_start: dict[str, float] | None = None  # this process's CPU when round 0 began
+    meter: DeliveryMeter | None = None  # pipelined rounds: what the data stream delivered
+    acks_due: int = 0  # pipelined rounds whose acknowledgement is still to be read
 
     def wire(self) -> int:
         return sum(s.bytes_sent for s in [self.ctl, *self.data])
@@ -508,15 +543,22 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
                                     cfg.idle_timeout)
         await ctl.send(P.encode_json(P.FrameType.ROUND_END,
                                      {"round": round_no, "batches": batches}))
-        await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {round_no}")
+        if f.meter is None:
+            await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {round_no}")
+        else:  # read before PREPARED; the stream's order keeps this round ahead of the next
+            f.acks_due += 1
         dt = max(trio.current_time() - t0, 1e-6)
         sent = len(pages) + len(blocks)
-        # the round's data rate, without the round trip its end waits for: on a long path
-        # that wait is most of a small round (150 ms of 0.5 s), and a rate deflated by it
-        # would keep a converging guest pre-copying and throttle it for the path's length
-        bw_Bps = (f.wire() - w0) / max(dt - rtt, dt / 4) if sent > 64 else bw_Bps
+        if f.meter is not None:  # what the peer acknowledged over the last window
+            bw_Bps = f.meter.rate() or bw_Bps
+            res.stream_rate_mbps = max(res.stream_rate_mbps, bw_Bps * 8 / 1e6)
+        else:
+            # the round's data rate, without the round trip its end waits for: on a long
+            # path that wait is most of a small round (150 ms of 0.5 s), and a rate deflated
+            # by it would keep a converging guest pre-copying and throttle it for the path
+            bw_Bps = (f.wire() - w0) / max(dt - rtt, dt / 4) if sent > 64 else bw_Bps
+            res.stream_rate_mbps = max(res.stream_rate_mbps, (f.wire() - w0) * 8 / dt / 1e6)
         res.round_seconds.append(round(dt, 4))
-        res.stream_rate_mbps = max(res.stream_rate_mbps, (f.wire() - w0) * 8 / dt / 1e6)
         pages = src.dirty()
         blocks = disk.dirty() if f.dsk is not None else []
         res.dirty_pages_per_round.append(len(pages))
@@ -586,6 +628,8 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
             info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
         await ctl.send_parts(P.commit_parts(info, mem.hashes if cfg.commit_table else None))
         await faults.ahit("source", "commit")
+        for rnd in range(round_no - f.acks_due, round_no):  # pipelined rounds' (long in)
+            await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {rnd}", cfg.commit_timeout)
         prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
     if check is not None:
         check.compare(mem.hashes, res)

@@ -8,10 +8,11 @@ rounds after the first, lambda = D / R and (Clark et al., NSDI'05; Liu et al.):
 
 :func:`forecast` feeds it what a user would (:func:`inputs_from`: V the bytes round 0 had to
 send, R iperf3 on the same path shared among the migrations beside it, D the dirty rate the
-tracker measured), predicts the rounds by its own stop rule and adds one RTT per round and the
-measured resume time. A migration alone on its path starts as cold as iperf3 did: its round
-0 takes what iperf3's delivery curve says V takes from a cold start (:class:`PathCurve`), the
-later rounds go at iperf3's steady rate.
+tracker measured), predicts the rounds by its own stop rule and adds the round trips (one per
+pre-copy round where each round's end is acknowledged, none where they follow each other on
+one stream; two at the switchover) and the measured resume time. A migration alone on its
+path starts as cold as iperf3 did: its round 0 takes what iperf3's delivery curve says V takes
+from a cold start (:class:`PathCurve`), the later rounds go at iperf3's steady rate.
 
 A guest that writes a hot set over and over (the built-in one: ``hot_share`` of its page
 writes into its first ``hot_fraction`` of pages) does not dirty D t bytes in a round of t
@@ -112,8 +113,8 @@ class ModelInputs:
     dirty_bytes_s: float  # D: the dirty rate the tracker measured (unique pages per second)
     downtime_target_ms: float
     max_rounds: int
-    rtt_s: float = 0.0  # one round trip per round (its end is acknowledged), two at the stop
-    #                     (the image to PREPARED, then GO to the destination's DECISION)
+    rtt_s: float = 0.0  # two round trips at the stop (the image to PREPARED, then GO to the
+    #                     destination's DECISION), one per pre-copy round if acknowledged
     resume_s: float = 0.0  # measured: the destination's resume and its network move (hook),
     #                       and the source's pause with its last dirty collection
     check_s: float = 0.0  # measured: the source's check of the paused original (from the
@@ -122,6 +123,10 @@ class ModelInputs:
     curve: PathCurve | None = None  # round 0 from a cold start on the path (then: R steady)
     final_rate_bytes_s: float | None = None  # the last round's share, where sharing changes
     #                                          during a burst (else R)
+    acked_rounds: bool = True  # each pre-copy round waits a round trip for its acknowledgement
+
+    def round_trip_per_round(self) -> float:
+        return self.rtt_s if self.acked_rounds else 0.0
 
     def first_round_s(self) -> float:
         """Round 0's transfer: from a cold start along the path's curve, else V / R."""
@@ -206,7 +211,7 @@ def _switchover_s(last_round_s: float, inp: ModelInputs) -> float:
 
 def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
     """Round by round: each round sends what the one before left dirty (``skew``)."""
-    rate, rtt = inp.rate_bytes_s, inp.rtt_s
+    rate, rtt = inp.rate_bytes_s, inp.round_trip_per_round()
     target = inp.downtime_target_ms / 1000.0 * rate
     t = inp.first_round_s() + rtt
     total, rounds = t, 1
@@ -228,12 +233,13 @@ def forecast(inp: ModelInputs) -> Forecast:
     rounds = stop_round(inp)
     p = precopy(inp.volume_bytes, inp.rate_bytes_s, inp.dirty_bytes_s, rounds)
     cold = inp.first_round_s() - inp.volume_bytes / inp.rate_bytes_s  # slow start, if known
-    total = p.migration_time_s + cold + rounds * inp.rtt_s + inp.resume_s
+    precopy_s = p.migration_time_s - p.downtime_ms / 1000.0 + cold + \
+        (rounds - 1) * inp.round_trip_per_round()
+    last_s = p.downtime_ms / 1000.0
     if inp.final_rate_bytes_s:  # the last round at its own share
-        p = Prediction(p.ratio, p.migration_time_s,
-                       p.downtime_ms * inp.rate_bytes_s / inp.final_rate_bytes_s)
-    down = _switchover_s(p.downtime_ms / 1000.0, inp) * 1000.0
-    return Forecast(rounds, total, down, p.ratio)
+        last_s *= inp.rate_bytes_s / inp.final_rate_bytes_s
+    down = _switchover_s(last_s, inp)
+    return Forecast(rounds, precopy_s + down, down * 1000.0, p.ratio)
 
 
 def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
@@ -263,4 +269,5 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
                        m.get("downtime_target_ms") or 300.0, m.get("max_rounds") or 30,
                        rtt_ms / 1000.0, resume_ms / 1000.0,
                        (m.get("source_verify_ms") or 0.0) / 1000.0, skew, curve,
-                       (m["final_share_mbps"] * 1e6 / 8) if m.get("final_share_mbps") else None)
+                       (m["final_share_mbps"] * 1e6 / 8) if m.get("final_share_mbps") else None,
+                       acked_rounds=not m.get("pipelined"))

@@ -43,12 +43,17 @@ def test_the_model_stops_by_its_own_rule():
     assert model.stop_round(_inputs(volume_bytes=0.0)) == 2
 
 
-def test_forecast_adds_a_round_trip_per_round_and_the_resume():
+def test_forecast_adds_the_round_trips_and_the_resume():
     bare = model.forecast(_inputs())
     slow = model.forecast(_inputs(rtt_s=0.15, resume_s=0.02))
-    assert slow.rounds == bare.rounds == 4
-    assert math.isclose(slow.migration_time_s - bare.migration_time_s, 4 * 0.15 + 0.02)
-    assert math.isclose(slow.downtime_ms - bare.downtime_ms, 320.0)  # PREPARED, DECISION
+    piped = model.forecast(_inputs(rtt_s=0.15, resume_s=0.02, acked_rounds=False))
+    assert slow.rounds == bare.rounds == piped.rounds == 4
+    # three acknowledged pre-copy rounds, then PREPARED and DECISION at the switchover
+    assert math.isclose(slow.migration_time_s - bare.migration_time_s, 5 * 0.15 + 0.02)
+    assert math.isclose(slow.downtime_ms - bare.downtime_ms, 320.0)
+    # rounds that follow each other on one stream: only the switchover's two
+    assert math.isclose(piped.migration_time_s - bare.migration_time_s, 2 * 0.15 + 0.02)
+    assert piped.downtime_ms == slow.downtime_ms
 
 
 def test_inputs_come_from_what_was_measured():
@@ -62,6 +67,7 @@ def test_inputs_come_from_what_was_measured():
     assert math.isclose(inp.dirty_bytes_s, 90 * 4096 / 1.5)  # measured, not configured
     assert (inp.downtime_target_ms, inp.max_rounds, inp.rtt_s, inp.resume_s) == \
         (100, 5, 0.02, 0.005)
+    assert inp.acked_rounds and not model.inputs_from(m | {"pipelined": True}).acked_rounds
     assert model.inputs_from({"iperf3_mbps": 100.0}) is None
 
 

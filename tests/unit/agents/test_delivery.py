@@ -1,0 +1,81 @@
+"""The delivery meter reads what a real TCP connection (loopback) delivered."""
+
+import socket
+
+import trio
+
+from agents.wire.delivery import DeliveryMeter, tcp_progress
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        # a small receive buffer: the peer acknowledges at the pace its reader reads
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        tx = socket.create_connection(srv.getsockname())
+        rx, _ = srv.accept()
+    tx.setsockopt(socket.IPPROTO_TCP, 25, 256 << 10)  # TCP_NOTSENT_LOWAT
+    return tx, rx
+
+
+def test_acked_and_unsent_follow_a_slow_reader():
+    tx, rx = _pair()
+    with tx, rx:
+        tx.setblocking(False)
+        sent = 0
+        while True:  # fill the socket while nobody reads
+            try:
+                sent += tx.send(bytes(1 << 16))
+            except BlockingIOError:
+                break
+        acked, unsent = tcp_progress(tx)
+        assert 0 < unsent < sent and acked <= sent - unsent + 1
+        got = 0
+        rx.settimeout(5)
+        while got < sent:
+            got += len(rx.recv(1 << 20))
+        for _ in range(100):  # the last ACKs are in flight on loopback for a moment
+            acked, unsent = tcp_progress(tx)
+            if unsent == 0 and acked >= sent:
+                break
+        assert unsent == 0 and acked >= sent
+
+
+def test_rate_over_the_window_and_drain():
+    tx, rx = _pair()
+
+    async def main() -> tuple[float | None, float, float, int]:
+        meter = DeliveryMeter([tx], window_s=0.1)
+        tx.setblocking(False)
+        rx.setblocking(False)
+        total = 0
+
+        async def reader() -> None:  # about 4 MB/s: at most 40 kB every 10 ms
+            nonlocal total
+            while True:
+                await trio.sleep(0.01)
+                try:
+                    total += len(rx.recv(40_000))
+                except BlockingIOError:
+                    pass
+
+        async with trio.open_nursery() as n:
+            n.start_soon(reader)
+            n.start_soon(meter.run, 0.01)
+            data = bytes(8 << 20)
+            view, off = memoryview(data), 0
+            t0 = trio.current_time()
+            while trio.current_time() - t0 < 0.4:
+                await trio.lowlevel.wait_writable(tx)
+                off += tx.send(view[off : off + (1 << 16)])
+            rate = meter.rate()
+            read_rate = total / (trio.current_time() - t0)
+            waited = await meter.drain(1, 5.0)
+            unsent = meter.unsent()
+            n.cancel_scope.cancel()
+        return rate, read_rate, waited, unsent
+
+    with tx, rx:
+        rate, read_rate, waited, unsent = trio.run(main)
+    # the reader's pace, not how fast the socket took the bytes
+    assert rate is not None and 0.6 < rate / read_rate < 1.5, (rate, read_rate)
+    assert unsent == 0 and waited < 5.0
