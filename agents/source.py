@@ -577,7 +577,7 @@ def _pace(f: _Flow) -> None:
     """The data streams are paced by TCP itself, at its own rate (1.2x the window per round
     trip once out of slow start), never capped: a window leaves spread over the round trip.
 
-    Between rounds the data streams wait for the round's acknowledgement, after which an
+    Where rounds are acknowledged the data streams wait between rounds, after which an
     unpaced sender puts a whole congestion window on the wire at once: measured at 100 ms
     RTT and 250 Mbit/s with cubic, the stop-and-copy's 3.8 MB overflowed the bottleneck's
     queue (one bandwidth-delay product), its whole tail was lost, and the retransmission

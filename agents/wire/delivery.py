@@ -3,9 +3,11 @@
 When pre-copy rounds follow each other without waiting for the destination's
 acknowledgement, the time a round took to leave the application says little about the link
 (a small round fits in the socket whole): the rate the switchover is decided on is the bytes
-the peer acknowledged over a recent window instead, and what still waits unsent in the
-sockets is drained before the guest is paused, so the last dirty set does not queue behind
-it.
+the peer acknowledged over a recent window instead. Before the guest is paused the source
+lets what still waits unsent leave and the bottleneck's queue empty (what is in flight down to
+the path's own bandwidth-delay product), so the last dirty set does not queue behind the rest:
+cubic keeps a standing queue as deep as the bottleneck allows (one BDP on the testbed's WAN
+links), which would add up to a round trip to the downtime.
 """
 
 from __future__ import annotations
@@ -13,22 +15,30 @@ from __future__ import annotations
 import socket
 import struct
 from collections import deque
+from typing import NamedTuple
 
 import trio
 
-# struct tcp_info (include/uapi/linux/tcp.h): u64 tcpi_bytes_acked (since 4.1) and
-# u32 tcpi_notsent_bytes (since 4.6) at these offsets
-_BYTES_ACKED, _NOTSENT = 120, 144
-_INFO_LEN = _NOTSENT + 4
+# struct tcp_info (include/uapi/linux/tcp.h): u64 bytes_acked at 120 (Linux 4.1), u32
+# notsent_bytes and min_rtt (us) at 144 (4.6), u64 bytes_sent and bytes_retrans at 200 (4.19)
+_TCP_INFO = struct.Struct("=120x Q 16x I I 48x Q Q")
+assert _TCP_INFO.size == 216
 
 
-def tcp_progress(sock: socket.socket) -> tuple[int, int]:
-    """(bytes the peer acknowledged, bytes written and not yet sent) of a TCP socket."""
-    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _INFO_LEN)
-    if len(info) < _INFO_LEN:
-        raise OSError("TCP_INFO without tcpi_notsent_bytes (kernel older than 4.6)")
-    return struct.unpack_from("=Q", info, _BYTES_ACKED)[0], \
-        struct.unpack_from("=I", info, _NOTSENT)[0]
+class TcpProgress(NamedTuple):
+    acked: int  # bytes the peer acknowledged
+    unsent: int  # bytes written and not yet sent
+    in_flight: int  # bytes sent and not yet acknowledged (SACKed and lost ones included)
+    min_rtt_s: float  # the connection's lowest round trip: the path without queues
+
+
+def tcp_progress(sock: socket.socket) -> TcpProgress:
+    """What a TCP socket's kernel says about its delivery."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    if len(info) < _TCP_INFO.size:
+        raise OSError("TCP_INFO without tcpi_bytes_sent (kernel older than 4.19)")
+    acked, unsent, min_rtt, sent, retrans = _TCP_INFO.unpack(info)
+    return TcpProgress(acked, unsent, max(0, sent - retrans - acked), min_rtt / 1e6)
 
 
 class DeliveryMeter:
@@ -39,16 +49,12 @@ class DeliveryMeter:
         self.socks, self.window_s = socks, window_s
         self._samples: deque[tuple[float, int]] = deque()
 
-    def _read(self) -> tuple[int, int]:
-        acked = unsent = 0
-        for s in self.socks:
-            a, u = tcp_progress(s)
-            acked, unsent = acked + a, unsent + u
-        return acked, unsent
+    def _read(self) -> list[TcpProgress]:
+        return [tcp_progress(s) for s in self.socks]
 
     def sample(self) -> None:
         now = trio.current_time()
-        self._samples.append((now, self._read()[0]))
+        self._samples.append((now, sum(p.acked for p in self._read())))
         # keep the newest sample at least a window old, and everything after it
         while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
             self._samples.popleft()
@@ -60,7 +66,13 @@ class DeliveryMeter:
         return (a1 - a0) / (t1 - t0) if t1 - t0 > 1e-3 else None
 
     def unsent(self) -> int:
-        return self._read()[1]
+        return sum(p.unsent for p in self._read())
+
+    def queued(self, rate_Bps: float) -> int:
+        """Bytes that would go before a byte written now, beyond what the path itself holds:
+        the sockets' unsent bytes and what is in flight above rate x the lowest RTT."""
+        return sum(p.unsent + max(0, p.in_flight - int(rate_Bps * p.min_rtt_s))
+                   for p in self._read())
 
     async def run(self, period_s: float = 0.02) -> None:
         """Sample every ``period_s`` until cancelled."""
@@ -69,10 +81,11 @@ class DeliveryMeter:
             await trio.sleep(period_s)
 
     async def drain(self, below: int, limit_s: float, period_s: float = 0.002) -> float:
-        """Wait until less than ``below`` bytes wait unsent, at most ``limit_s``; the seconds
-        waited."""
+        """Wait until less than ``below`` bytes are queued (:meth:`queued`, at the window's
+        rate), at most ``limit_s``; the seconds waited."""
         t0 = trio.current_time()
+        rate = self.rate() or 0.0
         with trio.move_on_after(limit_s):
-            while self.unsent() >= below:
+            while self.queued(rate) >= below:
                 await trio.sleep(period_s)
         return trio.current_time() - t0

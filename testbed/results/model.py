@@ -124,6 +124,8 @@ class ModelInputs:
     final_rate_bytes_s: float | None = None  # the last round's share, where sharing changes
     #                                          during a burst (else R)
     acked_rounds: bool = True  # each pre-copy round waits a round trip for its acknowledgement
+    drain_s: float = 0.0  # measured: pipelined rounds wait before the pause for the queued
+    #                       bytes to leave; the last dirty set is written for that long more
 
     def round_trip_per_round(self) -> float:
         return self.rtt_s if self.acked_rounds else 0.0
@@ -215,12 +217,16 @@ def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
     target = inp.downtime_target_ms / 1000.0 * rate
     t = inp.first_round_s() + rtt
     total, rounds = t, 1
-    left = skew.dirtied_in_first_round(t)
+    dirtied = skew.dirtied_in_first_round
+    left = dirtied(t)
     while left > target and rounds < max(inp.max_rounds, 2) - 1:
         t = left / rate + rtt
         total += t
         rounds += 1
-        left = skew.dirtied(t)
+        dirtied = skew.dirtied
+        left = dirtied(t)
+    if inp.drain_s:  # decided on what the round left; paused after the queue drained
+        left = dirtied(t + inp.drain_s)
     down = _switchover_s(left / (inp.final_rate_bytes_s or rate), inp)
     lam = skew.writes_per_s * skew.page_size / rate
     return Forecast(rounds + 1, total + down, down * 1000.0, lam)
@@ -235,7 +241,8 @@ def forecast(inp: ModelInputs) -> Forecast:
     cold = inp.first_round_s() - inp.volume_bytes / inp.rate_bytes_s  # slow start, if known
     precopy_s = p.migration_time_s - p.downtime_ms / 1000.0 + cold + \
         (rounds - 1) * inp.round_trip_per_round()
-    last_s = p.downtime_ms / 1000.0
+    last_s = (p.downtime_ms / 1000.0 * inp.rate_bytes_s + inp.dirty_bytes_s * inp.drain_s) / \
+        inp.rate_bytes_s
     if inp.final_rate_bytes_s:  # the last round at its own share
         last_s *= inp.rate_bytes_s / inp.final_rate_bytes_s
     down = _switchover_s(last_s, inp)
@@ -270,4 +277,5 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
                        rtt_ms / 1000.0, resume_ms / 1000.0,
                        (m.get("source_verify_ms") or 0.0) / 1000.0, skew, curve,
                        (m["final_share_mbps"] * 1e6 / 8) if m.get("final_share_mbps") else None,
-                       acked_rounds=not m.get("pipelined"))
+                       acked_rounds=not m.get("pipelined"),
+                       drain_s=(m.get("drain_ms") or 0.0) / 1000.0)

@@ -62,8 +62,11 @@ def write_report(out_dir: Path, docs: list[Document], plots: list[Path]) -> Path
                   f"{env.get('python')}, testbed {code.get('version') or '?'} at commit "
                   f"{commit}; results schema {docs[0].schema}.", ""]
     lines += ["Every migration is shown with the analytical pre-copy prediction in brackets "
-              "(lambda = D/R; T_mig = V/R (1 - lambda^(n+1)) / (1 - lambda) + (n+1) RTT + "
-              "resume; T_down = V lambda^n / R + 2 RTT + resume; V = the bytes round 0 had to "
+              "(lambda = D/R; T_mig = V/R (1 - lambda^(n+1)) / (1 - lambda) + 2 RTT + "
+              "resume, plus n RTT where each pre-copy round waits for its acknowledgement "
+              "(several streams); T_down = V lambda^n / R + 2 RTT + resume, the last set "
+              "grown by what was dirtied while the queued bytes drained before the pause "
+              "where rounds follow each other on one stream; V = the bytes round 0 had to "
               "send (zero pages are references), R = iperf3 on the same path shared among "
               "the migrations crossing its bottleneck, D = the dirty rate the tracker "
               "measured, n + 1 = the rounds by the model's own stop rule: V lambda^n / R "
