@@ -463,6 +463,10 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
         pages, blocks, round_no, reason = await _precopy_rounds(flow, throttle)
         if flow.meter is not None:  # the last dirty set must not queue behind the rest
             res.drain_ms = round(await flow.meter.drain(DRAINED, DRAIN_LIMIT_S) * 1e3, 2)
+            if flow.meter.undrained:
+                rate, socks = flow.meter.undrained
+                res.warnings.append(f"still queued after {DRAIN_LIMIT_S} s at {rate:.0f} B/s: "
+                                    f"{[p._asdict() for p in socks]}")
         sampling.cancel_scope.cancel()
     t_pause = await _stop_and_copy(flow, throttle, sw, pages, blocks, round_no + 1, reason)
     await _decide(flow, sw, t_pause)
