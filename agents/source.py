@@ -461,19 +461,25 @@ async def _rounds(src: MemorySource, disk: DiskSource | None, mem: Sender, dsk: 
         if flow.meter is not None:
             sampling.start_soon(flow.meter.run)
         pages, blocks, round_no, reason = await _precopy_rounds(flow, throttle)
-        if flow.meter is not None:  # the last dirty set must not queue behind the rest
-            res.drain_ms = round(await flow.meter.drain(DRAINED, DRAIN_LIMIT_S) * 1e3, 2)
-            if flow.meter.undrained:
-                rate, socks = flow.meter.undrained
-                res.warnings.append(f"still queued after {DRAIN_LIMIT_S} s at {rate:.0f} B/s: "
-                                    f"{[p._asdict() for p in socks]}")
+        if flow.meter is not None:
+            await _drain(flow, flow.meter)
         sampling.cancel_scope.cancel()
     t_pause = await _stop_and_copy(flow, throttle, sw, pages, blocks, round_no + 1, reason)
     await _decide(flow, sw, t_pause)
 
 
-DRAINED = 64 << 10  # unsent bytes in the data stream's socket that count as drained
+DRAINED = 64 << 10  # bytes still queued (unsent, or in flight beyond the path's BDP): drained
 DRAIN_LIMIT_S = 2.0  # the guest runs on meanwhile: a stalled link is the pause's to meet
+
+
+async def _drain(f: _Flow, meter: DeliveryMeter) -> None:
+    """Let the queued bytes leave before the pause: the last dirty set must not wait
+    behind the rest (``agents.wire.delivery``)."""
+    f.res.drain_ms = round(await meter.drain(DRAINED, DRAIN_LIMIT_S) * 1e3, 2)
+    if meter.undrained:
+        rate, socks = meter.undrained
+        f.res.warnings.append(f"still queued after {DRAIN_LIMIT_S} s at {rate:.0f} B/s: "
+                              f"{[p._asdict() for p in socks]}")
 
 
 def _pipeline(f: _Flow) -> DeliveryMeter | None:
