@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agents.security.modes import MODES
+
 if TYPE_CHECKING:  # cryptography and trio load only when security options are used
     from agents.security.credentials import Material
     from agents.security.tls import TlsServerTransport, TlsTransport
-
-MODES = ("disabled", "opportunistic", "required")
 
 
 class LocatorError(ValueError):

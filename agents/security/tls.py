@@ -36,7 +36,7 @@ import trio
 
 from agents.security.credentials import CredentialError, Material, context
 from agents.security.exporter import ExporterUnavailable, tls_exporter
-from agents.security.locator import MODES
+from agents.security.modes import MODES
 from agents.wire import protocol as P
 from agents.wire.transport import FramedStream, TcpTransport
 
