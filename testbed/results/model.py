@@ -241,8 +241,7 @@ def forecast(inp: ModelInputs) -> Forecast:
     cold = inp.first_round_s() - inp.volume_bytes / inp.rate_bytes_s  # slow start, if known
     precopy_s = p.migration_time_s - p.downtime_ms / 1000.0 + cold + \
         (rounds - 1) * inp.round_trip_per_round()
-    last_s = (p.downtime_ms / 1000.0 * inp.rate_bytes_s + inp.dirty_bytes_s * inp.drain_s) / \
-        inp.rate_bytes_s
+    last_s = p.downtime_ms / 1000.0 + inp.dirty_bytes_s * inp.drain_s / inp.rate_bytes_s
     if inp.final_rate_bytes_s:  # the last round at its own share
         last_s *= inp.rate_bytes_s / inp.final_rate_bytes_s
     down = _switchover_s(last_s, inp)
