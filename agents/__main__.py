@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait for the destination's acknowledgement of every pre-copy round "
                         "(one round trip each) even on one TCP data stream, where rounds "
                         "otherwise follow each other at once")
+    s.add_argument("--wait-go", action="store_true",
+                   help="once connected and measured, say {\"progress\": {\"phase\": "
+                        "\"ready\"}} on stderr and start round 0 only when a line 'go' comes "
+                        "on stdin (a burst's common start, whatever each agent's start-up took)")
     s.add_argument("--commit-table", action="store_true",
                    help="send every page's hash with COMMIT, so that a digest mismatch names "
                         "the pages (8 bytes a page more inside the downtime)")
@@ -204,6 +208,17 @@ def _progress_line(event: dict) -> None:
     print(json.dumps({"progress": event}), file=sys.stderr, flush=True)
 
 
+async def _stdin_gate() -> None:
+    """--wait-go: say ready, then wait for 'go' on stdin (anything else fails the migration
+    before round 0, the guest running on)."""
+    import trio
+
+    _progress_line({"phase": "ready"})
+    line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    if line.strip() != "go":
+        raise RuntimeError(f"--wait-go: stdin said {line.strip()!r} before round 0, not 'go'")
+
+
 def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
     """Start the new guest in its own session (it outlives this agent if the migration fails),
     forked from this interpreter: no second start-up and import bill."""
@@ -257,7 +272,8 @@ def cmd_source(args: argparse.Namespace) -> int:
                        resolve_records=args.resolve_records,
                        verify_source=args.verify_source, guard=not args.no_guard,
                        rdma=args.rdma, commit_table=args.commit_table,
-                       pace=not args.no_pacing, pipeline=not args.acked_rounds)
+                       pace=not args.no_pacing, pipeline=not args.acked_rounds,
+                       start_gate=_stdin_gate if args.wait_go else None)
     if args.rdma and getattr(args, "encryption", None) == "required":
         raise SystemExit("--rdma with --encryption required: RDMA WRITE carries the pages "
                          "unencrypted")

@@ -56,6 +56,9 @@ class MigrationResult:
     source_verify_ms: float | None = None
     stop_ms: float | None = None  # the pause and the last dirty collection, before its send
     paced: str | None = None  # "tcp": the data streams paced at TCP's own rate
+    # CLOCK_MONOTONIC at round 0's start, the pause and the decision: one clock for every
+    # process on the machine, so a burst's migrations line up by it
+    monotonic_s: dict[str, float] = field(default_factory=dict)
     pipelined: bool = False  # pre-copy rounds not acknowledged one by one (one TCP stream)
     drain_ms: float | None = None  # waited before the pause for the unsent bytes to leave
     disk_mode: str | None = None  # transfer | replicated (None: no disk)

@@ -18,7 +18,7 @@ import statistics
 import time
 import uuid
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -92,6 +92,7 @@ class SourceConfig:
     commit_table: bool = False  # COMMIT carries every page's hash (names a mismatch's pages)
     pace: bool = True  # the data streams paced by TCP at its own rate (SO_MAX_PACING_RATE)
     pipeline: bool = True  # one TCP data stream: rounds not acknowledged one by one
+    start_gate: Callable[[], Awaitable[None]] | None = None  # awaited just before round 0
 
 
 async def _expect(ctl: FramedStream, want: P.FrameType, what: str,
@@ -383,6 +384,8 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
                              limiter=limiter)
             data.append(s)
             await s.send(P.encode_json(P.FrameType.DATA_HELLO, {"migration": mid, "index": i}))
+        if cfg.start_gate is not None:  # connected and measured: wait for the common start
+            await _gated(cfg, ctl)
         await _precopy(src, disk, cfg, res, ctl, data, nursery, sw, rdma)
     finally:
         for s in [*data, ctl]:
@@ -390,6 +393,31 @@ async def _run(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
         if rdma is not None:
             res.rdma = rdma.describe()
             rdma.close()
+
+
+GATE_LIMIT_S = 300.0
+
+
+async def _gated(cfg: SourceConfig, ctl: FramedStream) -> None:
+    """Wait for ``cfg.start_gate`` (at most ``GATE_LIMIT_S``: the others' start-up, which
+    takes many seconds in the emulated VM), the control stream kept alive for the
+    destination meanwhile; a gate that fails fails the migration before anything was
+    copied."""
+    assert cfg.start_gate is not None
+    stop, failure = trio.Event(), None
+    async with trio.open_nursery() as keep:
+        keep.start_soon(_keepalive, ctl, cfg.idle_timeout / 3, stop)
+        try:
+            with trio.fail_after(GATE_LIMIT_S):
+                await cfg.start_gate()
+        except trio.TooSlowError:
+            failure = f"no start after {GATE_LIMIT_S} s at the gate"
+        except (OSError, RuntimeError) as exc:
+            failure = f"start gate: {exc}"
+        finally:
+            stop.set()
+    if failure:
+        raise MigrationFailed(failure)
 
 
 async def _precopy(src: MemorySource, disk: DiskSource | None, cfg: SourceConfig,
@@ -538,6 +566,7 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
     policy = cfg.policy
     ps = src.layout.page_size
     f.wire_start, f.t_start, f.cpu_start = f.wire(), trio.current_time(), process_cpu()
+    res.monotonic_s["round0"] = time.monotonic()
     src.start_tracking()
     pages: Sequence[int] = range(src.layout.npages)
     blocks: list[int] = []
@@ -607,6 +636,7 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
     guest was paused."""
     src, disk, mem, dsk, cfg, res, ctl = f.src, f.disk, f.mem, f.dsk, f.cfg, f.res, f.ctl
     t_pause = trio.current_time()
+    res.monotonic_s["pause"] = time.monotonic()
     sw.stopped()
     src.pause()
     throttle.stop()
@@ -666,6 +696,7 @@ async def _decide(f: _Flow, sw: Switchover, t_pause: float) -> None:
         await ctl.send(P.encode_json(P.FrameType.GO, {"migration": sw.mid}))
     answer = await _expect(ctl, P.FrameType.DECISION, "DECISION", cfg.commit_timeout)
     t_ack = trio.current_time()
+    res.monotonic_s["decided"] = time.monotonic()
     sw.decided(answer)
     await faults.ahit("source", "decided")
     res.bytes_on_wire = f.wire() - f.wire_start

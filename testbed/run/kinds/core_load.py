@@ -23,7 +23,7 @@ from ...measure.portcount import PortCounters, carrier
 from ...measure.probes import PingProbe
 from ...measure.samplers import CounterSampler, utilisation_summary
 from ...results.kinds.core_load import jain, spine_load
-from ...results.sharing import Flow, endings
+from ...results.sharing import Flow, endings, max_min
 from .. import qemu_jobs
 from ..jobs import job_from
 from ..spec import CoreLoadSpec
@@ -266,14 +266,19 @@ def path_shares(spec: CoreLoadSpec, path: str, migs: list[dict[str, Any]],
                 background_spine: str | None, iperf3_mbps: float
                 ) -> dict[str, tuple[float, float]]:
     """Mbit/s per migration (by case), on average and at its end, when the burst's flows
-    share their links max-min fairly, rates shared again as each one ends (a migration that
-    ends last sends its last round alone): the source host's stack link (or its cap),
-    the source leaf's uplink to the spine it took, that spine's downlink to the last leaf,
-    the destination's stack link; beside them the tenant flow at its offered rate. Links in
-    iperf3's goodput units (the path's iperf3 over its link's rate)."""
+    share their links max-min fairly: on average over its own transfer, each starting when
+    its round 0 really began (its agent's start-up varies by up to a second in a burst on
+    this machine, so the members overlap only in part) and the rates shared again as flows
+    start and end; at its end among the flows still sending when it paused
+    (:func:`at_pause`; else as the fluid model ends them). The links: the source host's
+    stack link (or its cap), the source leaf's uplink to the spine it took, that spine's
+    downlink to the last leaf, the destination's stack link; beside them the tenant flow at
+    its offered rate. Links in iperf3's goodput units (the path's iperf3 over its link's
+    rate)."""
     host = min(spec.host_link_mbps, spec.migration_cap_mbps) if path == "capped" \
         else spec.host_link_mbps
     eff = iperf3_mbps / min(host, spec.fabric_link_mbps) * 1e6 / 8
+    times = _timeline(migs)
     capacity: dict[str, float] = {}
     flows = []
     for m in migs:
@@ -282,7 +287,8 @@ def path_shares(spec: CoreLoadSpec, path: str, migs: list[dict[str, Any]],
         capacity[links[1]] = spec.host_link_mbps * eff
         if m.get("spine"):
             links += [f"uplink:{m['spine']}", f"downlink:{m['spine']}"]
-        flows.append(Flow(m["case"], tuple(links), float(m["bytes_on_wire"])))
+        start = times[m["case"]][0] if times else 0.0
+        flows.append(Flow(m["case"], tuple(links), float(m["bytes_on_wire"]), start=start))
     for s in range(1, spec.spines + 1):
         capacity[f"uplink:s{s}"] = capacity[f"downlink:s{s}"] = spec.fabric_link_mbps * eff
     if spec.background_flow and background_spine:
@@ -290,8 +296,38 @@ def path_shares(spec: CoreLoadSpec, path: str, migs: list[dict[str, Any]],
                                          f"downlink:{background_spine}"),
                           math.inf, spec.background_mbps * 1e6 / 8))
     ends = endings(flows, capacity)
-    return {m["case"]: (round(m["bytes_on_wire"] * 8 / ends[m["case"]].seconds / 1e6, 3),
-                        round(ends[m["case"]].final_rate * 8 / 1e6, 3)) for m in migs}
+    last = at_pause(times, flows, capacity) if times else {}
+    out = {}
+    for f in flows[:len(migs)]:
+        avg = f.volume / max(ends[f.name].seconds - f.start, 1e-9)
+        out[f.name] = (round(avg * 8 / 1e6, 3),
+                       round(last.get(f.name, ends[f.name].final_rate) * 8 / 1e6, 3))
+    return out
+
+
+def _timeline(migs: list[dict[str, Any]]) -> dict[str, tuple[float, float, float]]:
+    """Each migration's round 0, pause and decision in seconds after the burst's first
+    round 0, from the sources' CLOCK_MONOTONIC stamps (empty unless every one has them)."""
+    stamps = {m["case"]: m.get("monotonic_s") or {} for m in migs}
+    if not all({"round0", "pause", "decided"} <= set(v) for v in stamps.values()):
+        return {}
+    origin = min(v["round0"] for v in stamps.values())
+    return {c: (v["round0"] - origin, v["pause"] - origin, v["decided"] - origin)
+            for c, v in stamps.items()}
+
+
+def at_pause(times: dict[str, tuple[float, float, float]], flows: list[Flow],
+             capacity: dict[str, float]) -> dict[str, float]:
+    """Each migration's max-min rate (bytes/s) among the flows still sending when it paused:
+    what its last dirty set got. Who still sends is measured (the others' round 0 and
+    decision around its pause), not the fluid model's order of endings: TCP shares
+    unevenly, so the migration the model has end last may well have paused first."""
+    rates = {}
+    for case, (_, pause, _) in times.items():
+        running = [f for f in flows if f.name == case or f.name not in times or
+                   times[f.name][0] <= pause < times[f.name][2]]
+        rates[case] = max_min(running, capacity)[case]
+    return rates
 
 
 def _start_background(lab: Lab, src: str, dst: str, src_ip: str, dst_ip: str,

@@ -57,3 +57,51 @@ def test_a_flow_that_ends_last_ends_at_the_rate_the_others_left_it():
     ends = endings([Flow("short", ("l",), 10.0), Flow("long", ("l",), 30.0)], {"l": 10.0})
     assert ends["short"].final_rate == 5.0 and ends["long"].final_rate == 10.0
     assert math.isclose(ends["long"].seconds, 4.0)
+
+
+def test_the_last_set_is_shared_with_those_still_sending_when_it_paused():
+    """Measured times decide who shares a migration's last round, not the fluid model's order:
+    two equal migrations on one link, the one that paused while the other still sent got
+    half the link, the other (paused after the first had ended) all of it; a migration that
+    began later shares from then on."""
+    from testbed.run.kinds.core_load import at_pause, path_shares
+    from testbed.run.spec import CoreLoadSpec
+
+    flows = [Flow("a", ("l",), 50e6), Flow("b", ("l",), 50e6)]
+    times = {"a": (0.0, 0.9, 1.0), "b": (0.0, 1.9, 2.0)}
+    assert at_pause(times, flows, {"l": 100e6}) == {"a": 50e6, "b": 100e6}
+    spec = CoreLoadSpec(name="x", spines=2, leaves=4, hosts_per_leaf=2, host_link_mbps=1000,
+                        fabric_link_mbps=1000, background_flow=False)
+
+    def mig(case: str, round0: float, pause: float, decided: float) -> dict:
+        return {"case": case, "src": "h1-1", "dst": "h4-1", "spine": "s1",
+                "bytes_on_wire": 50e6, "monotonic_s": {"round0": 100 + round0,
+                                                       "pause": 100 + pause,
+                                                       "decided": 100 + decided}}
+
+    shares = path_shares(spec, "own-stack", [mig("#0", 0, 0.9, 1.0), mig("#1", 0, 1.9, 2.0)],
+                         None, 940.0)
+    assert math.isclose(shares["#0"][1], 470, rel_tol=1e-3)  # the other still sent
+    assert math.isclose(shares["#1"][1], 940, rel_tol=1e-3)  # alone by then
+    # #1 began when #0 had sent half (50e6 B at 117.5e6 B/s: 0.21 s alone): #0 averages more
+    late = path_shares(spec, "own-stack", [mig("#0", 0, 0.5, 0.6), mig("#1", 0.2128, 1, 1.1)],
+                       None, 940.0)
+    assert late["#0"][0] > 470 * 1.2 and late["#1"][0] > 470 * 1.2
+    # without every source's clock stamps: all start together, ends as the fluid model says
+    bare = path_shares(spec, "own-stack", [mig("#0", 0, 0.9, 1.0) | {"monotonic_s": {}},
+                                           mig("#1", 0, 1.9, 2.0)], None, 940.0)
+    assert all(math.isclose(avg, 470, rel_tol=1e-3) for avg, _ in bare.values())
+
+
+def test_a_flow_that_starts_later_shares_only_from_then_on():
+    from testbed.results.sharing import endings
+
+    # "early" alone at 10 B/s for 1 s, then both at 5 B/s; "early" has 10 bytes left: 2 s
+    ends = endings([Flow("early", ("l",), 20.0), Flow("late", ("l",), 20.0, start=1.0)],
+                   {"l": 10.0})
+    assert math.isclose(ends["early"].seconds, 3.0) and ends["early"].final_rate == 5.0
+    # then "late" alone: 10 bytes sent by 3 s, the other 10 at 10 B/s
+    assert math.isclose(ends["late"].seconds, 4.0) and ends["late"].final_rate == 10.0
+    # a gap: nothing runs between 1 and 2 s
+    gap = endings([Flow("a", ("l",), 10.0), Flow("b", ("l",), 10.0, start=2.0)], {"l": 10.0})
+    assert math.isclose(gap["a"].seconds, 1.0) and math.isclose(gap["b"].seconds, 3.0)
