@@ -45,6 +45,9 @@ client_probe_ms = 2
             assert len(client["locations"]) == 2 and client["answers_from_old_after_switch"] == 0
             assert 0 < m["client_outage_ms"] < 10_000
         assert len(burst["migrations"]) == 2
+        # a burst: round 0s together, whatever each agent's start-up took (the start gate)
+        starts = [m["monotonic_s"]["round0"] for m in burst["migrations"]]
+        assert max(starts) - min(starts) < 0.5, starts
         # the migrations crossed the spines: their counters moved during the burst
         moved = sum(s["bytes"] for s in burst["spines"].values())
         image = sum(m["image_bytes"] for m in burst["migrations"])
