@@ -36,6 +36,8 @@ def describe(job: MigrationJob, event: dict[str, Any]) -> str:
     sent = (f"{(event.get('sent_bytes') or 0) / MIB:.0f} MiB sent of a "
             f"{(event.get('image_bytes') or 0) / MIB:.0f} MiB image")
     left = (event.get("remaining_bytes") or 0) / MIB
+    if phase == "ready":
+        return f"{label}: connected and measured, waiting for the burst's common start"
     if phase in ("decided", "aborted"):
         return f"{label}: {phase} after {rnd} rounds, {sent}, {event.get('elapsed_s')} s"
     if phase == "stop-and-copy":
@@ -108,7 +110,7 @@ class LiveRun:
             if key not in self._tasks:
                 self._tasks[key] = self._progress.add_task(
                     job.label or f"{job.src}->{job.dst}", total=total, info=info)
-            self._progress.update(self._tasks[key], completed=sent, info=info)
+            self._progress.update(self._tasks[key], total=total, completed=sent, info=info)
             if done:
                 self._progress.remove_task(self._tasks.pop(key))
         elif self.verbosity >= 1 or (done and self.verbosity >= 0):
