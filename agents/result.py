@@ -60,7 +60,7 @@ class MigrationResult:
     # process on the machine, so a burst's migrations line up by it
     monotonic_s: dict[str, float] = field(default_factory=dict)
     pipelined: bool = False  # pre-copy rounds not acknowledged one by one (one TCP stream)
-    drain_ms: float | None = None  # waited before the pause for the unsent bytes to leave
+    drain_ms: float | None = None  # waited before the pause for the queued bytes to leave
     disk_mode: str | None = None  # transfer | replicated (None: no disk)
     disk_bytes: int = 0
     disk_bytes_on_wire: int = 0  # part of bytes_on_wire

@@ -18,7 +18,7 @@ import statistics
 import time
 import uuid
 from array import array
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -404,9 +404,8 @@ async def _gated(cfg: SourceConfig, ctl: FramedStream) -> None:
     destination meanwhile; a gate that fails fails the migration before anything was
     copied."""
     assert cfg.start_gate is not None
-    stop, failure = trio.Event(), None
-    async with trio.open_nursery() as keep:
-        keep.start_soon(_keepalive, ctl, cfg.idle_timeout / 3, stop)
+    failure = None
+    async with _kept_alive(ctl, cfg.idle_timeout):
         try:
             with trio.fail_after(GATE_LIMIT_S):
                 await cfg.start_gate()
@@ -414,8 +413,6 @@ async def _gated(cfg: SourceConfig, ctl: FramedStream) -> None:
             failure = f"no start after {GATE_LIMIT_S} s at the gate"
         except (OSError, RuntimeError) as exc:
             failure = f"start gate: {exc}"
-        finally:
-            stop.set()
     if failure:
         raise MigrationFailed(failure)
 
@@ -457,24 +454,32 @@ async def _keepalive(ctl: FramedStream, period: float, stop: trio.Event) -> None
             await ctl.send(KEEPALIVE)
 
 
+@contextlib.asynccontextmanager
+async def _kept_alive(ctl: FramedStream, idle_timeout: float) -> AsyncIterator[None]:
+    """The control stream kept alive (:func:`_keepalive`, thrice per idle timeout) while
+    the block runs."""
+    stop = trio.Event()
+    async with trio.open_nursery() as keep:
+        keep.start_soon(_keepalive, ctl, idle_timeout / 3, stop)
+        try:
+            yield
+        finally:
+            stop.set()
+
+
 async def _send_round(mem: Sender, dsk: Sender | None, round_no: int, pages: Sequence[int],
                       blocks: list[int], res: MigrationResult, ctl: FramedStream,
                       idle_timeout: float) -> int:
     """Send one round of memory pages and disk blocks (the control stream kept alive);
     record it; return the batch count."""
-    stop = trio.Event()
-    async with trio.open_nursery() as keep:
-        keep.start_soon(_keepalive, ctl, idle_timeout / 3, stop)
-        try:
-            batches, ndata, nzero = await mem.send_round(round_no, pages)
-            res.pages_sent_per_round.append(ndata + nzero)
-            res.zero_pages_per_round.append(nzero)
-            if dsk is not None:
-                b, _, _ = await dsk.send_round(round_no, blocks)
-                batches += b
-                res.disk_blocks_per_round.append(len(blocks))
-        finally:
-            stop.set()
+    async with _kept_alive(ctl, idle_timeout):
+        batches, ndata, nzero = await mem.send_round(round_no, pages)
+        res.pages_sent_per_round.append(ndata + nzero)
+        res.zero_pages_per_round.append(nzero)
+        if dsk is not None:
+            b, _, _ = await dsk.send_round(round_no, blocks)
+            batches += b
+            res.disk_blocks_per_round.append(len(blocks))
     return batches
 
 
@@ -545,7 +550,6 @@ class _Flow:
     t_start: float = 0.0
     cpu_start: dict[str, float] | None = None  # this process's CPU when round 0 began
     meter: DeliveryMeter | None = None  # pipelined rounds: what the data stream delivered
-    acks_due: int = 0  # pipelined rounds whose acknowledgement is still to be read
 
     def wire(self) -> int:
         return sum(s.bytes_sent for s in [self.ctl, *self.data])
@@ -584,8 +588,7 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
                                      {"round": round_no, "batches": batches}))
         if f.meter is None:
             await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {round_no}")
-        else:  # read before PREPARED; the stream's order keeps this round ahead of the next
-            f.acks_due += 1
+        # else: read before PREPARED; the stream's order keeps this round ahead of the next
         dt = max(trio.current_time() - t0, 1e-6)
         sent = len(pages) + len(blocks)
         if f.meter is not None:  # what the peer acknowledged over the last window
@@ -668,8 +671,10 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
             info["disk_digest"] = image_digest(dsk.hashes) if dsk else disk.digest_now()
         await ctl.send_parts(P.commit_parts(info, mem.hashes if cfg.commit_table else None))
         await faults.ahit("source", "commit")
-        for rnd in range(round_no - f.acks_due, round_no):  # pipelined rounds' (long in)
-            await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {rnd}", cfg.commit_timeout)
+        if f.meter is not None:  # pipelined: every pre-copy round's acknowledgement, long in
+            for rnd in range(round_no):
+                await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {rnd}",
+                              cfg.commit_timeout)
         prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
     if check is not None:
         check.compare(mem.hashes, res)

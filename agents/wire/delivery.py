@@ -76,9 +76,6 @@ class DeliveryMeter:
         (t0, a0), (t1, a1) = self._samples[0], self._samples[-1]
         return (a1 - a0) / (t1 - t0) if t1 - t0 > 1e-3 else None
 
-    def unsent(self) -> int:
-        return sum(p.unsent for p in self._read())
-
     def queued(self, rate_Bps: float) -> int:
         """Bytes that would go before a byte written now, beyond what the path itself holds:
         the sockets' unsent bytes and what is in flight above rate x the lowest RTT."""

@@ -70,7 +70,7 @@ def test_rate_over_the_window_and_drain():
             rate = meter.rate()
             read_rate = total / (trio.current_time() - t0)
             waited = await meter.drain(1, 5.0)
-            unsent = meter.unsent()
+            unsent = tcp_progress(tx).unsent
             n.cancel_scope.cancel()
         return rate, read_rate, waited, unsent
 
