@@ -17,7 +17,7 @@ import time
 
 from agents.addresses import hostport
 from agents.guest import workload
-from agents.guest.workload import parse_mix, parse_size
+from agents.guest.workload import parse_fraction, parse_mix, parse_size
 from agents.runtime.forking import DEVNULL, PIPE, ChildProcess, fork_call
 from agents.security.locator import (
     add_credentials_parser,
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dirty-rate", type=float, default=20.0,
                    help="MB/s: the new guest's (--workload) or the image model's (--image)")
     s.add_argument("--mix", type=parse_mix, default=(0.25, 0.25, 0.25, 0.25))
+    s.add_argument("--hot-fraction", type=parse_fraction, default=0.1,
+                   help="--workload: the share of its pages that take hot-share of its writes")
+    s.add_argument("--hot-share", type=parse_fraction, default=0.9,
+                   help="--workload: the share of its writes that go to the hot pages")
     s.add_argument("--wss", type=float, default=0.0, help="image model working set, MiB")
     s.add_argument("--trace", help="image: recorded dirty trace ('seconds page' lines)")
     s.add_argument("--warmup", type=float, default=0.5, help="seconds before migrating")
@@ -225,7 +229,8 @@ def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
     mix = ",".join(f"{k}={v}" for k, v in zip(("zero", "text", "comp", "random"), args.mix,
                                                strict=True))
     argv = ["workload", "--size", str(args.workload), "--dirty-rate", str(args.dirty_rate),
-            "--mix", mix,
+            "--mix", mix, "--hot-fraction", str(args.hot_fraction),
+            "--hot-share", str(args.hot_share),
             *(["--host", args.service[0], "--port", str(args.service[1])]
               if args.service else []),
             *(["--netns", args.guest_netns] if args.guest_netns else []),

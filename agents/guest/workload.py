@@ -81,6 +81,17 @@ def parse_mix(text: str) -> tuple[float, float, float, float]:
     return tuple(v / s for v in vals)  # type: ignore[return-value]
 
 
+def parse_fraction(text: str) -> float:
+    """A share in (0, 1], e.g. '0.1'."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction in (0, 1]")
+    return v
+
+
 def fill_arena(arena: mmap.mmap, cfg: Config) -> None:
     """Fill pages 1.. with the configured mix of zero, text, compressible and random pages."""
     rng = random.Random(cfg.seed)
@@ -365,8 +376,8 @@ def add_arguments(w: argparse.ArgumentParser) -> None:
     w.add_argument("--mix", type=parse_mix, default=(0.25, 0.25, 0.25, 0.25),
                    help="page content mix, e.g. zero=25,text=25,comp=25,random=25")
     w.add_argument("--dirty-rate", type=float, default=20.0, help="MB/s written")
-    w.add_argument("--hot-fraction", type=float, default=0.1)
-    w.add_argument("--hot-share", type=float, default=0.9)
+    w.add_argument("--hot-fraction", type=parse_fraction, default=0.1)
+    w.add_argument("--hot-share", type=parse_fraction, default=0.9)
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=0, help="UDP service port")
     w.add_argument("--resume", metavar="IMAGE", help="carry on from a received arena image")

@@ -4,10 +4,12 @@ import time
 
 import pytest
 
+from agents.__main__ import build_parser
 from agents.guest.workload import (
     Config,
     fill_arena,
     new_arena,
+    parse_fraction,
     parse_mix,
     parse_size,
     read_header,
@@ -124,3 +126,15 @@ def test_workload_arena_mix_and_header():
     cfg2, counter = read_header(arena)
     assert counter == 42 and cfg2 == cfg
     assert parse_size("64M") == 64 << 20 and parse_size("1.5G") == 3 << 29
+
+
+def test_hot_set_arguments_reach_the_source_and_are_checked(capsys):
+    args = build_parser().parse_args(["source", "--workload", "192M", "--to", "10.0.0.2:7000",
+                                      "--hot-fraction", "0.0333", "--hot-share", "1"])
+    assert (args.hot_fraction, args.hot_share) == (0.0333, 1.0)
+    assert parse_fraction("0.5") == 0.5
+    for bad in ("0", "1.5", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["source", "--workload", "8M", "--to", "10.0.0.2:7000",
+                                       "--hot-share", bad])
+        assert "is not a fraction in (0, 1]" in capsys.readouterr().err
