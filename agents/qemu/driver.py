@@ -265,7 +265,7 @@ def _poll(plan: Plan, src: QMP, procs: dict[Role, Process], on_active: Hook | No
         else:  # a failed or cancelled migration reports no counters: keep the last ones
             info["ram"] = last_ram
         now = time.monotonic() - t0
-        iters.observe(now, info)
+        iters.observe(now, info, time.time())
         status = info.get("status")
         if status in ("completed", "failed", "cancelled"):
             if status == "completed":

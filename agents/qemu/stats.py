@@ -16,11 +16,15 @@ class Iterations:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     missed_syncs: int = 0
+    # every poll: [unix time, transferred, remaining, QEMU's mbps, dirty-sync-count]
+    polls: list[list[float]] = field(default_factory=list)
     _last_sync: int = 0
 
-    def observe(self, t_s: float, info: dict[str, Any]) -> None:
+    def observe(self, t_s: float, info: dict[str, Any], at_unix: float = 0.0) -> None:
         ram = info.get("ram") or {}
         sync = int(ram.get("dirty-sync-count", 0))
+        self.polls.append([round(at_unix, 4), ram.get("transferred", 0),
+                           ram.get("remaining", 0), round(ram.get("mbps", 0.0), 1), sync])
         if sync <= self._last_sync:
             return
         self.missed_syncs += max(0, sync - self._last_sync - 1)
@@ -121,6 +125,7 @@ def result(info: dict[str, Any], iterations: Iterations, *, wall_s: float,
         "multifd_bytes": ram.get("multifd-bytes"),
         "iterations": iterations.items,
         "missed_syncs": iterations.missed_syncs,
+        "polls": iterations.polls,
         "cpu_throttle_percentage": info.get("cpu-throttle-percentage"),
         # QEMU reported completion AND the guest ran on at the destination, its heartbeat
         # counter carrying on from the source's (its memory came across); no page compare

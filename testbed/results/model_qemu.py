@@ -122,6 +122,17 @@ def backlog(at_stop: dict[str, Any] | None, rate_bytes_s: float, rtt_s: float) -
     return float(max(at_stop.get("notsent_bytes", 0), beyond_flight, 0))
 
 
+def stop_and_copy_bytes(m: dict[str, Any]) -> float | None:
+    """What QEMU really sent after it stopped the guest: its final count less the count at
+    its last poll before the STOP (the driver's ``polls``; QEMU's counter stands still while
+    its writes block on a full socket). None without polls."""
+    stop = m.get("source_stopped_at_unix")
+    before = [p for p in m.get("polls") or () if stop and p[0] <= stop]
+    if not before or not m.get("bytes_on_wire"):
+        return None
+    return float(max(0, m["bytes_on_wire"] - before[-1][1]))
+
+
 def prediction(m: dict[str, Any]) -> dict[str, Any] | None:
     """Beside the measured QEMU migration: the same keys as ``report.prediction_for``."""
     if not m.get("completed"):
@@ -130,6 +141,11 @@ def prediction(m: dict[str, Any]) -> dict[str, Any] | None:
     if inp is None:
         return None
     f = forecast(inp)
+    # not a forecast: the downtime this model gives once the stop-and-copy's size is known
+    # (what it cannot know beforehand: QEMU's stop rule runs on its own socket-write rate)
+    sc = stop_and_copy_bytes(m)
+    given = None if sc is None else \
+        ((inp.backlog_bytes + sc) / inp.rate_bytes_s + inp.one_way_s) * 1000.0
     dev_t = predict.deviation(m.get("migration_time_s") or 0.0, f.migration_time_s)
     dev_d = predict.deviation(m.get("downtime_ms") or 0.0, f.downtime_ms)
     return {"lambda": f.ratio, "rounds": f.rounds, "migration_time_s": f.migration_time_s,
@@ -139,4 +155,6 @@ def prediction(m: dict[str, Any]) -> dict[str, Any] | None:
             "qemu_bandwidth_mbps": inp.qemu_bandwidth_bytes_s * 8 / 1e6,
             "threshold_mib": inp.qemu_bandwidth_bytes_s * inp.downtime_limit_ms / 1000 / 2**20,
             "stop_rule": "QEMU 7.2: pending after a sync < its measured bandwidth x limit",
+            "stop_and_copy_mib": None if sc is None else sc / 2**20,
+            "downtime_given_stop_and_copy_ms": given,
             "flag": predict.flagged(dev_t) or predict.flagged(dev_d)}

@@ -89,12 +89,13 @@ def test_iterations_and_result_fields():
         it.observe(t, {"status": "active", "ram": {"dirty-sync-count": sync, "normal": normal,
                                                    "transferred": normal * 4096}})
     assert [i["iteration"] for i in it.items] == [1, 2, 4] and it.missed_syncs == 1
+    assert [p[4] for p in it.polls] == [1, 1, 2, 4] and it.polls[1][1] == 500 * 4096
     info = {"status": "completed", "total-time": 2000, "downtime": 40, "setup-time": 3,
             "ram": {"total": 1 << 28, "transferred": 8_000_000, "normal": 960,
                     "dirty-sync-count": 4}}
     res = stats.result(info, it, wall_s=9.0, settings={},
                        guest_check={"destination_running": True, "heartbeat_continued": True})
-    assert res["pages_sent_per_round"] == [890, 50, 10]
+    assert res["pages_sent_per_round"] == [890, 50, 10] and len(res["polls"]) == 4
     assert res["migration_time_s"] == 2.0 and res["goodput_mbps"] == 32.0
     assert res["integrity_ok"] and res["downtime_ms"] == 40 and res["rounds"] == 4
     res = stats.result(info, it, wall_s=9.0, settings={},
