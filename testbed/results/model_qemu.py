@@ -8,9 +8,13 @@ pending bytes after the sync are still below it, QEMU stops the guest and sends 
 checks ``ram_save_iterate`` sends for up to 50 ms (``MAX_WAIT``): one *step*. So QEMU stops
 with up to a threshold's worth of the current pass still unsent (on average
 ``threshold - step / 2``): its stop-and-copy, and its downtime, sit just under the limit
-however little the guest dirties. With V the full pages of the first pass, R iperf3 on the
-same path (as for the agents), B the bandwidth QEMU measured itself (its ``mbps``), D the
-dirty rate QEMU measured (``dirty-pages-rate``), thr = B x limit, u = thr - R x 50 ms / 2:
+however little the guest dirties. (On a long path QEMU's writes block on its full socket and
+a step is the burst it writes when the kernel wakes it, 7.5-15 MB at 100-200 ms here, more than
+the threshold: its stop-and-copy is then anything from 0 to the threshold, and the socket it
+queues behind is full; the forecast keeps the short-path step, its largest source of error
+there.) With V the full pages of the first pass, R iperf3 on the same path (as for the
+agents), B the bandwidth QEMU measured itself (its ``mbps``), D the dirty rate QEMU measured
+(``dirty-pages-rate``), thr = B x limit, u = thr - R x 50 ms / 2:
 
     pass 1 sends V in T1 = C(V); d = D x T1 is dirty at the first check
     while u + d >= thr: a short pass re-sends d (at least one step), d = D x its length
@@ -122,15 +126,22 @@ def backlog(at_stop: dict[str, Any] | None, rate_bytes_s: float, rtt_s: float) -
     return float(max(at_stop.get("notsent_bytes", 0), beyond_flight, 0))
 
 
-def stop_and_copy_bytes(m: dict[str, Any]) -> float | None:
-    """What QEMU really sent after it stopped the guest: its final count less the count at
-    its last poll before the STOP (the driver's ``polls``; QEMU's counter stands still while
-    its writes block on a full socket). None without polls."""
+def written_after_last_poll(m: dict[str, Any]) -> tuple[float, bool] | None:
+    """Bytes QEMU wrote into its socket after its last ``query-migrate`` poll before the STOP
+    (its final count less that poll's: the driver's ``polls``), and whether its count stood
+    still at that poll. Where the path is short QEMU writes without pause and these bytes are
+    the stop-and-copy plus at most one poll interval of the pass before. Where its socket is
+    full QEMU's writes block and its count stands still (at 100-200 ms here it advances in
+    bursts of about a third of the send buffer, 7.5-15 MB, every 250-510 ms: the kernel wakes a
+    blocked writer once a third of the buffer is free); QEMU checks its stop rule after each
+    burst, so these bytes are then the burst it wrote on waking plus the stop-and-copy. None
+    without polls."""
     stop = m.get("source_stopped_at_unix")
     before = [p for p in m.get("polls") or () if stop and p[0] <= stop]
     if not before or not m.get("bytes_on_wire"):
         return None
-    return float(max(0, m["bytes_on_wire"] - before[-1][1]))
+    still = len(before) > 1 and before[-1][1] == before[-2][1]
+    return float(max(0, m["bytes_on_wire"] - before[-1][1])), still
 
 
 def prediction(m: dict[str, Any]) -> dict[str, Any] | None:
@@ -141,11 +152,13 @@ def prediction(m: dict[str, Any]) -> dict[str, Any] | None:
     if inp is None:
         return None
     f = forecast(inp)
-    # not a forecast: the downtime this model gives once the stop-and-copy's size is known
-    # (what it cannot know beforehand: QEMU's stop rule runs on its own socket-write rate)
-    sc = stop_and_copy_bytes(m)
-    given = None if sc is None else \
-        ((inp.backlog_bytes + sc) / inp.rate_bytes_s + inp.one_way_s) * 1000.0
+    # not a forecast: how long what QEMU had not yet put on the wire at its last poll (the
+    # socket's backlog sampled then, plus what it wrote after) took at iperf3's rate, i.e.
+    # whether the path carried the drain at that rate: the forecast cannot know the backlog
+    # at the stop (a full socket after QEMU's last burst) nor its stop-and-copy (up to thr)
+    after = written_after_last_poll(m)
+    drained = None if after is None else \
+        ((inp.backlog_bytes + after[0]) / inp.rate_bytes_s + inp.one_way_s) * 1000.0
     dev_t = predict.deviation(m.get("migration_time_s") or 0.0, f.migration_time_s)
     dev_d = predict.deviation(m.get("downtime_ms") or 0.0, f.downtime_ms)
     return {"lambda": f.ratio, "rounds": f.rounds, "migration_time_s": f.migration_time_s,
@@ -155,6 +168,7 @@ def prediction(m: dict[str, Any]) -> dict[str, Any] | None:
             "qemu_bandwidth_mbps": inp.qemu_bandwidth_bytes_s * 8 / 1e6,
             "threshold_mib": inp.qemu_bandwidth_bytes_s * inp.downtime_limit_ms / 1000 / 2**20,
             "stop_rule": "QEMU 7.2: pending after a sync < its measured bandwidth x limit",
-            "stop_and_copy_mib": None if sc is None else sc / 2**20,
-            "downtime_given_stop_and_copy_ms": given,
+            "written_after_last_poll_mib": None if after is None else after[0] / 2**20,
+            "count_still_at_last_poll": None if after is None else after[1],
+            "downtime_given_drain_ms": drained,
             "flag": predict.flagged(dev_t) or predict.flagged(dev_d)}

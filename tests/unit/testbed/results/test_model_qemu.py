@@ -111,10 +111,14 @@ def test_the_stop_and_copy_waits_behind_the_socket_backlog():
     assert predict_qemu.backlog(None, 30 * MB, 0.2) == 0.0
 
 
-def test_the_stop_and_copy_measured_from_the_last_poll_before_the_stop():
+def test_what_qemu_wrote_after_its_last_poll_before_the_stop():
     polls = [[100.0, 50e6, 9e6, 240.0, 1], [100.05, 60e6, 4e6, 240.0, 2],
              [100.2, 70e6, 0, 240.0, 4]]
     m = {"source_stopped_at_unix": 100.1, "bytes_on_wire": 66e6, "polls": polls}
-    assert predict_qemu.stop_and_copy_bytes(m) == 6e6  # sent after the poll at 100.05
-    assert predict_qemu.stop_and_copy_bytes(m | {"polls": []}) is None
-    assert predict_qemu.stop_and_copy_bytes(m | {"source_stopped_at_unix": 99.0}) is None
+    # written after the poll at 100.05, whose count had moved since the one before
+    assert predict_qemu.written_after_last_poll(m) == (6e6, False)
+    # a count standing still at that poll: QEMU's writes were blocked on a full socket
+    still = [[100.0, 60e6, 9e6, 240.0, 1], *polls[1:]]
+    assert predict_qemu.written_after_last_poll(m | {"polls": still}) == (6e6, True)
+    assert predict_qemu.written_after_last_poll(m | {"polls": []}) is None
+    assert predict_qemu.written_after_last_poll(m | {"source_stopped_at_unix": 99.0}) is None
