@@ -510,6 +510,8 @@ class Destination:
                        service=list(service) if service else None)
         s.prepared, s.scope = True, None  # data streams no longer matter
         await faults.ahit("destination", "prepared")
+        if s.t_copied is not None:
+            verdict = verdict | {"prepare_ms": round((time.monotonic() - s.t_copied) * 1e3, 2)}
         if not faults.drops("destination", "prepared"):
             await ctl.send(P.encode_json(P.FrameType.PREPARED, verdict))
         ftype = None
@@ -520,8 +522,10 @@ class Destination:
                 self._abort(s, f"source gone before the decision: {exc}")
         s.wait_scope = None
         if ftype == P.FrameType.GO and s.decision is None:
+            t_go = time.monotonic()
             await faults.ahit("destination", "go")
             out = await self._commit(s, service)
+            out["commit_ms"] = round((time.monotonic() - t_go) * 1e3, 2)
         else:
             self._abort(s, f"source sent {ftype.name} before GO" if ftype else
                         "decided without GO")

@@ -68,6 +68,10 @@ class MigrationResult:
     throttle_mechanism: str = ""  # cgroup2-cpu.max | cgroup1-cfs-quota | sigstop-duty-cycle
     cpu_copy_s: dict[str, float] | None = None  # user, system: round 0 to the final round sent
     resume_ms: float | None = None  # destination: "go" -> resumed guest serving (link up)
+    prepare_ms: float | None = None  # destination: final round in -> PREPARED out (the
+    #                                  COMMIT, its verification, the durable "prepared")
+    commit_ms: float | None = None  # destination: GO in -> DECISION out (the durable
+    #                                 "committed", the resume and its hook)
     hooks: dict[str, Any] = field(default_factory=dict)  # on_resume / on_end: rc, ms
     warnings: list[str] = field(default_factory=list)
     error: str | None = None

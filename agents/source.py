@@ -258,6 +258,7 @@ def _record_decision(res: MigrationResult, answer: dict) -> None:
     res.destination_pid = answer.get("pid")
     res.destination_service = answer.get("service")
     res.resume_ms = answer.get("resume_ms")
+    res.commit_ms = answer.get("commit_ms")
     if answer.get("on_resume"):
         res.hooks["on_resume"] = answer["on_resume"]
 
@@ -657,6 +658,7 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
         f.progress("stop-and-copy", round_no, 0.0, len(final) * src.layout.page_size)
         batches = await _send_round(mem, dsk, round_no, final, final_blocks, res, ctl,
                                     cfg.idle_timeout)
+        res.monotonic_s["final_written"] = time.monotonic()
         res.cpu_copy_s = cpu_between(f.cpu_start, process_cpu())
         res.dirty_pages_per_round.append(len(final))
         await ctl.send(P.encode_json(P.FrameType.ROUND_END,
@@ -676,12 +678,14 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
                 await _expect(ctl, P.FrameType.ROUND_ACK, f"ROUND_ACK {rnd}",
                               cfg.commit_timeout)
         prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
+        res.monotonic_s["prepared"] = time.monotonic()
     if check is not None:
         check.compare(mem.hashes, res)
     res.rounds = round_no + 1
     res.switchover_reason = reason
     res.throttle_max = throttle.max_level
     res.verify_ms = prepared.get("verify_ms")
+    res.prepare_ms = prepared.get("prepare_ms")
     if not prepared.get("ok"):
         res.integrity_ok = False
         raise MigrationFailed(f"destination rejected the image: {prepared.get('error')}")

@@ -10,7 +10,8 @@ rounds after the first, lambda = D / R and (Clark et al., NSDI'05; Liu et al.):
 send, R iperf3 on the same path shared among the migrations beside it, D the dirty rate the
 tracker measured), predicts the rounds by its own stop rule and adds the round trips (one per
 pre-copy round where each round's end is acknowledged, none where they follow each other on
-one stream; two at the switchover) and the measured resume time. A migration alone on its
+one stream; two at the switchover) and the destination's measured steps there (PREPARED
+after the last round, the commit with the resume after GO). A migration alone on its
 path starts as cold as iperf3 did: its round 0 takes what iperf3's delivery curve says V takes
 from a cold start (:class:`PathCurve`), the later rounds go at iperf3's steady rate.
 
@@ -115,8 +116,9 @@ class ModelInputs:
     max_rounds: int
     rtt_s: float = 0.0  # two round trips at the stop (the image to PREPARED, then GO to the
     #                     destination's DECISION), one per pre-copy round if acknowledged
-    resume_s: float = 0.0  # measured: the destination's resume and its network move (hook),
-    #                       and the source's pause with its last dirty collection
+    resume_s: float = 0.0  # measured: GO to DECISION at the destination (the durable
+    #                       "committed", the resume, its network move), and the source's
+    #                       pause with its last dirty collection
     check_s: float = 0.0  # measured: the source's check of the paused original (from the
     #                       pause on, it overlaps the last round and the destination's answer)
     skew: Skew | None = None  # a hot-set guest: its pages, and w calibrated from round 0
@@ -126,6 +128,8 @@ class ModelInputs:
     acked_rounds: bool = True  # each pre-copy round waits a round trip for its acknowledgement
     drain_s: float = 0.0  # measured: pipelined rounds wait before the pause for the queued
     #                       bytes to leave; the last dirty set is written for that long more
+    prepare_s: float = 0.0  # measured: the destination's final round in to PREPARED out
+    #                         (the COMMIT, its verification, the durable "prepared")
 
     def round_trip_per_round(self) -> float:
         return self.rtt_s if self.acked_rounds else 0.0
@@ -206,9 +210,11 @@ def stop_round(inp: ModelInputs) -> int:
 
 
 def _switchover_s(last_round_s: float, inp: ModelInputs) -> float:
-    """The guest's pause: the last round and its image's way to PREPARED (one round trip),
-    the source check overlapping both, then GO to the DECISION (one more) and the resume."""
-    return max(last_round_s + inp.rtt_s, inp.check_s) + inp.rtt_s + inp.resume_s
+    """The guest's pause: the last round, the destination's PREPARED and its way back (one
+    round trip), the source check overlapping them, then GO to the DECISION (one more) and
+    the commit with the resume."""
+    return max(last_round_s + inp.rtt_s + inp.prepare_s, inp.check_s) + inp.rtt_s + \
+        inp.resume_s
 
 
 def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
@@ -263,8 +269,10 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
     dirty_rate = sum(precopy_dirty) * ps / max(sum(secs[:len(precopy_dirty)]), 1e-9)
     rtt_ms = m.get("rtt_measured_ms") or m.get("rtt_ms") or \
         (m.get("preflight") or {}).get("rtt_ms") or 0.0  # else the source's own measurement
-    resume_ms = (m.get("resume_ms") or 0.0) + (m.get("stop_ms") or 0.0) + \
-        ((m.get("hooks") or {}).get("on_resume") or {}).get("ms", 0.0)
+    commit_ms = m.get("commit_ms")  # includes the resume and its hook (else: those two)
+    resume_ms = (m.get("stop_ms") or 0.0) + (commit_ms if commit_ms is not None else (
+        (m.get("resume_ms") or 0.0) +
+        ((m.get("hooks") or {}).get("on_resume") or {}).get("ms", 0.0)))
     pattern = m.get("write_pattern") or (BUILT_IN_PATTERN if m.get("source_kind") == "workload"
                                           else None)
     skew = None
@@ -277,4 +285,5 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
                        (m.get("source_verify_ms") or 0.0) / 1000.0, skew, curve,
                        (m["final_share_mbps"] * 1e6 / 8) if m.get("final_share_mbps") else None,
                        acked_rounds=not m.get("pipelined"),
-                       drain_s=(m.get("drain_ms") or 0.0) / 1000.0)
+                       drain_s=(m.get("drain_ms") or 0.0) / 1000.0,
+                       prepare_s=(m.get("prepare_ms") or 0.0) / 1000.0)

@@ -72,6 +72,23 @@ def test_inputs_come_from_what_was_measured():
         (100, 5, 0.02, 0.005)
     assert inp.acked_rounds and not model.inputs_from(m | {"pipelined": True}).acked_rounds
     assert model.inputs_from({"iperf3_mbps": 100.0}) is None
+    # the destination's own durations, where it reported them: GO -> DECISION holds the
+    # resume and its hook (and the durable record), final round -> PREPARED the verification
+    timed = model.inputs_from(m | {"stop_ms": 2.0, "hooks": {"on_resume": {"ms": 3.0}},
+                                   "commit_ms": 40.0, "prepare_ms": 12.0})
+    assert math.isclose(timed.resume_s, 0.042) and math.isclose(timed.prepare_s, 0.012)
+    assert math.isclose(model.inputs_from(m | {"stop_ms": 2.0,
+                                                "hooks": {"on_resume": {"ms": 3.0}}}).resume_s,
+                        0.010)
+
+
+def test_preparing_waits_after_the_last_round_and_overlaps_the_source_check():
+    bare = model.forecast(_inputs(rtt_s=0.01))
+    prep = model.forecast(_inputs(rtt_s=0.01, prepare_s=0.05))
+    assert math.isclose(prep.downtime_ms - bare.downtime_ms, 50.0)
+    # a source check longer than the last round, PREPARED and its round trip hides them
+    checked = model.forecast(_inputs(rtt_s=0.01, prepare_s=0.05, check_s=5.0))
+    assert math.isclose(checked.downtime_ms, (5.0 + 0.01) * 1000)
 
 
 def test_a_hot_set_guest_dirties_less_per_second_in_long_rounds_and_is_calibrated():
