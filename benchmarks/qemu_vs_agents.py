@@ -201,5 +201,6 @@ def targets(runs: list[dict]) -> None:
           f"poll before the stop, at iperf3's rate (not a forecast): within 20 % in "
           f"{near}/{len(given)}")
 
+
 if __name__ == "__main__":
     sys.exit(main())
