@@ -269,10 +269,11 @@ def inputs_from(m: dict[str, Any]) -> ModelInputs | None:
     dirty_rate = sum(precopy_dirty) * ps / max(sum(secs[:len(precopy_dirty)]), 1e-9)
     rtt_ms = m.get("rtt_measured_ms") or m.get("rtt_ms") or \
         (m.get("preflight") or {}).get("rtt_ms") or 0.0  # else the source's own measurement
-    commit_ms = m.get("commit_ms")  # includes the resume and its hook (else: those two)
-    resume_ms = (m.get("stop_ms") or 0.0) + (commit_ms if commit_ms is not None else (
-        (m.get("resume_ms") or 0.0) +
-        ((m.get("hooks") or {}).get("on_resume") or {}).get("ms", 0.0)))
+    commit_ms = m.get("commit_ms")  # GO -> DECISION: the resume and its hook included
+    if commit_ms is None:  # a document from before the destination reported it
+        commit_ms = (m.get("resume_ms") or 0.0) + \
+            ((m.get("hooks") or {}).get("on_resume") or {}).get("ms", 0.0)
+    resume_ms = (m.get("stop_ms") or 0.0) + commit_ms
     pattern = m.get("write_pattern") or (BUILT_IN_PATTERN if m.get("source_kind") == "workload"
                                           else None)
     skew = None

@@ -10,11 +10,12 @@ with up to a threshold's worth of the current pass still unsent (on average
 ``threshold - step / 2``): its stop-and-copy, and its downtime, sit just under the limit
 however little the guest dirties. (On a long path QEMU's writes block on its full socket and
 a step is the burst it writes when the kernel wakes it, 7.5-15 MB at 100-200 ms here, more than
-the threshold: its stop-and-copy is then anything from 0 to the threshold, and the socket it
-queues behind is full; the forecast keeps the short-path step, its largest source of error
-there.) With V the full pages of the first pass, R iperf3 on the same path (as for the
-agents), B the bandwidth QEMU measured itself (its ``mbps``), D the dirty rate QEMU measured
-(``dirty-pages-rate``), thr = B x limit, u = thr - R x 50 ms / 2:
+the threshold: its stop-and-copy is then anything from 0 to the threshold, and the guest
+waits for all its socket had not had acknowledged at the stop, which no forecast input
+gives; the forecast keeps the short-path step.) With V the full pages of the first pass, R
+iperf3 on the same path (as for the agents), B the bandwidth QEMU measured itself (its
+``mbps``), D the dirty rate QEMU measured (``dirty-pages-rate``), thr = B x limit,
+u = thr - R x 50 ms / 2:
 
     pass 1 sends V in T1 = C(V); d = D x T1 is dirty at the first check
     while u + d >= thr: a short pass re-sends d (at least one step), d = D x its length
