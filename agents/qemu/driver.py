@@ -187,11 +187,13 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
             raise QemuError(f"the destination QEMU cannot listen on {where}: {exc}") from None
         to = uri(plan.connect_addr or plan.dst_addr, plan.connect_port or plan.port)
         issued_at = time.time()  # the clock of QEMU's event timestamps
+        span = {"round0": time.monotonic()}  # named like the agents' stamps (monotonic_s)
         try:
             src.execute("migrate", uri=to)
         except QMPError as exc:
             raise QemuError(f"the source QEMU refused to migrate to {to}: {exc}") from None
         info, iters, postcopy_at, forced_at = _poll(plan, src, procs, on_active)
+        span["decided"] = time.monotonic()
         src_last = console.last_beat(paths["source"].serial) or 0
         guest = _guest_after(plan, paths, qmps, info.get("status") == "completed", src_last)
         settings = {
@@ -205,7 +207,7 @@ def migrate(plan: Plan, launch: Launcher, on_active: Hook | None = None) -> dict
             "postcopy_started_s": postcopy_at, "uri": where, "connect_uri": to,
             "tls_hostname": (plan.tls_hostname or plan.dst_addr) if opts.tls else None,
             "max_iterations": opts.max_iterations, "forced_switchover_s": forced_at,
-            "switchover_reason": _reason(info, postcopy_at, forced_at)}
+            "switchover_reason": _reason(info, postcopy_at, forced_at), "monotonic_s": span}
         lived = stats.end_to_end(issued_at, src.events, dst.events)
         return stats.result(info, iters, wall_s=time.monotonic() - t_start,
                             guest_check=guest, settings=settings, lived=lived)

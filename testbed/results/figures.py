@@ -102,6 +102,16 @@ def client_outage(m: Mig) -> str:
     return "-"
 
 
+def machine_busy(entry: dict[str, Any]) -> str:
+    """How busy the machine's CPUs were while a migration or a burst ran (``machine_cpu``,
+    testbed.run.runner.note_machine_cpu), in bold where they had no idle left to speak of."""
+    cpu = entry.get("machine_cpu")
+    if not cpu:
+        return "-"
+    text = f"{cpu['busy']:.0%}"
+    return f"**{text}**" if cpu.get("saturated") else text
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     """Lay out, write (PNG, 110 dpi) and close one experiment's figure."""
     import matplotlib.pyplot as plt

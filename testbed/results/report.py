@@ -11,7 +11,7 @@ from typing import Any
 
 from . import kinds
 from .documents import Document, load
-from .figures import MIB, client_outage, deviation_text, fmt, prediction_for
+from .figures import MIB, client_outage, deviation_text, fmt, machine_busy, prediction_for
 
 
 def migration_table(doc: Document) -> list[str]:
@@ -20,7 +20,7 @@ def migration_table(doc: Document) -> list[str]:
         return []
     lines = ["| case | image MiB | rounds (pred.) | time s (pred.) | downtime ms (pred.) | "
              "client outage ms | goodput / iperf3 Mbit/s | encrypted | integrity | tracking | "
-             "flag |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "machine CPU busy | flag |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, m in migs:
         case = " ".join(x for x in (m.case, v.label) if x)
         head = f"| {case} | {fmt(m.image_bytes / MIB, '.0f')} | "
@@ -28,7 +28,8 @@ def migration_table(doc: Document) -> list[str]:
             why = str(m.error or m.switchover_reason or "not verified")
             lines.append(head + f"**failed** | **failed** | **failed** | {client_outage(m)} | "
                          f"- | {fmt(m.encrypted)} | {fmt(m.integrity_ok)} | "
-                         f"{m.dirty_tracking or '-'} | {why[:80].replace('|', '/')} |")
+                         f"{m.dirty_tracking or '-'} | {machine_busy(m.raw)} | "
+                         f"{why[:80].replace('|', '/')} |")
             continue
         pred = prediction_for(m)
         flag = "-" if pred is None else ("**>20 %**" if pred["flag"] else "ok")
@@ -42,8 +43,29 @@ def migration_table(doc: Document) -> list[str]:
             f"{fmt(m.downtime_ms, '.0f')}{d_pred} | {client_outage(m)} | "
             f"{fmt(m.goodput_mbps)} / {fmt(m.iperf3_mbps)} | "
             f"{fmt(m.encrypted)} | {fmt(m.integrity_ok)} | "
-            f"{m.dirty_tracking or '-'} | {flag} |")
-    return lines
+            f"{m.dirty_tracking or '-'} | {machine_busy(m.raw)} | {flag} |")
+    return lines + machine_cpu_note(doc)
+
+
+def machine_cpu_note(doc: Document) -> list[str]:
+    """How many migrations ran while this machine's CPUs were (nearly) all busy, and how
+    the model fared with them and with the others: where the machine was the limit, a
+    migration's spread is partly the emulator's, not the network's."""
+    judged = [(m, p) for _, m in doc.migrations() if not m.failed and m.raw.get("machine_cpu")
+              and (p := prediction_for(m))]
+    if not judged:
+        return []
+    at = f"{judged[0][0].raw['machine_cpu']['saturated_at'] * 100:.0f} %"
+    busy = [p for m, p in judged if m.raw["machine_cpu"]["saturated"]]
+    free = [p for m, p in judged if not m.raw["machine_cpu"]["saturated"]]
+    if not busy:
+        return ["", f"No migration ran while this machine's CPUs were {at} busy or "
+                "more (column \"machine CPU busy\": all CPUs, from round 0 to the decision)."]
+    return ["", f"{len(busy)} of {len(judged)} migrations ran while this machine's CPUs were "
+            f"{at} busy or more (in bold; all CPUs, from round 0 to the decision): "
+            "their figures are partly this machine's CPU, not only the network's. Within 20 % "
+            f"of the model: {sum(not p['flag'] for p in busy)}/{len(busy)} of them, "
+            f"{sum(not p['flag'] for p in free)}/{len(free)} of the others."]
 
 
 def side_by_side_section(doc: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..measure.cpustat import MachineCpuSampler
 from ..results import documents as results
 from . import environment
 from .kinds import Progress, runner_for
@@ -38,6 +39,32 @@ def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def note_machine_cpu(node: Any, sampler: MachineCpuSampler) -> None:
+    """Give every migration that carries the source's stamps (``monotonic_s``: round 0 to
+    the decision) ``machine_cpu``, how busy the whole machine was while it ran, and every
+    burst (a dict with ``concurrency`` and ``migrations``) the same over its migrations'
+    union: where the machine had no idle CPU, its figures are partly this machine's."""
+    if isinstance(node, list):
+        for x in node:
+            note_machine_cpu(x, sampler)
+        return
+    if not isinstance(node, dict):
+        return
+    stamps = node.get("monotonic_s") or {}
+    if "round0" in stamps and "decided" in stamps:
+        node["machine_cpu"] = sampler.window(stamps["round0"], stamps["decided"])
+    migs = node.get("migrations")
+    if "concurrency" in node and isinstance(migs, list):
+        spans = [(m["monotonic_s"]["round0"], m["monotonic_s"]["decided"]) for m in migs
+                 if {"round0", "decided"} <= set(m.get("monotonic_s") or {})]
+        if spans:
+            node["machine_cpu"] = sampler.window(min(a for a, _ in spans),
+                                                 max(b for _, b in spans))
+    for k, x in node.items():
+        if isinstance(x, list | dict) and k not in ("monotonic_s", "machine_cpu"):
+            note_machine_cpu(x, sampler)
+
+
 def run_spec(spec: Common, out_dir: Path, progress: Progress,
              placement: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every variant x repetition of ``spec``; return (and write) its document.
@@ -56,6 +83,7 @@ def run_spec(spec: Common, out_dir: Path, progress: Progress,
         rows = csv_rows(doc)
         results.write(out_dir, spec.name, doc, rows)
 
+    cpu = MachineCpuSampler().start()
     try:
         points = variants(spec)
         for i, (point, concrete) in enumerate(points):
@@ -65,6 +93,7 @@ def run_spec(spec: Common, out_dir: Path, progress: Progress,
                          f"{' (' + label + ')' if label else ''}, repetition {rep + 1}/"
                          f"{spec.repetitions}")
                 v = run_variant(concrete, progress)
+                note_machine_cpu(v, cpu)
                 v["sweep_point"], v["repetition"] = point, rep
                 doc["variants"].append(v)
                 save()
@@ -76,5 +105,6 @@ def run_spec(spec: Common, out_dir: Path, progress: Progress,
         doc["status"] = f"failed: {type(exc).__name__}: {exc}"
         raise
     finally:
+        cpu.stop()
         save()
     return doc

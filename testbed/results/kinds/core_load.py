@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..documents import Document
-from ..figures import failed, outage_never_ended, prediction_for, save_figure
+from ..figures import failed, machine_busy, outage_never_ended, prediction_for, save_figure
 
 
 def jain(values: list[float]) -> float | None:
@@ -44,8 +44,8 @@ def spine_load(series: list[dict[str, Any]],
 def section(doc: Document) -> list[str]:
     lines = ["| path | burst | duration s | spine peak util | spine mean util | ECMP balance "
              "(Jain) | mgmt RTT p50/p99 ms idle -> burst | mgmt loss % burst | background "
-             "Mbit/s idle -> burst | downtime ms max | client outage ms max | verified |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Mbit/s idle -> burst | downtime ms max | client outage ms max | machine CPU busy | "
+             "verified |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in doc.raw["variants"]:
         for p in v.get("paths", []):
             for b in p["bursts"]:
@@ -73,7 +73,7 @@ def section(doc: Document) -> list[str]:
                     f"{_fmt(mb.get('rtt_p50_ms'))}/{_fmt(mb.get('rtt_p99_ms'))} | "
                     f"{_fmt(mb.get('loss_pct'))} | {_fmt(bg.get('idle_mbps'), '.0f')} -> "
                     f"{_fmt(bg.get('burst_mbps'), '.0f')} | {_fmt(down, '.0f')} | "
-                    f"{worst_outage} | {ok}/{len(b['migrations'])}"
+                    f"{worst_outage} | {machine_busy(b)} | {ok}/{len(b['migrations'])}"
                     f"{f' ({n_failed} failed)' if n_failed else ''} |")
     return lines + model_by_burst(doc)
 
