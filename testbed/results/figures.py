@@ -4,6 +4,7 @@ Shared by the report, every kind's section and plots, and the side-by-side secti
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def machine_busy(entry: dict[str, Any]) -> str:
     cpu = entry.get("machine_cpu")
     if not cpu:
         return "-"
-    text = f"{cpu['busy']:.0%}"
+    text = f"{math.floor(cpu['busy'] * 100)}%"  # floored: 89.7 % is not yet 90 %
     return f"**{text}**" if cpu.get("saturated") else text
 
 

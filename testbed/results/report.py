@@ -63,7 +63,7 @@ def machine_cpu_note(doc: Document) -> list[str]:
                 "more (column \"machine CPU busy\": all CPUs, from round 0 to the decision)."]
     return ["", f"{len(busy)} of {len(judged)} migrations ran while this machine's CPUs were "
             f"{at} busy or more (in bold; all CPUs, from round 0 to the decision): "
-            "their figures are partly this machine's CPU, not only the network's. Within 20 % "
+            "the machine's CPU may have limited them as much as the network. Within 20 % "
             f"of the model: {sum(not p['flag'] for p in busy)}/{len(busy)} of them, "
             f"{sum(not p['flag'] for p in free)}/{len(free)} of the others."]
 
