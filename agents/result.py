@@ -24,6 +24,8 @@ class MigrationResult:
     zero_pages_per_round: list[int] = field(default_factory=list)
     dirty_pages_per_round: list[int] = field(default_factory=list)
     round_seconds: list[float] = field(default_factory=list)
+    # the link rate each pre-copy round's switchover check used (Mbit/s)
+    decision_rate_mbps: list[float] = field(default_factory=list)
     migration_time_s: float = 0.0
     downtime_ms: float | None = None  # agent side: pause -> resume acknowledged
     client_downtime_ms: float | None = None  # client side: longest gap between service replies

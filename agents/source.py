@@ -602,6 +602,7 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
             bw_Bps = (f.wire() - w0) / max(dt - rtt, dt / 4) if sent > 64 else bw_Bps
             res.stream_rate_mbps = max(res.stream_rate_mbps, (f.wire() - w0) * 8 / dt / 1e6)
         res.round_seconds.append(round(dt, 4))
+        res.decision_rate_mbps.append(round(bw_Bps * 8 / 1e6, 1))
         pages = src.dirty()
         blocks = disk.dirty() if f.dsk is not None else []
         res.dirty_pages_per_round.append(len(pages))

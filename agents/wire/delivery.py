@@ -3,7 +3,12 @@
 When pre-copy rounds follow each other without waiting for the destination's
 acknowledgement, the time a round took to leave the application says little about the link
 (a small round fits in the socket whole): the rate the switchover is decided on is the bytes
-the peer acknowledged over a recent window instead. Before the guest is paused the source
+the peer received over a recent window instead: those it acknowledged, cumulatively or
+selectively. The cumulative count alone stalls while a loss is repaired and then jumps by
+everything received beyond the hole: measured at 200 ms and 250 Mbit/s through the
+appliance, it read 39-145 Mbit/s during the repair and 387-457 Mbit/s after it, where the
+sum read 237-240 every time, and a switchover decided on 420 Mbit/s paused the guest for
+twice the downtime limit. Before the guest is paused the source
 lets what still waits unsent leave and the bottleneck's queue empty (what is in flight down to
 the path's own bandwidth-delay product), so the last dirty set does not queue behind the rest:
 cubic keeps a standing queue as deep as the bottleneck allows (one BDP on the testbed's WAN
@@ -27,7 +32,8 @@ assert _TCP_INFO.size == 216
 
 
 class TcpProgress(NamedTuple):
-    acked: int  # bytes the peer acknowledged
+    acked: int  # bytes the peer acknowledged cumulatively
+    sacked: int  # bytes it holds beyond a hole, selectively acknowledged (full segments)
     unsent: int  # bytes written and not yet sent
     in_flight: int  # bytes sent and not yet acknowledged, lost or SACKed (at most)
     min_rtt_s: float  # the connection's lowest round trip: the path without queues
@@ -47,13 +53,14 @@ def tcp_progress(sock: socket.socket) -> TcpProgress:
     mss, unacked, sacked, lost, retrans, acked, unsent, min_rtt, sent, resent = \
         _TCP_INFO.unpack(info)
     segments = max(0, unacked - sacked - lost + retrans) * mss
-    return TcpProgress(acked, unsent, min(segments, max(0, sent - resent - acked)),
-                       min_rtt / 1e6)
+    return TcpProgress(acked, sacked * mss, unsent,
+                       min(segments, max(0, sent - resent - acked)), min_rtt / 1e6)
 
 
 class DeliveryMeter:
-    """Acknowledged bytes over time, summed over ``socks``; the delivery rate over the last
-    ``window_s`` (from the first sample while there is no sample that old)."""
+    """Received bytes (acknowledged cumulatively or selectively) over time, summed over
+    ``socks``; the delivery rate over the last ``window_s`` (from the first sample while
+    there is no sample that old)."""
 
     def __init__(self, socks: list[socket.socket], window_s: float) -> None:
         self.socks, self.window_s = socks, window_s
@@ -65,7 +72,7 @@ class DeliveryMeter:
 
     def sample(self) -> None:
         now = trio.current_time()
-        self._samples.append((now, sum(p.acked for p in self._read())))
+        self._samples.append((now, sum(p.acked + p.sacked for p in self._read())))
         # keep the newest sample at least a window old, and everything after it
         while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
             self._samples.popleft()

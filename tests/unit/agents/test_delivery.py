@@ -28,7 +28,7 @@ def test_acked_and_unsent_follow_a_slow_reader():
                 sent += tx.send(bytes(1 << 16))
             except BlockingIOError:
                 break
-        acked, unsent, in_flight, min_rtt = tcp_progress(tx)
+        acked, _, unsent, in_flight, min_rtt = tcp_progress(tx)
         assert 0 < unsent < sent and acked <= sent - unsent + 1
         assert 0 <= in_flight <= sent - unsent and 0 < min_rtt < 0.1
         got = 0
@@ -36,7 +36,7 @@ def test_acked_and_unsent_follow_a_slow_reader():
         while got < sent:
             got += len(rx.recv(1 << 20))
         for _ in range(100):  # the last ACKs are in flight on loopback for a moment
-            acked, unsent, in_flight, _ = tcp_progress(tx)
+            acked, _, unsent, in_flight, _ = tcp_progress(tx)
             if unsent == 0 and acked >= sent and in_flight == 0:
                 break
         assert unsent == 0 and acked >= sent and in_flight == 0
@@ -79,3 +79,31 @@ def test_rate_over_the_window_and_drain():
     # the reader's pace, not how fast the socket took the bytes
     assert rate is not None and 0.6 < rate / read_rate < 1.5, (rate, read_rate)
     assert unsent == 0 and waited < 5.0
+
+
+def test_a_repaired_loss_neither_stalls_nor_inflates_the_rate(monkeypatch):
+    """While a hole is repaired the cumulative count stands still and the SACKed bytes grow;
+    then it jumps by all of them: the meter counts both, so its rate stays the link's."""
+    from agents.wire.delivery import TcpProgress
+
+    clock = [0.0]
+    monkeypatch.setattr(trio, "current_time", lambda: clock[0])
+    rate_per_s, hole_from, hole_to = 1_000_000, 0.5, 0.7
+    meter = DeliveryMeter([], window_s=0.2)
+
+    def read() -> list[TcpProgress]:
+        t = clock[0]
+        received = int(rate_per_s * t)
+        if hole_from <= t < hole_to:  # the hole's segment lost: the rest arrives, SACKed
+            acked = int(rate_per_s * hole_from)
+            return [TcpProgress(acked, received - acked, 0, 0, 0.2)]
+        return [TcpProgress(received, 0, 0, 0, 0.2)]
+
+    monkeypatch.setattr(meter, "_read", read)
+    rates = []
+    for i in range(101):
+        clock[0] = i * 0.01
+        meter.sample()
+        if clock[0] >= 0.25:
+            rates.append(meter.rate())
+    assert all(abs(r / rate_per_s - 1) < 0.06 for r in rates), rates
