@@ -31,6 +31,7 @@ from agents.guest.workload import read_header
 from agents.memory.disk import DiskSource
 from agents.memory.source import MemorySource, SourceRefused
 from agents.precopy import PrecopyPolicy
+from agents.preflight import judge_bandwidth
 from agents.rdma.copy import RdmaSender, SourceRdma
 from agents.resolve import settle
 from agents.result import MigrationResult
@@ -39,7 +40,7 @@ from agents.runtime.cputime import cpu_between, process_cpu
 from agents.runtime.gcpause import gc_paused
 from agents.switchover import Switchover
 from agents.wire import protocol as P
-from agents.wire.delivery import DeliveryMeter
+from agents.wire.delivery import DeliveryMeter, path_signals
 from agents.wire.digest import image_digest, page_hashes
 from agents.wire.sender import Sender
 from agents.wire.transport import (
@@ -116,7 +117,8 @@ async def preflight(ctl: FramedStream, cfg: SourceConfig, res: MigrationResult) 
 
     The bandwidth probe sends ``preflight_bytes``, but at most a quarter of the image (at
     least 1 MiB): a small guest's migration is not mostly probe. Returns the bandwidth
-    estimate in bit/s (the probe is capped like the migration)."""
+    estimate in bit/s (the probe is capped like the migration; a lower bound where slow start
+    or the receiver's window held the probe back: ``agents.preflight``)."""
     rtts = []
     for i in range(5):
         t0 = trio.current_time()
@@ -127,29 +129,38 @@ async def preflight(ctl: FramedStream, cfg: SourceConfig, res: MigrationResult) 
     filler = P.encode_header(P.FrameType.FILLER, 1 << 20) + bytes(1 << 20)
     budget = min(cfg.preflight_bytes, max(1 << 20, res.image_bytes // 4))  # never the bulk
     sent = 0
+    sock = tcp_socket_of(ctl.stream)
+    # the most the probe delivered over any one round trip (at least 50 ms)
+    meter = DeliveryMeter([sock], window_s=max(rtt, 0.05)) if sock is not None else None
     t0 = trio.current_time()
-    while sent < budget:
-        await ctl.send(filler)
-        sent += len(filler)
-    await ctl.send(P.encode_json(P.FrameType.PING, {"seq": "bw"}))
-    await _expect(ctl, P.FrameType.PONG, "bandwidth-probe PONG")
+    async with trio.open_nursery() as probe:
+        if meter is not None:
+            probe.start_soon(meter.track_peak)
+        while sent < budget:
+            await ctl.send(filler)
+            sent += len(filler)
+        await ctl.send(P.encode_json(P.FrameType.PING, {"seq": "bw"}))
+        await _expect(ctl, P.FrameType.PONG, "bandwidth-probe PONG")
+        probe.cancel_scope.cancel()
     elapsed = max(trio.current_time() - t0 - rtt / 2, 1e-6)
-    bw = sent * 8 / elapsed
+    peak = meter.peak * 8 if meter is not None and meter.peak else None
+    bw = judge_bandwidth(sent * 8 / elapsed, elapsed, peak,
+                         path_signals(sock) if sock is not None else None,
+                         cfg.min_bandwidth_bps)
     res.preflight_bytes = sent
-    verdict, problems = "ok", []
-    if rtt > cfg.max_rtt_s:
-        problems.append(f"RTT {rtt * 1e3:.1f} ms above {cfg.max_rtt_s * 1e3:.0f} ms")
-    if bw < cfg.min_bandwidth_bps:
-        problems.append(f"bandwidth {bw / 1e6:.0f} Mbit/s below "
-                        f"{cfg.min_bandwidth_bps / 1e6:.0f} Mbit/s")
-    if problems:
-        verdict = "refuse" if cfg.preflight == "refuse" else "warn"
-        res.warnings.extend(problems)
-    res.preflight = {"rtt_ms": round(rtt * 1e3, 3), "bandwidth_mbps": round(bw / 1e6, 1),
-                     "verdict": verdict, "policy": cfg.preflight}
+    problems = [f"RTT {rtt * 1e3:.1f} ms above {cfg.max_rtt_s * 1e3:.0f} ms"] \
+        if rtt > cfg.max_rtt_s else []
+    problems += [bw.problem] if bw.problem else []
+    verdict = ("refuse" if cfg.preflight == "refuse" else "warn") if problems else "ok"
+    res.warnings.extend(problems)
+    res.preflight = {"rtt_ms": round(rtt * 1e3, 3),
+                     "bandwidth_mbps": round(bw.estimate_bps / 1e6, 1),
+                     "probe_mbps": round(sent * 8 / elapsed / 1e6, 1),
+                     "bandwidth_limited_by": bw.limited_by, "verdict": verdict,
+                     "policy": cfg.preflight}
     if verdict == "refuse":
         raise MigrationFailed("preflight refused: " + "; ".join(problems))
-    return bw
+    return bw.estimate_bps
 
 
 async def migrate(src: MemorySource, cfg: SourceConfig, transport: Transport | None = None,

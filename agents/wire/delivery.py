@@ -57,6 +57,25 @@ def tcp_progress(sock: socket.socket) -> TcpProgress:
                        min(segments, max(0, sent - resent - acked)), min_rtt / 1e6)
 
 
+INFINITE_SSTHRESH = 0x7FFFFFFF  # the kernel's ssthresh until the path first pushes back
+
+
+class PathSignals(NamedTuple):
+    slow_start: bool  # cwnd never cut: no loss, ECN or HyStart exit has limited it yet
+    rwnd_limited_s: float  # time the receiver's window limited the sender
+
+
+def path_signals(sock: socket.socket) -> PathSignals:
+    """Whether a TCP connection is still in its first slow start, and how long the receiver's
+    window held it back (TCP_INFO: snd_ssthresh at 76, rwnd_limited at 176, Linux 4.10)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 192)
+    if len(info) < 192:
+        raise OSError("TCP_INFO without tcpi_rwnd_limited (kernel older than 4.10)")
+    ssthresh, = struct.unpack_from("=I", info, 76)
+    rwnd_us, = struct.unpack_from("=Q", info, 176)
+    return PathSignals(ssthresh >= INFINITE_SSTHRESH, rwnd_us / 1e6)
+
+
 class DeliveryMeter:
     """Received bytes (acknowledged cumulatively or selectively) over time, summed over
     ``socks``; the delivery rate over the last ``window_s`` (from the first sample while
@@ -65,6 +84,7 @@ class DeliveryMeter:
     def __init__(self, socks: list[socket.socket], window_s: float) -> None:
         self.socks, self.window_s = socks, window_s
         self._samples: deque[tuple[float, int]] = deque()
+        self.peak: float | None = None  # the highest rate over a whole window (track_peak)
         self.undrained: tuple[float, list[TcpProgress]] | None = None  # a drain's timeout
 
     def _read(self) -> list[TcpProgress]:
@@ -93,6 +113,16 @@ class DeliveryMeter:
         """Sample every ``period_s`` until cancelled."""
         while True:
             self.sample()
+            await trio.sleep(period_s)
+
+    async def track_peak(self, period_s: float = 0.005) -> None:
+        """Sample every ``period_s`` until cancelled, keeping :attr:`peak`: the most the
+        peer received over any whole window (from the first window's end on)."""
+        start = trio.current_time()
+        while True:
+            rate = self.rate()
+            if rate is not None and trio.current_time() - start >= self.window_s:
+                self.peak = max(self.peak or 0.0, rate)
             await trio.sleep(period_s)
 
     async def drain(self, below: int, limit_s: float, period_s: float = 0.002) -> float:

@@ -107,3 +107,25 @@ def test_a_repaired_loss_neither_stalls_nor_inflates_the_rate(monkeypatch):
         if clock[0] >= 0.25:
             rates.append(meter.rate())
     assert all(abs(r / rate_per_s - 1) < 0.06 for r in rates), rates
+
+
+def test_the_peak_is_the_most_received_over_a_whole_window(monkeypatch):
+    """1 MB/s for a second, 3 MB/s for the next, then nothing: the peak is 3 MB/s, never a
+    partial window's."""
+    from trio.testing import MockClock
+
+    from agents.wire.delivery import TcpProgress
+
+    def received(t: float) -> int:
+        return int(1e6 * min(t, 1.0) + 3e6 * min(max(t - 1.0, 0.0), 1.0))
+
+    meter = DeliveryMeter([], window_s=0.2)
+    monkeypatch.setattr(meter, "_read", lambda: [
+        TcpProgress(received(trio.current_time()), 0, 0, 0, 0.1)])
+
+    async def main() -> None:
+        with trio.move_on_after(3.0):
+            await meter.track_peak(0.01)
+
+    trio.run(main, clock=MockClock(autojump_threshold=0))
+    assert meter.peak is not None and abs(meter.peak / 3e6 - 1) < 0.06, meter.peak
