@@ -41,7 +41,7 @@ def since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
     return {k: round(after[k] - before[k], 3) for k in before}
 
 
-SATURATED = 0.9  # busy share of all CPUs from which a window's figures are the machine's too
+SATURATED = 0.9  # busy share of all CPUs from which a window's figures may be the machine's
 
 
 class MachineCpuSampler:

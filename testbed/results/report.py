@@ -49,8 +49,8 @@ def migration_table(doc: Document) -> list[str]:
 
 def machine_cpu_note(doc: Document) -> list[str]:
     """How many migrations ran while this machine's CPUs were (nearly) all busy, and how
-    the model fared with them and with the others: where the machine was the limit, a
-    migration's spread is partly the emulator's, not the network's."""
+    the model fared with them and with the others: where the machine had no CPU to spare, a
+    migration's figures may be the machine's as much as the network's."""
     judged = [(m, p) for _, m in doc.migrations() if not m.failed and m.raw.get("machine_cpu")
               and (p := prediction_for(m))]
     if not judged:
