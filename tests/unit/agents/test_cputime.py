@@ -40,7 +40,8 @@ def test_the_thread_tally_counts_work_and_not_sleep():
 
 def test_both_ends_report_the_copy_phase_and_the_destination_its_check(tmp_path):
     path = tmp_path / "img"
-    path.write_bytes(os.urandom(PS * 96) + bytes(PS * 32))
+    # enough pages that hashing them takes well over the 0.1 ms the figures are rounded to
+    path.write_bytes(os.urandom(PS * 1536) + bytes(PS * 512))
 
     async def main():
         d = Destination(DestinationConfig("127.0.0.1", 0, resume=False, idle_timeout=5))
