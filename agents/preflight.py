@@ -30,21 +30,26 @@ RWND_LIMITED = 0.1  # share of the probe's time the receiver's window held it ba
 @dataclass(frozen=True)
 class Bandwidth:
     estimate_bps: float  # TCP payload, bit/s: a lower bound unless ``limited_by`` is "path"
-    limited_by: str  # path | slow start | receive window | unknown
+    limited_by: str  # path | slow start | receive window | cap | unknown
     problem: str | None  # below the floor, where that was judged
 
 
 def judge_bandwidth(probe_bps: float, probe_s: float, delivered_bps: float | None,
-                    end: PathSignals | None, floor_bps: float) -> Bandwidth:
+                    end: PathSignals | None, floor_bps: float,
+                    cap_bps: float | None = None) -> Bandwidth:
     """The bandwidth estimate from a probe's average rate over ``probe_s`` seconds, the most
     it delivered over any round trip (``delivered_bps``) and what the kernel said at its end
     (both None where the stream is no TCP socket), and whether it falls below ``floor_bps``
-    (module docstring)."""
+    (module docstring). A migration capped at ``cap_bps`` gets no more than that, whatever
+    held its probe back."""
     estimate = max(probe_bps, delivered_bps or 0.0)
     limited_by = "unknown" if end is None else "slow start" if end.slow_start else \
         "receive window" if end.rwnd_limited_s > RWND_LIMITED * probe_s else "path"
+    if cap_bps is not None and cap_bps < PAYLOAD_SHARE * floor_bps:
+        estimate, limited_by = min(estimate, cap_bps), "cap"
     problem = None
-    if estimate < PAYLOAD_SHARE * floor_bps and limited_by in ("path", "unknown"):
+    if estimate < PAYLOAD_SHARE * floor_bps and limited_by in ("path", "unknown", "cap"):
         problem = (f"bandwidth {estimate / 1e6:.0f} Mbit/s of TCP payload below "
-                   f"{PAYLOAD_SHARE * 100:.0f} % of {floor_bps / 1e6:.0f} Mbit/s")
+                   f"{PAYLOAD_SHARE * 100:.0f} % of {floor_bps / 1e6:.0f} Mbit/s"
+                   + (" (the migration's cap)" if limited_by == "cap" else ""))
     return Bandwidth(estimate, limited_by, problem)

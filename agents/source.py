@@ -146,7 +146,7 @@ async def preflight(ctl: FramedStream, cfg: SourceConfig, res: MigrationResult) 
     peak = meter.peak * 8 if meter is not None and meter.peak else None
     bw = judge_bandwidth(sent * 8 / elapsed, elapsed, peak,
                          path_signals(sock) if sock is not None else None,
-                         cfg.min_bandwidth_bps)
+                         cfg.min_bandwidth_bps, cfg.bandwidth_cap_bps)
     res.preflight_bytes = sent
     problems = [f"RTT {rtt * 1e3:.1f} ms above {cfg.max_rtt_s * 1e3:.0f} ms"] \
         if rtt > cfg.max_rtt_s else []

@@ -25,3 +25,10 @@ def test_slow_start_and_the_receive_window_make_a_lower_bound_not_a_problem():
 def test_without_tcp_info_the_average_is_judged():
     b = judge_bandwidth(50e6, 1.0, None, None, FLOOR)
     assert b.limited_by == "unknown" and b.problem is not None and b.estimate_bps == 50e6
+
+
+def test_a_cap_below_the_floor_is_a_problem_whatever_held_the_probe():
+    capped = judge_bandwidth(49e6, 1.0, 50e6, PathSignals(True, 0.0), FLOOR, cap_bps=50e6)
+    assert capped.limited_by == "cap" and "the migration's cap" in capped.problem
+    high = judge_bandwidth(32e6, 2.1, 163e6, PathSignals(True, 0.0), FLOOR, cap_bps=1e9)
+    assert high.limited_by == "slow start" and high.problem is None
