@@ -76,6 +76,34 @@ def test_destination_killed_midway_leaves_workload_running():
         assert_runs_on(info)
 
 
+def test_preflight_refuses_a_migration_capped_below_the_floor_and_the_guest_runs_on():
+    """A real probe on loopback: the path is fast, but a 50 Mbit/s cap is below vMotion's
+    250 Mbit/s floor whatever held the probe back; with --preflight refuse nothing moves."""
+    with workload("--size", "16M", "--dirty-rate", "8") as (wproc, info), \
+            destination("--listen", "127.0.0.1:0") as (dproc, port):
+        src = subprocess.run([*PY, "source", "--pid", str(info["pid"]), "--to",
+                              f"127.0.0.1:{port}", "--bandwidth-cap", "50",
+                              "--preflight", "refuse", "--json"],
+                             capture_output=True, text=True, timeout=60)
+        res = json.loads(src.stdout)
+        assert src.returncode != 0 and not res["completed"]
+        assert "preflight refused" in res["error"] and "the migration's cap" in res["error"]
+        pre = res["preflight"]
+        assert pre["verdict"] == "refuse" and pre["bandwidth_limited_by"] == "cap"
+        assert pre["bandwidth_mbps"] <= 50.0 and res["pages_sent_per_round"] == []
+        assert_runs_on(info)
+    with destination("--listen", "127.0.0.1:0") as (dproc, port):  # uncapped: judged, ok
+        rc, res = run_source("--workload", "16M", "--to", f"127.0.0.1:{port}",
+                             "--preflight", "refuse")
+        try:
+            assert rc == 0, res["error"]
+            assert res["preflight"]["verdict"] == "ok"
+            assert res["preflight"]["bandwidth_mbps"] >= 225.0
+        finally:
+            kill(res.get("destination_pid"))
+            kill(res.get("source_pid"))
+
+
 class MiscountingSender(Sender):
     """A sender whose record of one page disagrees with what it put on the wire (each batch
     still passes its checksum): only the whole-image digest check can catch it."""
