@@ -9,12 +9,11 @@ and 200 ms. So the estimate is the better of the probe's average and the most it
 over any one round trip (bytes acknowledged, cumulatively or selectively, over a window of
 the RTT, at least 50 ms: the highest such rate is how BBR estimates a path's bandwidth; the
 kernel's per-ACK samples overshoot where ACKs arrive bunched, 359 Mbit/s on the 250 Mbit/s
-WAN at 1 ms), and the bandwidth is
-judged only where the path itself limited the probe; where slow start or the receiver's
-window did, the estimate is a lower bound and said to be one. The floor is compared with TCP
-payload: a link of the floor's rate carries about 0.95 of it as payload (headers, ACKs), so
-payload at 90 % of the floor passes, as iperf3 / configured >= 0.9 does for the testbed's
-links.
+WAN at 1 ms), and the bandwidth is judged only where the path itself limited the probe;
+where slow start or the receiver's window did, the estimate is a lower bound and said to be
+one. The floor is compared with TCP payload: a link of the floor's rate carries about 0.95 of
+it as payload (headers, ACKs), so payload at 90 % of the floor passes, as iperf3 /
+configured >= 0.9 does for the testbed's links.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ async def preflight(ctl: FramedStream, cfg: SourceConfig, res: MigrationResult) 
     t0 = trio.current_time()
     async with trio.open_nursery() as probe:
         if meter is not None:
-            probe.start_soon(meter.track_peak)
+            probe.start_soon(meter.run, 0.005)
         while sent < budget:
             await ctl.send(filler)
             sent += len(filler)

@@ -8,9 +8,9 @@ selectively. The cumulative count alone stalls while a loss is repaired and then
 everything received beyond the hole: measured at 200 ms and 250 Mbit/s through the
 appliance, it read 39-145 Mbit/s during the repair and 387-457 Mbit/s after it, where the
 sum read 237-240 every time, and a switchover decided on 420 Mbit/s paused the guest for
-twice the downtime limit. Before the guest is paused the source
-lets what still waits unsent leave and the bottleneck's queue empty (what is in flight down to
-the path's own bandwidth-delay product), so the last dirty set does not queue behind the rest:
+twice the downtime limit. Before the guest is paused the source lets what still waits unsent
+leave and the bottleneck's queue empty (what is in flight down to the path's own
+bandwidth-delay product), so the last dirty set does not queue behind the rest:
 cubic keeps a standing queue as deep as the bottleneck allows (one BDP on the testbed's WAN
 links), which would add up to a round trip to the downtime.
 """
@@ -84,7 +84,7 @@ class DeliveryMeter:
     def __init__(self, socks: list[socket.socket], window_s: float) -> None:
         self.socks, self.window_s = socks, window_s
         self._samples: deque[tuple[float, int]] = deque()
-        self.peak: float | None = None  # the highest rate over a whole window (track_peak)
+        self.peak: float | None = None  # the highest rate over a whole window (run)
         self.undrained: tuple[float, list[TcpProgress]] | None = None  # a drain's timeout
 
     def _read(self) -> list[TcpProgress]:
@@ -110,14 +110,8 @@ class DeliveryMeter:
                    for p in self._read())
 
     async def run(self, period_s: float = 0.02) -> None:
-        """Sample every ``period_s`` until cancelled."""
-        while True:
-            self.sample()
-            await trio.sleep(period_s)
-
-    async def track_peak(self, period_s: float = 0.005) -> None:
-        """Sample every ``period_s`` until cancelled, keeping :attr:`peak`: the most the
-        peer received over any whole window (from the first window's end on)."""
+        """Sample every ``period_s`` until cancelled, keeping :attr:`peak`: the most the peer
+        received over any whole window (from the first window's end on)."""
         start = trio.current_time()
         while True:
             rate = self.rate()

@@ -39,24 +39,30 @@ def csv_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _span(mig: dict[str, Any]) -> tuple[float, float] | None:
+    """A migration's round 0 and decision in CLOCK_MONOTONIC (``monotonic_s``), if stamped."""
+    stamps = mig.get("monotonic_s") or {}
+    return (stamps["round0"], stamps["decided"]) \
+        if "round0" in stamps and "decided" in stamps else None
+
+
 def note_machine_cpu(node: Any, sampler: MachineCpuSampler) -> None:
     """Give every migration that carries the source's stamps (``monotonic_s``: round 0 to
     the decision) ``machine_cpu``, how busy the whole machine was while it ran, and every
     burst (a dict with ``concurrency`` and ``migrations``) the same over its migrations'
-    union: where the machine had no idle CPU, its figures are partly this machine's."""
+    union: where the machine had no idle CPU, its figures may be this machine's."""
     if isinstance(node, list):
         for x in node:
             note_machine_cpu(x, sampler)
         return
     if not isinstance(node, dict):
         return
-    stamps = node.get("monotonic_s") or {}
-    if "round0" in stamps and "decided" in stamps:
-        node["machine_cpu"] = sampler.window(stamps["round0"], stamps["decided"])
+    span = _span(node)
+    if span:
+        node["machine_cpu"] = sampler.window(*span)
     migs = node.get("migrations")
     if "concurrency" in node and isinstance(migs, list):
-        spans = [(m["monotonic_s"]["round0"], m["monotonic_s"]["decided"]) for m in migs
-                 if {"round0", "decided"} <= set(m.get("monotonic_s") or {})]
+        spans = [s for s in map(_span, migs) if s]
         if spans:
             node["machine_cpu"] = sampler.window(min(a for a, _ in spans),
                                                  max(b for _, b in spans))

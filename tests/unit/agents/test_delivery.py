@@ -125,7 +125,7 @@ def test_the_peak_is_the_most_received_over_a_whole_window(monkeypatch):
 
     async def main() -> None:
         with trio.move_on_after(3.0):
-            await meter.track_peak(0.01)
+            await meter.run(0.01)
 
     trio.run(main, clock=MockClock(autojump_threshold=0))
     assert meter.peak is not None and abs(meter.peak / 3e6 - 1) < 0.06, meter.peak
