@@ -99,7 +99,9 @@ def test_ecmp_hash_policy_and_oversubscription():
     fabric = [li for li in net.links if li.a.node == "s1"]
     assert fabric and all(li.a_to_b.bw_mbps == 100 for li in fabric)
     l4 = build("spine_leaf", ecmp_hash="l4")
-    assert ("net.ipv4.fib_multipath_hash_policy", "1") in l4.nodes["s2"].sysctls
+    # the 5-tuple from the headers, never the hash the sender's socket attached (policy 1)
+    assert ("net.ipv4.fib_multipath_hash_policy", "3") in l4.nodes["s2"].sysctls
+    assert ("net.ipv4.fib_multipath_hash_fields", "0x0037") in l4.nodes["s2"].sysctls
 
 
 def test_function_stacks_have_own_table_source_and_gateway():
