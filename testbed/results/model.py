@@ -123,8 +123,9 @@ class ModelInputs:
     #                       pause on, it overlaps the last round and the destination's answer)
     skew: Skew | None = None  # a hot-set guest: its pages, and w calibrated from round 0
     curve: PathCurve | None = None  # round 0 from a cold start on the path (then: R steady)
-    final_rate_bytes_s: float | None = None  # the last round's share, where sharing changes
-    #                                          during a burst (else R)
+    final_rate_bytes_s: float | None = None  # its share where it decides to stop and sends
+    #                                          the last round, where sharing changes during a
+    #                                          burst (else R)
     acked_rounds: bool = True  # each pre-copy round waits a round trip for its acknowledgement
     drain_s: float = 0.0  # measured: pipelined rounds wait before the pause for the queued
     #                       bytes to leave; the last dirty set is written for that long more
@@ -200,9 +201,12 @@ class Forecast:
 
 def stop_round(inp: ModelInputs) -> int:
     """The rounds the model predicts (QEMU's rule, as the agents use it): pre-copy until what
-    is left, V lambda^n, fits the downtime target at rate R, or the round limit."""
+    is left, V lambda^n, fits the downtime target at the rate the migration has where it
+    decides (in a burst its share among those still sending then, not its average: the
+    others' ends have freed their links), or the round limit."""
     lam = inp.dirty_bytes_s / inp.rate_bytes_s
-    target_bytes = inp.downtime_target_ms / 1000.0 * inp.rate_bytes_s
+    target_bytes = inp.downtime_target_ms / 1000.0 * (inp.final_rate_bytes_s or
+                                                      inp.rate_bytes_s)
     for n in range(1, max(inp.max_rounds, 2)):
         if inp.volume_bytes * lam ** n <= target_bytes:
             return n + 1
@@ -220,7 +224,7 @@ def _switchover_s(last_round_s: float, inp: ModelInputs) -> float:
 def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
     """Round by round: each round sends what the one before left dirty (``skew``)."""
     rate, rtt = inp.rate_bytes_s, inp.round_trip_per_round()
-    target = inp.downtime_target_ms / 1000.0 * rate
+    target = inp.downtime_target_ms / 1000.0 * (inp.final_rate_bytes_s or rate)
     t = inp.first_round_s() + rtt
     total, rounds = t, 1
     dirtied = skew.dirtied_in_first_round

@@ -41,6 +41,9 @@ def test_the_model_stops_by_its_own_rule():
     assert model.stop_round(_inputs()) == 4
     assert model.stop_round(_inputs(dirty_bytes_s=2e8, max_rounds=7)) == 7  # never fits
     assert model.stop_round(_inputs(volume_bytes=0.0)) == 2
+    # in a burst it decides at the rate it has then: the others have ended, its share doubled
+    # (6e7 bytes fit 300 ms), so what is left after round 2 (4e7) no longer needs round 3
+    assert model.stop_round(_inputs(final_rate_bytes_s=2e8)) == 3
 
 
 def test_forecast_adds_the_round_trips_and_the_resume():
@@ -114,6 +117,10 @@ def test_the_skewed_forecast_uses_the_last_rounds_set_not_one_rate():
     assert f.rounds == 3 and abs(f.downtime_ms - 153.7) / 153.7 < 0.2  # measured: 153.7
     uniform = model.forecast(model.inputs_from(m | {"source_kind": "pid"}))
     assert uniform.downtime_ms < f.downtime_ms  # one rate misses the hot set's share
+    # a burst member whose share at its end is a tenth of its average decides at that rate:
+    # the 3.1 MB left after round 1 no longer fit 300 ms, so it pre-copies more rounds
+    slow_end = model.forecast(model.inputs_from(m | {"final_share_mbps": 23.3}))
+    assert slow_end.rounds > f.rounds
 
 
 def test_a_path_curve_gives_slow_start_then_the_steady_rate():
