@@ -7,6 +7,7 @@ import re
 import statistics
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -155,3 +156,64 @@ def _wait_listening(lab: Lab, node: str, port: int, limit_s: float = 15.0) -> No
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on port {port} in {node} after {limit_s} s")
 
+
+
+@dataclass(frozen=True)
+class BulkFlow:
+    """One flow of a :func:`bulk_burst`: ``client`` sends to ``server_ip`` (on ``server``)
+    at ``port``, from its address ``bind``."""
+
+    client: str
+    server: str
+    server_ip: str
+    port: int
+    bind: str | None = None
+
+
+def bulk_burst(lab: Lab, flows: list[BulkFlow], nbytes: int,
+               timeout_s: float = 120.0) -> list[dict[str, Any]]:
+    """``flows`` each send ``nbytes`` at once (one iperf3 process per flow, ``-n``): per flow,
+    the seconds it took from its own start and when it started and ended on one clock
+    (seconds after the first client was started; a client's start is when it was launched,
+    a few ms before its first byte). What TCP alone makes of a burst's sharing: no memory to
+    read, nothing dirtied, the same bytes over the same links."""
+    servers = [lab.popen(f.server, ["iperf3", "-s", "-1", "-p", str(f.port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for f in flows]
+    clients: list[subprocess.Popen[str]] = []
+    launched: list[float] = []
+    try:
+        for f in flows:
+            _wait_listening(lab, f.server, f.port)
+        for f in flows:
+            launched.append(time.monotonic())
+            clients.append(lab.popen(
+                f.client, ["iperf3", "-c", f.server_ip, "-p", str(f.port), "-n", str(nbytes),
+                           "-J", *(["-B", f.bind] if f.bind else [])],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        docs = []
+        for f, c in zip(flows, clients, strict=True):
+            try:
+                out, err = c.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"iperf3 {f.client}->{f.server_ip}:{f.port}: no result "
+                                   f"after {timeout_s:.0f} s") from None
+            doc = json.loads(out or "{}") if (out or "").lstrip().startswith("{") else \
+                {"error": (err or out or "").strip()[-300:]}
+            if "error" in doc or c.returncode != 0:
+                raise RuntimeError(f"iperf3 {f.client}->{f.server_ip}:{f.port} failed: "
+                                   f"{doc.get('error')}")
+            docs.append(doc)
+    finally:
+        for p in [*clients, *servers]:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    origin = min(launched)
+    out = []
+    for f, d, t0 in zip(flows, docs, launched, strict=True):
+        secs = d["end"]["sum_sent"]["seconds"]
+        out.append({"client": f.client, "server": f.server, "port": f.port,
+                    "seconds": round(secs, 4), "start_s": round(t0 - origin, 4),
+                    "end_s": round(t0 - origin + secs, 4),
+                    "retransmits": d["end"]["sum_sent"].get("retransmits")})
+    return out

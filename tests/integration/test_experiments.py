@@ -58,12 +58,21 @@ client_probe_ms = 2
         assert mgmt["burst"]["rtt_p50_ms"] > 0
         assert burst["background"]["idle_mbps"] > 5
         assert path["sampler_error"] is None
+        # TCP alone: the burst again as iperf3 flows, each on a spine, against the fluid model
+        tcp = burst["tcp_baseline"]
+        assert tcp["bytes"] == 8 << 20 and len(tcp["flows"]) == 2
+        for f in tcp["flows"]:
+            assert f["spine"] in ("s1", "s2") and 0 < f["seconds"] < 60
+            assert f["predicted_s"] > 0 and f["end_s"] >= f["seconds"]
+        if path["path"] == "capped":  # two flows from two hosts, each host's stack capped
+            assert all(f["seconds"] >= 0.9 * (8 << 20) * 8 / 30e6 for f in tcp["flows"])
     shared = next(p for p in variant["paths"] if p["path"] == "shared-management")
     assert shared["function"] == "management"
     capped = next(p for p in variant["paths"] if p["path"] == "capped")
     assert all(m["goodput_mbps"] <= 30 * 1.1 for m in capped["bursts"][0]["migrations"])
     report = (out / "report.md").read_text()
     assert "core-load" in report and "client outage ms max" in report
+    assert "TCP alone: flows within 20 %" in report
 
 
 LONG_DISTANCE = '''

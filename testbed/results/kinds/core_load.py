@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import model
 from ..documents import Document
 from ..figures import failed, machine_busy, outage_never_ended, prediction_for, save_figure
 
@@ -75,7 +76,7 @@ def section(doc: Document) -> list[str]:
                     f"{_fmt(bg.get('burst_mbps'), '.0f')} | {_fmt(down, '.0f')} | "
                     f"{worst_outage} | {machine_busy(b)} | {ok}/{len(b['migrations'])}"
                     f"{f' ({n_failed} failed)' if n_failed else ''} |")
-    return lines + model_by_burst(doc)
+    return lines + model_by_burst(doc) + tcp_alone(doc)
 
 
 def model_by_burst(doc: Document) -> list[str]:
@@ -110,6 +111,39 @@ def model_by_burst(doc: Document) -> list[str]:
             "model's rate is:", "", *lines] if len(lines) > 2 else []
 
 
+def tcp_alone(doc: Document) -> list[str]:
+    """Each burst's TCP baseline (iperf3, one flow per migration, the guests' bytes, the same
+    hosts and stacks) against the same fluid model as the migrations: how many single flows
+    TCP alone ends within 20 % of it, beside the migrations' times."""
+    lines = ["| path | burst | TCP alone: flows within 20 % (time) | their ends s (fluid) | "
+             "migrations within 20 %: time / time and downtime |", "|---|---|---|---|---|"]
+    for v in doc.raw["variants"]:
+        for p in v.get("paths", []):
+            for b in p["bursts"]:
+                tcp = b.get("tcp_baseline")
+                if not tcp:
+                    continue
+                flows = tcp["flows"]
+                near = sum(abs(f["seconds"] - f["predicted_s"]) <= 0.2 * f["predicted_s"]
+                           for f in flows)
+                preds = [prediction_for(m) for m in b["migrations"]]
+                timed = [x for x in preds if x]
+                on_time = sum(not model.flagged(x["deviation_time"]) for x in timed)
+                both = sum(not x["flag"] for x in timed)
+                ends = ", ".join(f"{f['seconds']:.2f} ({f['predicted_s']:.2f})"
+                                 for f in sorted(flows, key=lambda f: f["seconds"]))
+                lines.append(f"| {p['path']} | {b['concurrency']} | {near}/{len(flows)} | "
+                             f"{ends} | {on_time}/{len(timed)} / {both}/{len(timed)} |")
+    if len(lines) == 2:
+        return []
+    return ["", "TCP alone, for comparison: after each burst, iperf3 sent the guests' bytes "
+            "again over the same stacks, one flow per migration, all at once; the fluid model "
+            "(max-min over the spines each flow took) predicts each flow's end as it predicts "
+            "the migrations'. How often single flows of plain TCP land within 20 % of it "
+            "says how closely any fluid model can follow single members of such a burst:", "",
+            *lines]
+
+
 def _fmt(x: Any, fmt: str = ".2f") -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -128,10 +162,14 @@ def plot(doc: Document, out_dir: Path) -> list[Path]:
                 ax.axvspan(b["t_from_s"], b["t_to_s"], alpha=0.12, color="grey")
                 ax.text(b["t_from_s"], 102, f"x{b['concurrency']}"
                         f"{' QEMU' if b.get('hypervisor') == 'qemu' else ''}", fontsize=8)
+                tcp = b.get("tcp_baseline")
+                if tcp:
+                    ax.axvspan(tcp["t_from_s"], tcp["t_to_s"], alpha=0.12, color="tab:green")
             ax.set_xlabel("time (s)")
             ax.set_ylabel("spine utilisation (% of its busiest link)")
             ax.set_ylim(0, 110)
-            ax.set_title(f"{doc.name}: {p['path']} (shaded: migration bursts)")
+            ax.set_title(f"{doc.name}: {p['path']} (shaded: migration bursts; green: "
+                         "the same as iperf3 flows)")
             ax.legend(loc="upper right", fontsize=8)
             made.append(save_figure(
                 fig, out_dir / f"{doc.name}-{vi}-{p['path']}-spines.png"))

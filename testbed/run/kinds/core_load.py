@@ -18,7 +18,7 @@ from topologies.guests import add_guests
 from ...lab import routing
 from ...lab.lab import Lab
 from ...measure.migration import migrate_concurrently
-from ...measure.path import iperf3
+from ...measure.path import BulkFlow, bulk_burst, iperf3
 from ...measure.portcount import PortCounters, carrier
 from ...measure.probes import PingProbe
 from ...measure.samplers import CounterSampler, utilisation_summary
@@ -32,6 +32,7 @@ from . import Progress
 
 IDLE_S = 3.0
 BASE_PORT = 7800
+TCP_BASE_PORT = 7900  # the iperf3 flows of a burst's TCP baseline
 BACKGROUND_PORT = 5301
 
 
@@ -101,6 +102,8 @@ def _run_path(spec: CoreLoadSpec, lab: Lab, path: str, sizes: list[int],
                 run.qemu_burst(c, idle)
             else:
                 run.agents_burst(c, idle)
+                if spec.tcp_baseline and c > 1:
+                    run.tcp_burst(c)
     finally:
         run.stop()
     return run.finish()
@@ -148,7 +151,8 @@ class _PathRun:
         # which spine each burst's connections crossed: a counter per port in every spine
         most = max(spec.concurrency + (spec.compare_hypervisors_at or []), default=1)
         ports = [BASE_PORT + i for i in range(most)] + \
-            [qemu_jobs.BASE_PORT + i for i in range(most)] + [BACKGROUND_PORT]
+            [qemu_jobs.BASE_PORT + i for i in range(most)] + \
+            [TCP_BASE_PORT + i for i in range(most)] + [BACKGROUND_PORT]
         self.spines = [f"s{i}" for i in range(1, spec.spines + 1)]
         self.ports = PortCounters(lab, self.spines, ports).start()
         self.base_t = time.monotonic()
@@ -179,6 +183,37 @@ class _PathRun:
             self.all.append(mig)
         ok = sum(bool(x.get("integrity_ok")) for x in burst["migrations"])
         self._said(f"{path} x{c}: {ok}/{c} verified", burst)
+
+    def tcp_burst(self, c: int) -> None:
+        """The agents' burst of ``c`` again as iperf3 flows (same hosts, stacks and bytes as
+        the guests' images, all at once), each against the fluid model of the spines it
+        took: the last agents' burst gets ``tcp_baseline``."""
+        spec, net, func = self.spec, self.lab.network, self.func
+        flows = []
+        for i in range(c):
+            s, d = self.src_hosts[i % len(self.src_hosts)], self.dst_hosts[i % len(self.dst_hosts)]
+            flows.append(BulkFlow(s, d, net.stacks_of(d)[func].ip, TCP_BASE_PORT + i,
+                                  net.stacks_of(s)[func].ip))
+        nbytes = self.m.workload_mib << 20
+        self.progress(f"{spec.name}/{self.path}: TCP alone, {c} iperf3 flow(s) of "
+                      f"{self.m.workload_mib} MiB")
+        start, before = time.monotonic(), self.ports.read()
+        got = bulk_burst(self.lab, flows, nbytes)
+        after = self.ports.read()
+        for g in got:
+            g["spine"] = carrier(before, after, g["port"])[0]
+        shares = path_shares(self.spec, self.path, [
+            {"case": str(g["port"]), "src": g["client"], "dst": g["server"],
+             "spine": g["spine"], "bytes_on_wire": nbytes,
+             "monotonic_s": {"round0": g["start_s"], "pause": g["end_s"],
+                             "decided": g["end_s"]}} for g in got],
+            self.result["bursts"][-1].get("background_spine"), self.base["iperf3_mbps"])
+        for g in got:
+            g["fair_share_mbps"] = shares[str(g["port"])][0]
+            g["predicted_s"] = round(nbytes * 8 / 1e6 / g["fair_share_mbps"], 4)
+        rel = (start - self.base_t, time.monotonic() - self.base_t)
+        self.result["bursts"][-1]["tcp_baseline"] = {
+            "flows": got, "bytes": nbytes, "t_from_s": rel[0], "t_to_s": rel[1]}
 
     def qemu_burst(self, c: int, idle: tuple[float, float]) -> None:
         """A burst of ``c`` QEMU guests over the path's stacks, measured like the agents'."""

@@ -105,3 +105,27 @@ def test_a_flow_that_starts_later_shares_only_from_then_on():
     # a gap: nothing runs between 1 and 2 s
     gap = endings([Flow("a", ("l",), 10.0), Flow("b", ("l",), 10.0, start=2.0)], {"l": 10.0})
     assert math.isclose(gap["a"].seconds, 1.0) and math.isclose(gap["b"].seconds, 3.0)
+
+
+def test_the_report_puts_tcp_alone_beside_the_bursts_migrations():
+    from testbed.results.documents import Document
+    from testbed.results.kinds.core_load import tcp_alone
+
+    ok = {"completed": True, "integrity_ok": True, "downtime_ms": 120.0, "concurrency": 2,
+          "migration_time_s": 2.0, "iperf3_mbps": 95.0, "rounds": 3,
+          "pages_sent_per_round": [1000, 100, 10], "zero_pages_per_round": [0, 0, 0],
+          "round_seconds": [0.4, 0.05], "dirty_pages_per_round": [100, 10, 5],
+          "image_bytes": 4096000}
+    flows = [{"port": 7900, "seconds": 1.0, "predicted_s": 1.1},
+             {"port": 7901, "seconds": 1.5, "predicted_s": 1.1}]
+    burst = {"concurrency": 2, "migrations": [ok | {"case": "a"}, ok | {"case": "b"}],
+             "tcp_baseline": {"flows": flows, "bytes": 1 << 20}}
+    doc = Document.from_json({"spec": {"name": "c", "kind": "core-load"}, "environment": {},
+                              "variants": [{"paths": [{"path": "own-stack",
+                                                       "bursts": [burst, burst | {
+                                                           "tcp_baseline": None}]}]}]})
+    lines = tcp_alone(doc)
+    rows = [x for x in lines if x.startswith("| own-stack")]
+    assert len(rows) == 1  # a burst without a baseline has no row
+    assert "| 1/2 |" in rows[0]  # 1.5 s is 36 % beyond 1.1 s; 1.0 s is within 20 %
+    assert "1.00 (1.10), 1.50 (1.10)" in rows[0]
