@@ -157,7 +157,6 @@ def _wait_listening(lab: Lab, node: str, port: int, limit_s: float = 15.0) -> No
     raise RuntimeError(f"nothing listens on port {port} in {node} after {limit_s} s")
 
 
-
 @dataclass(frozen=True)
 class BulkFlow:
     """One flow of a :func:`bulk_burst`: ``client`` sends to ``server_ip`` (on ``server``)

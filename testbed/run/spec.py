@@ -173,7 +173,7 @@ class CoreLoadSpec(Common):
     background_mbps: float = Field(30.0, gt=0, description="the tenant flow's offered rate")
     sample_hz: float = Field(10.0, ge=1, le=100)
     tcp_baseline: bool = Field(
-        True, description="before each burst of the agents' (2 or more), iperf3 sends the "
+        True, description="after each burst of the agents' (2 or more), iperf3 sends the "
                           "same bytes over the same stacks, one flow per migration: how "
                           "evenly TCP alone shares them, against the same fluid model")
     migration: MigrationParams = MigrationParams(workload_mib=16, dirty_rate_mbs=2.0)

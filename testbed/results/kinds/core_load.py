@@ -123,6 +123,10 @@ def tcp_alone(doc: Document) -> list[str]:
                 tcp = b.get("tcp_baseline")
                 if not tcp:
                     continue
+                if tcp.get("error"):
+                    lines.append(f"| {p['path']} | {b['concurrency']} | **failed**: "
+                                 f"{tcp['error']} | - | - |")
+                    continue
                 flows = tcp["flows"]
                 near = sum(abs(f["seconds"] - f["predicted_s"]) <= 0.2 * f["predicted_s"]
                            for f in flows)
@@ -163,7 +167,7 @@ def plot(doc: Document, out_dir: Path) -> list[Path]:
                 ax.text(b["t_from_s"], 102, f"x{b['concurrency']}"
                         f"{' QEMU' if b.get('hypervisor') == 'qemu' else ''}", fontsize=8)
                 tcp = b.get("tcp_baseline")
-                if tcp:
+                if tcp and not tcp.get("error"):
                     ax.axvspan(tcp["t_from_s"], tcp["t_to_s"], alpha=0.12, color="tab:green")
             ax.set_xlabel("time (s)")
             ax.set_ylabel("spine utilisation (% of its busiest link)")

@@ -197,8 +197,14 @@ class _PathRun:
         nbytes = self.m.workload_mib << 20
         self.progress(f"{spec.name}/{self.path}: TCP alone, {c} iperf3 flow(s) of "
                       f"{self.m.workload_mib} MiB")
+        burst = self.result["bursts"][-1]
         start, before = time.monotonic(), self.ports.read()
-        got = bulk_burst(self.lab, flows, nbytes)
+        try:
+            got = bulk_burst(self.lab, flows, nbytes)
+        except RuntimeError as exc:  # a comparison only: the burst's own results stand
+            burst["tcp_baseline"] = {"error": str(exc), "bytes": nbytes}
+            self.progress(f"{spec.name}/{self.path}: TCP alone failed: {exc}")
+            return
         after = self.ports.read()
         for g in got:
             g["spine"] = carrier(before, after, g["port"])[0]
@@ -207,13 +213,13 @@ class _PathRun:
              "spine": g["spine"], "bytes_on_wire": nbytes,
              "monotonic_s": {"round0": g["start_s"], "pause": g["end_s"],
                              "decided": g["end_s"]}} for g in got],
-            self.result["bursts"][-1].get("background_spine"), self.base["iperf3_mbps"])
+            burst.get("background_spine"), self.base["iperf3_mbps"])
         for g in got:
             g["fair_share_mbps"] = shares[str(g["port"])][0]
             g["predicted_s"] = round(nbytes * 8 / 1e6 / g["fair_share_mbps"], 4)
         rel = (start - self.base_t, time.monotonic() - self.base_t)
-        self.result["bursts"][-1]["tcp_baseline"] = {
-            "flows": got, "bytes": nbytes, "t_from_s": rel[0], "t_to_s": rel[1]}
+        burst["tcp_baseline"] = {"flows": got, "bytes": nbytes, "t_from_s": rel[0],
+                                 "t_to_s": rel[1]}
 
     def qemu_burst(self, c: int, idle: tuple[float, float]) -> None:
         """A burst of ``c`` QEMU guests over the path's stacks, measured like the agents'."""

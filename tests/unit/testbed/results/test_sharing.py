@@ -129,3 +129,7 @@ def test_the_report_puts_tcp_alone_beside_the_bursts_migrations():
     assert len(rows) == 1  # a burst without a baseline has no row
     assert "| 1/2 |" in rows[0]  # 1.5 s is 36 % beyond 1.1 s; 1.0 s is within 20 %
     assert "1.00 (1.10), 1.50 (1.10)" in rows[0]
+    failed = Document.from_json({"spec": {"name": "c", "kind": "core-load"}, "environment": {},
+                                 "variants": [{"paths": [{"path": "capped", "bursts": [
+                                     burst | {"tcp_baseline": {"error": "iperf3 refused"}}]}]}]})
+    assert any("**failed**: iperf3 refused" in x for x in tcp_alone(failed))
