@@ -132,6 +132,10 @@ class ModelInputs:
     prepare_s: float = 0.0  # measured: the destination's final round in to PREPARED out
     #                         (the COMMIT, its verification, the durable "prepared")
 
+    def final_rate(self) -> float:
+        """The rate where it decides to stop and sends its last round (else R)."""
+        return self.final_rate_bytes_s or self.rate_bytes_s
+
     def round_trip_per_round(self) -> float:
         return self.rtt_s if self.acked_rounds else 0.0
 
@@ -205,8 +209,7 @@ def stop_round(inp: ModelInputs) -> int:
     decides (in a burst its share among those still sending then, not its average: the
     others' ends have freed their links), or the round limit."""
     lam = inp.dirty_bytes_s / inp.rate_bytes_s
-    target_bytes = inp.downtime_target_ms / 1000.0 * (inp.final_rate_bytes_s or
-                                                      inp.rate_bytes_s)
+    target_bytes = inp.downtime_target_ms / 1000.0 * inp.final_rate()
     for n in range(1, max(inp.max_rounds, 2)):
         if inp.volume_bytes * lam ** n <= target_bytes:
             return n + 1
@@ -224,7 +227,7 @@ def _switchover_s(last_round_s: float, inp: ModelInputs) -> float:
 def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
     """Round by round: each round sends what the one before left dirty (``skew``)."""
     rate, rtt = inp.rate_bytes_s, inp.round_trip_per_round()
-    target = inp.downtime_target_ms / 1000.0 * (inp.final_rate_bytes_s or rate)
+    target = inp.downtime_target_ms / 1000.0 * inp.final_rate()
     t = inp.first_round_s() + rtt
     total, rounds = t, 1
     dirtied = skew.dirtied_in_first_round
@@ -237,7 +240,7 @@ def _forecast_skewed(inp: ModelInputs, skew: Skew) -> Forecast:
         left = dirtied(t)
     if inp.drain_s:  # decided on what the round left; paused after the queue drained
         left = dirtied(t + inp.drain_s)
-    down = _switchover_s(left / (inp.final_rate_bytes_s or rate), inp)
+    down = _switchover_s(left / inp.final_rate(), inp)
     lam = skew.writes_per_s * skew.page_size / rate
     return Forecast(rounds + 1, total + down, down * 1000.0, lam)
 
@@ -252,8 +255,7 @@ def forecast(inp: ModelInputs) -> Forecast:
     precopy_s = p.migration_time_s - p.downtime_ms / 1000.0 + cold + \
         (rounds - 1) * inp.round_trip_per_round()
     last_s = p.downtime_ms / 1000.0 + inp.dirty_bytes_s * inp.drain_s / inp.rate_bytes_s
-    if inp.final_rate_bytes_s:  # the last round at its own share
-        last_s *= inp.rate_bytes_s / inp.final_rate_bytes_s
+    last_s *= inp.rate_bytes_s / inp.final_rate()  # the last round at its own share
     down = _switchover_s(last_s, inp)
     return Forecast(rounds, precopy_s + down, down * 1000.0, p.ratio)
 

@@ -100,7 +100,7 @@ def model_by_burst(doc: Document) -> list[str]:
         d = sum(m.downtime_ms or 0 for m in migs) / len(migs)
         end, pend = max(times), max(p["migration_time_s"] for p in preds)
         pd = sum(p["downtime_ms"] for p in preds) / len(preds)
-        ok = abs(end - pend) <= 0.2 * pend
+        ok = not model.flagged(model.deviation(end, pend))
         lines.append(f"| {path} | {c}{' QEMU' if who == 'qemu' else ''} | {end:.2f} "
                      f"({pend:.2f}, {(end - pend) / pend:+.0%}) | {sum(times) / len(times):.2f}"
                      f" | {min(times):.2f}-{max(times):.2f} | {d:.0f} ({pd:.0f}) | "
@@ -128,7 +128,7 @@ def tcp_alone(doc: Document) -> list[str]:
                                  f"{tcp['error']} | - | - |")
                     continue
                 flows = tcp["flows"]
-                near = sum(abs(f["seconds"] - f["predicted_s"]) <= 0.2 * f["predicted_s"]
+                near = sum(not model.flagged(model.deviation(f["seconds"], f["predicted_s"]))
                            for f in flows)
                 preds = [prediction_for(m) for m in b["migrations"]]
                 timed = [x for x in preds if x]

@@ -157,11 +157,15 @@ class _PathRun:
         self.ports = PortCounters(lab, self.spines, ports).start()
         self.base_t = time.monotonic()
 
+    def pair(self, i: int) -> tuple[str, str]:
+        """The source and destination host of a burst's ``i``-th migration (or flow)."""
+        return self.src_hosts[i % len(self.src_hosts)], self.dst_hosts[i % len(self.dst_hosts)]
+
     def agents_burst(self, c: int, idle: tuple[float, float]) -> None:
         spec, net, m, path, func = self.spec, self.lab.network, self.m, self.path, self.func
         jobs = []
         for i in range(c):
-            s, d = self.src_hosts[i % len(self.src_hosts)], self.dst_hosts[i % len(self.dst_hosts)]
+            s, d = self.pair(i)
             ss, ds = net.stacks_of(s)[func], net.stacks_of(d)[func]
             jobs.append(job_from(
                 m, s, d, ds.ip, port=BASE_PORT + i, bind=ss.ip, label=f"{path} x{c} #{i + 1}",
@@ -191,7 +195,7 @@ class _PathRun:
         spec, net, func = self.spec, self.lab.network, self.func
         flows = []
         for i in range(c):
-            s, d = self.src_hosts[i % len(self.src_hosts)], self.dst_hosts[i % len(self.dst_hosts)]
+            s, d = self.pair(i)
             flows.append(BulkFlow(s, d, net.stacks_of(d)[func].ip, TCP_BASE_PORT + i,
                                   net.stacks_of(s)[func].ip))
         nbytes = self.m.workload_mib << 20
@@ -224,10 +228,9 @@ class _PathRun:
     def qemu_burst(self, c: int, idle: tuple[float, float]) -> None:
         """A burst of ``c`` QEMU guests over the path's stacks, measured like the agents'."""
         spec, path, m = self.spec, self.path, self.spec.migration
-        src, dst = self.src_hosts, self.dst_hosts
-        jobs = [qemu_jobs.job_of(m, src[i % len(src)], dst[i % len(dst)],
-                                 f"{path} qemu x{c} #{i + 1}", port=qemu_jobs.BASE_PORT + i,
-                                 function=self.func) for i in range(c)]
+        jobs = [qemu_jobs.job_of(m, *self.pair(i), f"{path} qemu x{c} #{i + 1}",
+                                 port=qemu_jobs.BASE_PORT + i, function=self.func)
+                for i in range(c)]
         self.progress(f"{spec.name}/{path}: burst of {c} QEMU guest(s) over the {self.func} "
                       "stack")
         start, before = time.monotonic(), self.ports.read()
