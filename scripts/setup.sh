@@ -27,7 +27,7 @@ fi
 # shellcheck disable=SC1091
 . /etc/os-release
 PKGS=(
-    mininet openvswitch-switch iperf3 libiperf0 iproute2 iputils-ping ethtool
+    mininet openvswitch-switch iperf3 libiperf0 iproute2 iputils-ping fping ethtool
     tcpdump libpcap0.8 stress-ng procps psmisc kmod nftables file bridge-utils
     python3 python3-venv python3-dev gcc
     # Soft-RoCE user space: verbs providers (librxe), the rdma tool's link commands come with

@@ -1,6 +1,6 @@
 """The management probe's windows follow when pings were really sent, not the nominal rate."""
 
-from testbed.measure.probes import PingProbe
+from testbed.measure.probes import REPLY, SENT, PingProbe, fping_command
 
 
 def probe_with(replies, sent, interval=0.02):
@@ -26,3 +26,13 @@ def test_losses_after_the_last_answer_count():
     p = probe_with(replies, sent=100)
     tail = p.window(100.0 + 60 * 0.02, 100.0 + 99 * 0.02)
     assert tail["received"] == 0 and tail["sent"] == 40 and tail["loss_pct"] == 100
+
+
+def test_fping_lines_and_command():
+    line = "[1796314734.62190] 10.1.1.2 : [0], 64 bytes, 0.033 ms (0.033 avg, 0% loss)"
+    m = REPLY.match(line)
+    assert m and (m[1], m[2], m[3]) == ("1796314734.62190", "0", "0.033")
+    assert SENT.search("10.1.1.2 : xmt/rcv/%loss = 600/598/0%, min/avg/max = 0.03/0.05/0.6")[1] \
+        == "600"
+    cmd = fping_command("10.1.1.2", "10.4.1.2", 0.005)
+    assert cmd[cmd.index("-p") + 1] == "5" and cmd[-3:] == ["-S", "10.1.1.2", "10.4.1.2"]
