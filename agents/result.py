@@ -63,6 +63,9 @@ class MigrationResult:
     monotonic_s: dict[str, float] = field(default_factory=dict)
     pipelined: bool = False  # pre-copy rounds not acknowledged one by one (one TCP stream)
     drain_ms: float | None = None  # waited before the pause for the queued bytes to leave
+    # the data streams' retransmitted bytes, timeouts and time in them: "precopy" (round 0
+    # to the pause) and "switchover" (the pause to PREPARED), where TCP_INFO has them
+    tcp_losses: dict[str, dict[str, Any]] = field(default_factory=dict)
     disk_mode: str | None = None  # transfer | replicated (None: no disk)
     disk_bytes: int = 0
     disk_bytes_on_wire: int = 0  # part of bytes_on_wire

@@ -40,7 +40,7 @@ from agents.runtime.cputime import cpu_between, process_cpu
 from agents.runtime.gcpause import gc_paused
 from agents.switchover import Switchover
 from agents.wire import protocol as P
-from agents.wire.delivery import DeliveryMeter, path_signals
+from agents.wire.delivery import DeliveryMeter, TcpLosses, losses_between, path_signals, tcp_losses
 from agents.wire.digest import image_digest, page_hashes
 from agents.wire.sender import Sender
 from agents.wire.transport import (
@@ -562,6 +562,7 @@ class _Flow:
     t_start: float = 0.0
     cpu_start: dict[str, float] | None = None  # this process's CPU when round 0 began
     meter: DeliveryMeter | None = None  # pipelined rounds: what the data stream delivered
+    losses: dict[str, list[TcpLosses] | None] = field(default_factory=dict)  # by moment
 
     def wire(self) -> int:
         return sum(s.bytes_sent for s in [self.ctl, *self.data])
@@ -583,6 +584,7 @@ async def _precopy_rounds(f: _Flow, throttle) -> tuple[Sequence[int], list[int],
     ps = src.layout.page_size
     f.wire_start, f.t_start, f.cpu_start = f.wire(), trio.current_time(), process_cpu()
     res.monotonic_s["round0"] = time.monotonic()
+    f.losses["round0"] = _losses(f)
     src.start_tracking()
     pages: Sequence[int] = range(src.layout.npages)
     blocks: list[int] = []
@@ -645,6 +647,28 @@ def _pace(f: _Flow) -> None:
     f.res.paced = "tcp" if paced and all(paced) else None
 
 
+def _losses(f: _Flow) -> list[TcpLosses] | None:
+    """The data streams' retransmissions so far (None: not TCP, or a kernel without)."""
+    socks = [tcp_socket_of(s.stream) for s in f.data]
+    if not socks or None in socks:
+        return None
+    try:
+        return [tcp_losses(s) for s in socks if s is not None]
+    except OSError:
+        return None
+
+
+def _record_losses(f: _Flow, prepared: list[TcpLosses] | None) -> None:
+    """What the data streams retransmitted in pre-copy (round 0 to the pause) and in the
+    switchover (the pause to PREPARED): a slow last round that lost its tail waited for a
+    retransmission timeout, which the network caused, not the agents."""
+    at = f.losses
+    if at.get("round0") and at.get("pause"):
+        f.res.tcp_losses["precopy"] = losses_between(at["round0"], at["pause"])
+    if at.get("pause") and prepared:
+        f.res.tcp_losses["switchover"] = losses_between(at["pause"], prepared)
+
+
 async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int],
                          blocks: list[int], round_no: int, reason: str) -> float:
     """Pause the guest, send only the last dirty set, commit the image and wait for
@@ -653,6 +677,7 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
     src, disk, mem, dsk, cfg, res, ctl = f.src, f.disk, f.mem, f.dsk, f.cfg, f.res, f.ctl
     t_pause = trio.current_time()
     res.monotonic_s["pause"] = time.monotonic()
+    f.losses["pause"] = _losses(f)
     sw.stopped()
     src.pause()
     throttle.stop()
@@ -691,6 +716,7 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
                               cfg.commit_timeout)
         prepared = await _expect(ctl, P.FrameType.PREPARED, "PREPARED", cfg.commit_timeout)
         res.monotonic_s["prepared"] = time.monotonic()
+        _record_losses(f, _losses(f))
     if check is not None:
         check.compare(mem.hashes, res)
     res.rounds = round_no + 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections import deque
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import trio
 
@@ -55,6 +55,37 @@ def tcp_progress(sock: socket.socket) -> TcpProgress:
     segments = max(0, unacked - sacked - lost + retrans) * mss
     return TcpProgress(acked, sacked * mss, unsent,
                        min(segments, max(0, sent - resent - acked)), min_rtt / 1e6)
+
+
+class TcpLosses(NamedTuple):
+    retrans_bytes: int  # bytes sent again (Linux 4.19)
+    rtos: int | None  # retransmission timeouts (Linux 6.7; None before)
+    rto_s: float | None  # time spent in them
+
+
+def tcp_losses(sock: socket.socket) -> TcpLosses:
+    """A TCP socket's retransmissions so far (TCP_INFO: u64 bytes_retrans at 208; u16
+    total_rto at 240 and u32 total_rto_time (ms) at 244, Linux 6.7)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 248)
+    if len(info) < 216:
+        raise OSError("TCP_INFO without tcpi_bytes_retrans (kernel older than 4.19)")
+    resent, = struct.unpack_from("=Q", info, 208)
+    if len(info) < 248:
+        return TcpLosses(resent, None, None)
+    rtos, = struct.unpack_from("=H", info, 240)
+    rto_ms, = struct.unpack_from("=I", info, 244)
+    return TcpLosses(resent, rtos, rto_ms / 1e3)
+
+
+def losses_between(before: list[TcpLosses], after: list[TcpLosses]) -> dict[str, Any]:
+    """What ``socks`` lost between two :func:`tcp_losses` readings of each, summed."""
+    out: dict[str, Any] = {"retrans_bytes": sum(a.retrans_bytes - b.retrans_bytes
+                                                for b, a in zip(before, after, strict=True))}
+    if all(x.rtos is not None for x in [*before, *after]):
+        out["rtos"] = sum(a.rtos - b.rtos for b, a in zip(before, after, strict=True))
+        out["rto_ms"] = round(sum(a.rto_s - b.rto_s for b, a in zip(before, after,
+                                                                     strict=True)) * 1e3, 1)
+    return out
 
 
 INFINITE_SSTHRESH = 0x7FFFFFFF  # the kernel's ssthresh until the path first pushes back

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.run.kinds.core_load import IDLE_S
 from tests.helpers import run_spec
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,7 @@ concurrency = [2]
 paths = ["capped", "own-stack", "shared-management"]
 migration_cap_mbps = 30
 background_mbps = 20
+probe_interval_ms = 5
 [migration]
 workload_mib = 8
 dirty_rate_mbs = 1
@@ -40,6 +42,9 @@ client_probe_ms = 2
         (burst,) = path["bursts"]
         assert all(m["integrity_ok"] for m in burst["migrations"])
         for m in burst["migrations"]:  # each guest kept its address; its client saw the gap
+            # the data streams' losses, pre-copy and switchover (TCP_INFO, Linux >= 6.7 here)
+            assert {"retrans_bytes", "rtos", "rto_ms"} <= set(m["tcp_losses"]["precopy"])
+            assert {"retrans_bytes", "rtos", "rto_ms"} <= set(m["tcp_losses"]["switchover"])
             client = m["client"]
             assert client["counter_continuity_ok"] is True, client
             assert len(client["locations"]) == 2 and client["answers_from_old_after_switch"] == 0
@@ -55,6 +60,8 @@ client_probe_ms = 2
         assert burst["ecmp_jain"] is not None and 0.5 <= burst["ecmp_jain"] <= 1.0
         mgmt = burst["management"]
         assert mgmt["idle"]["received"] > 0 and mgmt["burst"]["received"] > 0
+        # a probe every 5 ms, on schedule
+        assert 0.9 * IDLE_S / 0.005 <= mgmt["idle"]["sent"] <= 1.1 * IDLE_S / 0.005, mgmt
         assert mgmt["burst"]["rtt_p50_ms"] > 0
         assert burst["background"]["idle_mbps"] > 5
         assert path["sampler_error"] is None

@@ -85,7 +85,8 @@ def model_by_burst(doc: Document) -> list[str]:
     the bottleneck stays busy the burst as a whole still ends when fair sharing says (the same
     bytes cross the same links): the last migration is what the model predicts."""
     lines = ["| path | burst | last ends s (pred.) | mean s | spread s | downtime ms: mean "
-             "(pred.) | burst end within 20 % |", "|---|---|---|---|---|---|---|"]
+             "(pred.) | burst end within 20 % | TCP losses: pre-copy; switchover |",
+             "|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, int, str], list[Any]] = {}
     for _, m in doc.migrations():
         if not m.failed and m.raw.get("concurrency"):
@@ -104,11 +105,33 @@ def model_by_burst(doc: Document) -> list[str]:
         lines.append(f"| {path} | {c}{' QEMU' if who == 'qemu' else ''} | {end:.2f} "
                      f"({pend:.2f}, {(end - pend) / pend:+.0%}) | {sum(times) / len(times):.2f}"
                      f" | {min(times):.2f}-{max(times):.2f} | {d:.0f} ({pd:.0f}) | "
-                     f"{'yes' if ok else '**no**'} |")
+                     f"{'yes' if ok else '**no**'} | {losses_text([m.raw for m in migs])} |")
     return ["", "The model per burst: fair sharing predicts when the burst ends (its last "
             "migration); single migrations of a burst end earlier as TCP shares unevenly (the "
             "spread), so the per-migration flags above say how uneven, not how wrong the "
-            "model's rate is:", "", *lines] if len(lines) > 2 else []
+            "model's rate is. TCP losses: the share of the data streams' bytes sent again and "
+            "their retransmission timeouts (TCP_INFO) in pre-copy, then in how many "
+            "migrations the switchover (pause to PREPARED) lost data and its timeouts; a "
+            "timeout waits at least 200 ms (Linux's minimum), which no fluid model "
+            "foresees:", "", *lines] if len(lines) > 2 else []
+
+
+def losses_text(migs: list[dict[str, Any]]) -> str:
+    """The burst's data-stream losses (``tcp_losses``, agents only): pre-copy's retransmitted
+    share and timeouts; the migrations whose switchover lost data, and its timeouts."""
+    have = [m for m in migs if (m.get("tcp_losses") or {}).get("precopy")]
+    if not have:
+        return "-"
+    pre = [m["tcp_losses"]["precopy"] for m in have]
+    sw = [m["tcp_losses"].get("switchover") or {} for m in have]
+    share = sum(x["retrans_bytes"] for x in pre) / max(sum(m.get("bytes_on_wire") or 0
+                                                           for m in have), 1)
+    rtos = [x.get("rtos") for x in [*pre, *sw]]
+    known = all(r is not None for r in rtos)
+    pre_rto = f", {sum(x['rtos'] for x in pre)} timeouts" if known else ""
+    sw_rto = f", {sum(x.get('rtos') or 0 for x in sw)} timeouts" if known else ""
+    lost = sum(bool(x.get("retrans_bytes")) for x in sw)
+    return f"{share:.1%}{pre_rto}; lost in {lost}/{len(have)}{sw_rto}"
 
 
 def tcp_alone(doc: Document) -> list[str]:

@@ -5,7 +5,7 @@ import socket
 
 import trio
 
-from agents.wire.delivery import DeliveryMeter, tcp_progress
+from agents.wire.delivery import DeliveryMeter, TcpLosses, losses_between, tcp_losses, tcp_progress
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -129,3 +129,26 @@ def test_the_peak_is_the_most_received_over_a_whole_window(monkeypatch):
 
     trio.run(main, clock=MockClock(autojump_threshold=0))
     assert meter.peak is not None and abs(meter.peak / 3e6 - 1) < 0.06, meter.peak
+
+
+def test_a_clean_loopback_connection_lost_nothing():
+    tx, rx = _pair()
+    with tx, rx:
+        before = tcp_losses(tx)
+        tx.sendall(bytes(32 << 10))  # within both buffers: nothing waits for the reader
+        rx.settimeout(5)
+        got = 0
+        while got < 32 << 10:
+            got += len(rx.recv(1 << 20))
+        after = tcp_losses(tx)
+    assert after.retrans_bytes == before.retrans_bytes == 0
+    assert after.rtos in (0, None)  # None: a kernel older than 6.7
+    assert losses_between([before], [after])["retrans_bytes"] == 0
+
+
+def test_losses_between_sums_the_streams_and_knows_what_it_cannot_say():
+    before = [TcpLosses(100, 1, 0.2), TcpLosses(0, 0, 0.0)]
+    after = [TcpLosses(1600, 2, 0.45), TcpLosses(3000, 1, 0.3)]
+    assert losses_between(before, after) == {"retrans_bytes": 4500, "rtos": 2, "rto_ms": 550.0}
+    old = [TcpLosses(0, None, None)]
+    assert losses_between(old, [TcpLosses(7, None, None)]) == {"retrans_bytes": 7}

@@ -133,3 +133,19 @@ def test_the_report_puts_tcp_alone_beside_the_bursts_migrations():
                                  "variants": [{"paths": [{"path": "capped", "bursts": [
                                      burst | {"tcp_baseline": {"error": "iperf3 refused"}}]}]}]})
     assert any("**failed**: iperf3 refused" in x for x in tcp_alone(failed))
+
+
+def test_a_bursts_tcp_losses_are_summed_and_said_only_where_measured():
+    from testbed.results.kinds.core_load import losses_text
+
+    def mig(pre, sw):
+        return {"bytes_on_wire": 1_000_000, "tcp_losses": {"precopy": pre, "switchover": sw}}
+
+    migs = [mig({"retrans_bytes": 30_000, "rtos": 2, "rto_ms": 400.0},
+                {"retrans_bytes": 5_000, "rtos": 1, "rto_ms": 210.0}),
+            mig({"retrans_bytes": 10_000, "rtos": 0, "rto_ms": 0.0},
+                {"retrans_bytes": 0, "rtos": 0, "rto_ms": 0.0})]
+    assert losses_text(migs) == "2.0%, 2 timeouts; lost in 1/2, 1 timeouts"
+    old_kernel = [mig({"retrans_bytes": 10_000}, {"retrans_bytes": 0})]
+    assert losses_text(old_kernel) == "1.0%; lost in 0/1"
+    assert losses_text([{"bytes_on_wire": 1}]) == "-"  # QEMU's, or a document from before
