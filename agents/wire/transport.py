@@ -19,6 +19,7 @@ from agents.wire.protocol import HEADER, MAX_FRAME, FrameType, ProtocolError, de
 
 RCVLOWAT_MAX = 512 * 1024
 IOV_BATCH = 512  # buffers per sendmsg/recvmsg_into (IOV_MAX is 1024)
+COALESCE = 256 << 10  # bytes of small parts joined into one write on a stream over TLS
 
 
 class PeerStalled(ProtocolError):
@@ -159,14 +160,40 @@ class FramedStream:
             if self._sock is not None and len(parts) > 1:
                 await self._sendmsg_all(parts)
             else:
-                for part in parts:
-                    with trio.fail_after(self.idle_timeout):
-                        await self.stream.send_all(part)
+                await self._send_coalesced(parts)
         except trio.TooSlowError:
             raise PeerStalled(f"peer accepted no data for {self.idle_timeout} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ConnectionError(f"connection lost while sending: {_why(exc)}") from None
         self.bytes_sent += total
+
+    async def _send_coalesced(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        """One write per :data:`COALESCE` bytes of small parts (large ones as they are): a TLS
+        stream encrypts every write into records of its own and sends it (a syscall and a
+        scheduling point each), so a dirty set's batch of 850 runs of one page took 137-178
+        ms for 3.5 MB over loopback, joined 19-26 ms (and the encrypted stop-and-copy of
+        cloud-encrypted paused its guest some 100 ms longer than the plaintext one)."""
+        pending: list[bytes | bytearray | memoryview] = []
+        size = 0
+        for part in parts:
+            n = part.nbytes if isinstance(part, memoryview) else len(part)
+            if n >= COALESCE:
+                if pending:
+                    await self._write(b"".join(pending))
+                    pending, size = [], 0
+                await self._write(part)
+                continue
+            pending.append(part)
+            size += n
+            if size >= COALESCE:
+                await self._write(b"".join(pending))
+                pending, size = [], 0
+        if pending:
+            await self._write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    async def _write(self, data: bytes | bytearray | memoryview) -> None:
+        with trio.fail_after(self.idle_timeout):
+            await self.stream.send_all(data)
 
     async def _sendmsg_all(self, parts: list[bytes | bytearray | memoryview]) -> None:
         """Gather-write the parts with sendmsg (no join copy), resuming after partial sends;
