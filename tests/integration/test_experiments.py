@@ -65,6 +65,9 @@ client_probe_ms = 2
         assert mgmt["burst"]["rtt_p50_ms"] > 0
         assert burst["background"]["idle_mbps"] > 5
         assert path["sampler_error"] is None
+        # the path's baseline: the median of three iperf3 runs, each kept
+        runs = path["iperf3"]["runs_mbps"]
+        assert len(runs) == 3 and path["iperf3"]["iperf3_mbps"] == sorted(runs)[1]
         # TCP alone: the burst again as iperf3 flows, each on a spine, against the fluid model
         tcp = burst["tcp_baseline"]
         assert tcp["bytes"] == 8 << 20 and len(tcp["flows"]) == 2

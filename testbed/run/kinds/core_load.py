@@ -33,6 +33,7 @@ from . import Progress
 IDLE_S = 3.0
 BASE_PORT = 7800
 TCP_BASE_PORT = 7900  # the iperf3 flows of a burst's TCP baseline
+BASELINE_RUNS = 3  # iperf3 runs on each path; the median one is its baseline
 BACKGROUND_PORT = 5301
 
 
@@ -139,7 +140,7 @@ class _PathRun:
                                lab.pid(bg_src), spec.host_link_mbps, "background")
         # the path's baseline: iperf3 between the first pair's stacks of this path
         a, b = net.stacks_of(src0)[self.func], net.stacks_of(dst0)[self.func]
-        self.base = self.result["iperf3"] = iperf3(lab, src0, dst0, b.ip, seconds=3, bind=a.ip)
+        self.base = self.result["iperf3"] = baseline(lab, src0, dst0, b.ip, a.ip)
         self.probe = PingProbe(lab, src0, net.stacks_of(src0)["management"].ip,
                                net.stacks_of(dst0)["management"].ip,
                                spec.probe_interval_ms / 1000).start()
@@ -292,6 +293,17 @@ class _PathRun:
         self.result["sampler_error"] = self.sampler.error
         self.result["sampler_dropped_samples"] = self.sampler.dropped
         return self.result
+
+
+def baseline(lab: Lab, src: str, dst: str, dst_ip: str, bind: str) -> dict[str, Any]:
+    """iperf3 on the path: of :data:`BASELINE_RUNS` runs of 3 s the median one, with every
+    run's rate (``runs_mbps``). Every migration's R on the path derives from it, and a single
+    run is at the mercy of whatever else this 2-core machine does then: measured, 817 Mbit/s
+    with 419 retransmissions once on the own stack where six other runs gave 945-957 and
+    none, and 357 on the 400 Mbit/s cap where the agents' migrations then got 380 together."""
+    runs = [iperf3(lab, src, dst, dst_ip, seconds=3, bind=bind) for _ in range(BASELINE_RUNS)]
+    chosen = sorted(runs, key=lambda r: r["iperf3_mbps"])[len(runs) // 2]
+    return chosen | {"runs_mbps": [r["iperf3_mbps"] for r in runs]}
 
 
 def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -> float:
