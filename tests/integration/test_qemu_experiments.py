@@ -67,4 +67,7 @@ dirty_rate_mbs = 2
     assert enc["tls_hostname"] == "c-h1.cloud.test"
     assert enc["wire"]["markers_found"] == 0 and enc["wire"]["payload_bytes"] > 16 * 2**20
     assert v["isolation"]["isolated"]
+    # the path's baseline: the median of three iperf3 runs through the published port
+    runs = v["iperf3"]["runs_mbps"]
+    assert len(runs) == 3 and v["iperf3"]["iperf3_mbps"] == sorted(runs)[1] > 50, runs
     assert "QEMU encrypted" in (out / "report.md").read_text()

@@ -18,7 +18,7 @@ from topologies.guests import add_guests
 from ...lab import routing
 from ...lab.lab import Lab
 from ...measure.migration import migrate_concurrently
-from ...measure.path import BulkFlow, bulk_burst, iperf3
+from ...measure.path import BulkFlow, bulk_burst, iperf3_median
 from ...measure.portcount import PortCounters, carrier
 from ...measure.probes import PingProbe
 from ...measure.samplers import CounterSampler, utilisation_summary
@@ -140,7 +140,8 @@ class _PathRun:
                                lab.pid(bg_src), spec.host_link_mbps, "background")
         # the path's baseline: iperf3 between the first pair's stacks of this path
         a, b = net.stacks_of(src0)[self.func], net.stacks_of(dst0)[self.func]
-        self.base = self.result["iperf3"] = baseline(lab, src0, dst0, b.ip, a.ip)
+        self.base = self.result["iperf3"] = iperf3_median(lab, src0, dst0, b.ip,
+                                                          BASELINE_RUNS, seconds=3, bind=a.ip)
         self.probe = PingProbe(lab, src0, net.stacks_of(src0)["management"].ip,
                                net.stacks_of(dst0)["management"].ip,
                                spec.probe_interval_ms / 1000).start()
@@ -293,17 +294,6 @@ class _PathRun:
         self.result["sampler_error"] = self.sampler.error
         self.result["sampler_dropped_samples"] = self.sampler.dropped
         return self.result
-
-
-def baseline(lab: Lab, src: str, dst: str, dst_ip: str, bind: str) -> dict[str, Any]:
-    """iperf3 on the path: of :data:`BASELINE_RUNS` runs of 3 s the median one, with every
-    run's rate (``runs_mbps``). Every migration's R on the path derives from it, and a single
-    run is at the mercy of whatever else this 2-core machine does then: measured, 817 Mbit/s
-    with 419 retransmissions once on the own stack where six other runs gave 945-957 and
-    none, and 357 on the 400 Mbit/s cap where the agents' migrations then got 380 together."""
-    runs = [iperf3(lab, src, dst, dst_ip, seconds=3, bind=bind) for _ in range(BASELINE_RUNS)]
-    chosen = sorted(runs, key=lambda r: r["iperf3_mbps"])[len(runs) // 2]
-    return chosen | {"runs_mbps": [r["iperf3_mbps"] for r in runs]}
 
 
 def fair_share_mbps(spec: CoreLoadSpec, path: str, c: int, iperf3_mbps: float) -> float:
