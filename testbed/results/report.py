@@ -102,8 +102,9 @@ def write_report(out_dir: Path, docs: list[Document], plots: list[Path]) -> Path
               "write pattern) one rate D would miss that rewrites of a hot page count once: "
               "there the model counts the distinct pages that Poisson writes into the hot and "
               "the cold set dirty in each round's time (the write rate calibrated from the "
-              "tracker's round 0 alone), round by round. A migration that failed is shown as "
-              "failed.", ""]
+              "tracker's round 0 alone, each page exposed from when round 0 read it: along "
+              "iperf3's cold start on the path for one stream alone on it), round by round. "
+              "A migration that failed is shown as failed.", ""]
     for doc in docs:
         lines += [f"## {doc.name} ({doc.kind})", "", doc.description, "",
                   f"Status: {doc.status}, {doc.duration_s:.0f} s, "
