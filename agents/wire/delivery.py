@@ -78,7 +78,8 @@ def tcp_losses(sock: socket.socket) -> TcpLosses:
 
 
 def losses_between(before: list[TcpLosses], after: list[TcpLosses]) -> dict[str, Any]:
-    """What ``socks`` lost between two :func:`tcp_losses` readings of each, summed."""
+    """What the streams lost between two readings of each (:func:`tcp_losses`, in the same
+    order), summed; timeouts only where every reading has them."""
     out: dict[str, Any] = {"retrans_bytes": sum(a.retrans_bytes - b.retrans_bytes
                                                 for b, a in zip(before, after, strict=True))}
     if all(x.rtos is not None for x in [*before, *after]):

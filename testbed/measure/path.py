@@ -129,8 +129,11 @@ def iperf3(lab: Lab, client: str, server: str, server_ip: str, seconds: float = 
         srv.wait()
 
 
-def iperf3_median(lab: Lab, client: str, server: str, server_ip: str, runs: int = 3,
-                  **kwargs: Any) -> dict[str, Any]:
+BASELINE_RUNS = 3  # iperf3 runs whose median is a path's baseline
+
+
+def iperf3_median(lab: Lab, client: str, server: str, server_ip: str,
+                  runs: int = BASELINE_RUNS, **kwargs: Any) -> dict[str, Any]:
     """:func:`iperf3` ``runs`` times one after the other: the run with the median rate, and
     every run's rate (``runs_mbps``). A baseline every migration on the path is judged by must
     not be one run at the mercy of whatever else this 2-core machine (or the TCG appliance)

@@ -49,7 +49,7 @@ def run(spec: CloudSpec, progress: Progress) -> dict[str, Any]:
         progress(f"{spec.name}: management isolation "
                  f"{'holds' if out['isolation']['isolated'] else 'BROKEN'}")
         # the path's baseline through the gateway's published port: the median of three runs
-        out["iperf3"] = iperf3_median(lab, SRC, DST, gw.public_addr, 3, seconds=4,
+        out["iperf3"] = iperf3_median(lab, SRC, DST, gw.public_addr, seconds=4,
                                       bind=src_mig.ip, port=pub.port, server_bind=dst_mig.ip,
                                       server_port=pub.to_port)
         creds = Path(tmp) / "credentials"

@@ -33,7 +33,6 @@ from . import Progress
 IDLE_S = 3.0
 BASE_PORT = 7800
 TCP_BASE_PORT = 7900  # the iperf3 flows of a burst's TCP baseline
-BASELINE_RUNS = 3  # iperf3 runs on each path; the median one is its baseline
 BACKGROUND_PORT = 5301
 
 
@@ -138,10 +137,10 @@ class _PathRun:
         if spec.background_flow:
             self.sampler.watch(bg_src, net.stacks_of(bg_src)["replication"].dev,
                                lab.pid(bg_src), spec.host_link_mbps, "background")
-        # the path's baseline: iperf3 between the first pair's stacks of this path
+        # the path's baseline: iperf3 between the first pair's stacks of this path (median of 3)
         a, b = net.stacks_of(src0)[self.func], net.stacks_of(dst0)[self.func]
-        self.base = self.result["iperf3"] = iperf3_median(lab, src0, dst0, b.ip,
-                                                          BASELINE_RUNS, seconds=3, bind=a.ip)
+        self.base = self.result["iperf3"] = iperf3_median(lab, src0, dst0, b.ip, seconds=3,
+                                                          bind=a.ip)
         self.probe = PingProbe(lab, src0, net.stacks_of(src0)["management"].ip,
                                net.stacks_of(dst0)["management"].ip,
                                spec.probe_interval_ms / 1000).start()
