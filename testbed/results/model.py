@@ -186,7 +186,7 @@ class Skew:
         set, read first, has almost the whole round; the rest is read evenly through it, or
         as ``read_profile`` says."""
         if self.read_profile:
-            return self._dirtied_behind_profile(t, self.read_profile)
+            return self._dirtied_behind_profile(t)
         lh, lc = self._rates()
         hot_t = t * (1 - self.hot_pages / self.pages / 2)
         x = lc * t
@@ -195,8 +195,9 @@ class Skew:
             (self.pages - self.hot_pages) * cold
         return pages * self.page_size
 
-    def _dirtied_behind_profile(self, t: float, profile: tuple[float, ...]) -> float:
+    def _dirtied_behind_profile(self, t: float) -> float:
         """Slice by slice: each slice's pages are exposed from when round 0 read them."""
+        profile = self.read_profile or ()
         lh, lc = self._rates()
         k, hot_end = len(profile), self.hot_pages / self.pages
         pages = 0.0
