@@ -238,7 +238,7 @@ def spawn_workload(args: argparse.Namespace) -> tuple[ChildProcess, dict]:
             *(["--markers", str(args.markers)] if args.markers else [])]
     # not the agent's stderr: a guest that outlives a failed migration must not hold it open
     proc = fork_call(lambda: workload.cli(argv[1:]), stdout=PIPE, stderr=DEVNULL, new_session=True,
-                     args=argv)
+                     args=argv, name="guest")
     assert proc.stdout is not None
     line = proc.stdout.readline()
     proc.stdout.close()

@@ -38,7 +38,8 @@ class Guard:
         log = str(report_dir() / f"{mid}.json")
         r, w = os.pipe()
         self.proc = fork_call(lambda: _watch(r, pid, mid, list(addrs), bind, resolve_s, log),
-                              keep_fds=[r], stdout=DEVNULL, stderr=DEVNULL, new_session=True)
+                              keep_fds=[r], stdout=DEVNULL, stderr=DEVNULL, new_session=True,
+                              name="guest guard")
         os.close(r)
         self._w: int | None = w
 

@@ -47,7 +47,7 @@ class StandbyGuest:
                     *(["--disk", disk] if disk else [])]
             proc = fork_call(lambda: workload.cli(argv), keep_fds=[*keep_fds, mfd],
                              new_session=True, stdin=PIPE, stdout=PIPE, stderr=DEVNULL,
-                             args=["workload", *argv])
+                             args=["workload", *argv], name="guest standby")
         finally:
             os.close(mfd)
         return cls(image, proc)

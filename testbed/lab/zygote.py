@@ -32,7 +32,14 @@ import sys
 import threading
 from typing import IO, Any
 
-from agents.runtime.forking import ChildProcess, become_child, open_streams, run_and_exit, setns
+from agents.runtime.forking import (
+    ChildProcess,
+    become_child,
+    name_process,
+    open_streams,
+    run_and_exit,
+    setns,
+)
 
 from ..host.procio import read_line
 
@@ -74,6 +81,7 @@ def _spawn(conn: socket.socket, children: dict[int, socket.socket]) -> None:
     pid = os.fork()
     if pid == 0:
         become_child(list(fds))
+        name_process(f"{entry} {argv[0] if argv else ''}")  # "agents source", ...
         run_and_exit(lambda: _agent(argv, netns, cwd, entry))
     for fd in fds:
         os.close(fd)
