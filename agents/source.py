@@ -680,7 +680,7 @@ async def _stop_and_copy(f: _Flow, throttle, sw: Switchover, pages: Sequence[int
     f.losses["pause"] = _losses(f)
     sw.stopped()
     src.pause()
-    throttle.stop()
+    throttle.release()  # the cgroup's removal waits for the end (agents.guest.throttle)
     await faults.ahit("source", "stopped")
     final = sorted(set(pages) | set(src.dirty()))
     final_blocks = sorted(set(blocks) | set(disk.dirty())) if dsk is not None else []

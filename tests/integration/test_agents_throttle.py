@@ -45,8 +45,16 @@ def test_cgroup_quota_slows_a_busy_process_and_is_removed():
         assert thr.path.is_dir() and str(spin.pid) in (thr.path / "cgroup.procs").read_text()
         thr.set(0.8)  # 20 % of one CPU at most
         slowed = cpu_share(spin.pid)
+        t0 = time.perf_counter()
+        thr.release()  # the switchover's: quota lifted at once, the cgroup left until stop
+        released_ms = (time.perf_counter() - t0) * 1e3
+        assert str(spin.pid) in (thr.path / "cgroup.procs").read_text()
+        freed = cpu_share(spin.pid)
+        print(f"cpu share free {free:.2f}, throttled {slowed:.2f}, released {freed:.2f} "
+              f"(release took {released_ms:.2f} ms)")
         thr.stop()
         assert slowed < 0.3 and slowed < 0.6 * free, (slowed, free)
+        assert freed > 0.6 * free, (freed, free)
         assert not thr.path.exists()
         assert Path(f"/proc/{spin.pid}/cgroup").read_text() == home
         thr.stop()  # idempotent
