@@ -82,7 +82,7 @@ class Sender:
 
     async def send_round(self, round_no: int, units: Sequence[int]) -> tuple[int, int, int]:
         """Send ``units`` (sorted); returns (batches, data units, zero units)."""
-        bp = self.batch_units
+        bp = batch_size(len(units), self.batch_units, len(self.streams))
         counts = [0, 0, 0]
         recv_ch = batches_of(units, bp)
 
@@ -101,6 +101,19 @@ class Sender:
             for s in self.streams:
                 nursery.start_soon(worker, s)
         return counts[0], counts[1], counts[2]
+
+
+def batch_size(units: int, per_batch: int, streams: int) -> int:
+    """Units per batch for a round of ``units`` over ``streams``: at most ``per_batch``, and
+    cut evenly into a multiple of the streams' number of batches, so that every stream has
+    its share of the round. With whole batches of 256 a stop-and-copy of 1,160 pages made 5
+    batches for 4 streams: one carried two, and the last round left at 0.75-0.8 of the
+    path's rate (150 ms, 250 Mbit/s) where one stream's left at its full rate."""
+    if streams <= 1 or units <= 0:
+        return per_batch
+    batches = -(-units // per_batch)
+    batches = -(-batches // streams) * streams
+    return max(1, -(-units // batches))
 
 
 def batches_of(units: Sequence[int], per_batch: int) -> trio.MemoryReceiveChannel[list[int]]:

@@ -96,3 +96,14 @@ def test_throttle_falls_back_to_duty_cycles_without_a_writable_cgroup(tmp_path):
     path.write_bytes(bytes(PS))
     thr = make_throttle(ImageMemory(path))  # not a process: no cgroup to put it in
     assert thr.mechanism == "sigstop-duty-cycle"
+
+
+def test_a_round_is_cut_so_that_every_stream_has_its_share():
+    from agents.wire.sender import batch_size
+
+    assert batch_size(1160, 256, 1) == 256  # one stream: whole batches
+    assert batch_size(1160, 256, 4) == 145  # 8 batches of 145, two per stream (not 5 of 256)
+    for units, streams in ((1160, 4), (3, 4), (100_000, 3), (257, 2), (1, 1)):
+        per = batch_size(units, 256, streams)
+        batches = -(-units // per)
+        assert 1 <= per <= 256 and (batches % streams == 0 or units < streams), (units, per)
