@@ -81,7 +81,7 @@ def _spawn(conn: socket.socket, children: dict[int, socket.socket]) -> None:
     pid = os.fork()
     if pid == 0:
         become_child(list(fds))
-        name_process(f"{entry} {argv[0] if argv else ''}")  # "agents source", ...
+        name_process(f"agents {argv[0]}" if entry == "agents" and argv else f"{entry} client")
         run_and_exit(lambda: _agent(argv, netns, cwd, entry))
     for fd in fds:
         os.close(fd)

@@ -47,6 +47,8 @@ def test_agent_runs_in_the_namespace_it_was_forked_into(zygote, netns):
                               text=True).stdout.split()
         assert str(guest.pid) in pids
         assert guest.poll() is None
+        with open(f"/proc/{guest.pid}/comm") as comm:  # ps tells it from its zygote
+            assert comm.read().strip() == "agents workload"
     finally:
         guest.kill()
     assert guest.wait(timeout=10) == -9  # killed by SIGKILL, like Popen's returncode
